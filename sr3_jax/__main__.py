@@ -1,0 +1,5 @@
+import sys
+
+from sr3_jax.cli import main
+
+sys.exit(main())

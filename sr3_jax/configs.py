@@ -1,0 +1,140 @@
+"""Shared pieces of experiment configs (experiments/configs/*.py build on these).
+
+Every experiment file defines `get_config(arg=None)`; `arg` is a comma-separated list such as
+"runlocal" or "runlocal,batch=8" parsed by `parse_arg`.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from sr3_jax.models import unet
+
+
+def parse_arg(arg: str | None, **defaults):
+  """"runlocal,batch=8" → ConfigDict(runlocal=True, batch=8), typed by the defaults given."""
+  out = ml_collections.ConfigDict(dict(defaults))
+  for item in (arg or "").split(","):
+    item = item.strip()
+    if not item:
+      continue
+    key, eq, value = item.partition("=")
+    if key not in defaults:
+      raise ValueError(f"unknown config argument {key!r}; known: {sorted(defaults)}")
+    if not eq:
+      out[key] = True
+    else:
+      kind = type(defaults[key])
+      out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+  return out
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """SR3's training recipe (paper §4 and App. A); experiment files set the model and data."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # HR crops of data.image_size; LR = HR downsampled by data.factor on device.
+  c.data = ml_collections.ConfigDict(dict(dataset="embedded", image_size=128, factor=8))
+
+  c.model = ml_collections.ConfigDict(
+      {f: getattr(unet.UNetConfig, f) for f in unet.UNetConfig.__dataclass_fields__})
+
+  # Training noise levels: SR3's p(γ) on a linear β grid, T = 2000.
+  c.schedule = ml_collections.ConfigDict(
+      dict(kind="beta", name="linear", num_steps=2000, start=1e-6, end=1e-2))
+
+  c.diffusion = ml_collections.ConfigDict(dict(
+      target="eps",        # eps | x0 | v
+      loss="l1",           # SR3 Table 5: L1 slightly better than L2
+      diffuse="hr",        # hr | residual (HR − bicubic(LR)) × residual_scale
+      residual_scale=1.0,
+      min_snr_gamma=0.0,   # 0: off
+  ))
+
+  # Inference: its own grid (SR3: ≤ 100 steps, chosen by search on held-out data).
+  c.sampling = ml_collections.ConfigDict(dict(
+      sampler="ddpm", steps=100, clip_x0=1.0, variance="beta", eta=0.0,
+      schedule=dict(kind="beta", name="linear", num_steps=100, start=1e-4, end=0.1),
+  ))
+
+  c.optim = ml_collections.ConfigDict(dict(
+      name="adam", lr=1e-4, warmup_steps=10_000, b1=0.9, b2=0.999, eps=1e-8,
+      weight_decay=0.0, grad_clip=1.0, ema_decay=0.9999))
+
+  c.train = ml_collections.ConfigDict(dict(batch_size=256, num_steps=1_000_000, log_every=100))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+  return c
+
+
+def validate(config) -> None:
+  """Checks that the config's parts agree; one error naming the field."""
+  model = unet.UNetConfig.from_config(config.model)
+  if config.data.image_size != model.image_size:
+    raise ValueError(f"data.image_size={config.data.image_size} differs from "
+                     f"model.image_size={model.image_size}")
+  if config.data.factor < 1 or config.data.image_size % config.data.factor:
+    raise ValueError(f"data.factor={config.data.factor} must divide data.image_size="
+                     f"{config.data.image_size}")
+  if config.diffusion.diffuse == "hr" and config.diffusion.residual_scale != 1.0:
+    raise ValueError("diffusion.residual_scale applies only with diffusion.diffuse='residual'")
+
+
+
+def paper_config(arg, *, hr, factor, channels, channel_mult, num_res_blocks, dropout,
+                 attn_resolutions=(16,)):
+  """SR3 paper model (Table A.1) and training recipe; `runlocal` shrinks it for a laptop CPU."""
+  a = parse_arg(arg, runlocal=False, batch=0)
+  c = base_config()
+  c.data.image_size = hr
+  c.data.factor = factor
+  c.model.update(dict(
+      image_size=hr, channels=channels, channel_mult=tuple(channel_mult),
+      num_res_blocks=num_res_blocks, attn_resolutions=tuple(attn_resolutions),
+      dropout=dropout, num_groups=min(32, channels), dtype="bfloat16"))
+  c.train.batch_size = 256
+  if a.runlocal:
+    # Same task and factor at a small size: LR of 4 pixels a side, a tiny U-Net on the CPU.
+    c.data.dataset = "embedded"
+    c.data.image_size = c.model.image_size = 4 * factor
+    c.model.update(dict(channels=16, channel_mult=(1, 2, 2), num_res_blocks=1,
+                        attn_resolutions=(c.data.image_size // 4,), num_groups=8, dtype="float32"))
+    c.train.update(dict(batch_size=4, num_steps=20, log_every=5))
+    c.optim.warmup_steps = 5
+    c.optim.lr = 1e-3
+    c.sampling.steps = 10
+    c.sampling.schedule.num_steps = 10
+  if a.batch:
+    c.train.batch_size = a.batch
+  return c
+
+
+def repo_root():
+  """The checkout holding experiments/ (the package is installed in development mode)."""
+  import pathlib
+  return pathlib.Path(__file__).resolve().parent.parent
+
+
+def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
+  """Loads "path/to/file.py[:arg]" (relative to the cwd or to the checkout) and applies
+  dotted overrides such as {"train.num_steps": 10}."""
+  import importlib.util
+  import pathlib
+  path, _, arg = spec.partition(":")
+  p = pathlib.Path(path)
+  if not p.exists() and (repo_root() / p).exists():
+    p = repo_root() / p
+  if not p.exists():
+    raise FileNotFoundError(f"config file {path} not found (looked in the cwd and in {repo_root()})")
+  module_spec = importlib.util.spec_from_file_location(f"sr3_config_{p.stem}", p)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  for key, value in (overrides or {}).items():
+    parent = config
+    *head, last = key.split(".")
+    for h in head:
+      parent = parent[h]
+    if last not in parent:
+      raise KeyError(f"config has no field {key!r}")
+    parent[last] = value
+  return config

@@ -1,0 +1,1 @@
+"""Data: embedded photographs, degradations on device (and, later, TFDS/Grain loaders)."""

@@ -1,0 +1,89 @@
+"""The embedded default dataset: real photographs that ship inside the scikit-image wheel.
+
+They make the demo and the tests work offline. The split is fixed: the held-out photographs
+(chelsea, coffee) are never used for training.
+"""
+from __future__ import annotations
+
+import importlib.resources
+
+import numpy as np
+from PIL import Image
+
+# Name → file in skimage/data. Grayscale photographs are replicated to three channels.
+PHOTOS = {
+    "astronaut": "astronaut.png",
+    "rocket": "rocket.jpg",
+    "stereo_motorcycle": "motorcycle_left.png",
+    "hubble_deep_field": "hubble_deep_field.jpg",
+    "retina": "retina.jpg",
+    "immunohistochemistry": "ihc.png",
+    "colorwheel": "color.png",
+    "camera": "camera.png",
+    "brick": "brick.png",
+    "grass": "grass.png",
+    "gravel": "gravel.png",
+    "moon": "moon.png",
+    "coins": "coins.png",
+    "chelsea": "chelsea.png",
+    "coffee": "coffee.png",
+}
+HELD_OUT = ("chelsea", "coffee")
+SPLITS = {
+    "train": tuple(n for n in PHOTOS if n not in HELD_OUT),
+    "test": HELD_OUT,
+}
+
+
+def photo_path(name: str):
+  if name not in PHOTOS:
+    raise KeyError(f"no embedded photograph {name!r}; known: {sorted(PHOTOS)}")
+  return importlib.resources.files("skimage") / "data" / PHOTOS[name]
+
+
+def load_photo(name: str) -> np.ndarray:
+  """(H, W, 3) uint8 RGB."""
+  with Image.open(photo_path(name)) as im:
+    return np.asarray(im.convert("RGB"))
+
+
+def load_split(split: str) -> dict[str, np.ndarray]:
+  if split not in SPLITS:
+    raise KeyError(f"the embedded dataset has splits {sorted(SPLITS)}, not {split!r}")
+  return {name: load_photo(name) for name in SPLITS[split]}
+
+
+def to_model_range(images_uint8: np.ndarray) -> np.ndarray:
+  """uint8 [0, 255] → float32 [−1, 1]."""
+  return images_uint8.astype(np.float32) / 127.5 - 1.0
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+  """float [−1, 1] → uint8 [0, 255], rounded and clipped."""
+  return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+class RandomCrops:
+  """Random square crops with horizontal flips from a list of photographs, deterministic per seed.
+
+  A stand-in host loader for the demo and tests; HR crops leave here in [−1, 1] and every
+  degradation happens on device.
+  """
+
+  def __init__(self, photos: list[np.ndarray], size: int, seed: int):
+    small = [p.shape for p in photos if min(p.shape[:2]) < size]
+    if small:
+      raise ValueError(f"crop size {size} is larger than photograph(s) of shape {small}")
+    self.photos = photos
+    self.size = size
+    self.rng = np.random.default_rng(seed)
+
+  def batch(self, batch_size: int) -> np.ndarray:
+    out = np.empty((batch_size, self.size, self.size, 3), np.uint8)
+    for b in range(batch_size):
+      p = self.photos[self.rng.integers(len(self.photos))]
+      y = self.rng.integers(p.shape[0] - self.size + 1)
+      x = self.rng.integers(p.shape[1] - self.size + 1)
+      crop = p[y:y + self.size, x:x + self.size]
+      out[b] = crop[:, ::-1] if self.rng.random() < 0.5 else crop
+    return to_model_range(out)

@@ -1,0 +1,1 @@
+"""Networks. `unet` holds the SR3 U-Net."""
