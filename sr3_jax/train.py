@@ -119,7 +119,7 @@ def make_train_step(config, model: unet.UNet, mesh: Mesh):
   def step_fn(state: TrainState, batch: dict[str, Array]):
     rng = jax.random.fold_in(base_key, state.step)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     decay = ema_decay(config.optim, state.step)
@@ -136,8 +136,8 @@ def make_train_step(config, model: unet.UNet, mesh: Mesh):
     metrics = {
         "loss": loss,
         "grad_norm": grad_norm,
-        "param_norm": optax.global_norm(new_state.params),
-        "update_norm": optax.global_norm(updates),
+        "param_norm": optax.tree.norm(new_state.params),
+        "update_norm": optax.tree.norm(updates),
         "learning_rate": lr_fn(state.step),
         "skipped": new_state.skipped,
         "consecutive_skips": new_state.consecutive_skips,

@@ -42,6 +42,13 @@ class UNetConfig:
   noise_embedding: str = "logsnr"
   dtype: str = "float32"
   remat: bool = False
+  # Block style. SR3/BigGAN (default): resampling inside residual blocks, FiLM scale-and-shift,
+  # residual sums scaled by 1/√2, a 4·channels embedding. DDPM style (the widely used PyTorch
+  # SR3 port): resample="conv", film="shift", skip_scale=1.0, emb_channels=channels.
+  resample: str = "resblock"   # resblock | conv
+  film: str = "scale_shift"    # scale_shift | shift
+  skip_scale: float = INV_SQRT2
+  emb_channels: int = 0        # 0: 4 · channels
 
   @classmethod
   def from_config(cls, cfg) -> "UNetConfig":
@@ -71,6 +78,10 @@ class UNetConfig:
       raise ValueError(f"model.conditioning={self.conditioning!r}; choose one of {CONDITIONINGS}")
     if self.noise_embedding not in NOISE_EMBEDDINGS:
       raise ValueError(f"model.noise_embedding={self.noise_embedding!r}; choose one of {NOISE_EMBEDDINGS}")
+    if self.resample not in ("resblock", "conv"):
+      raise ValueError(f"model.resample={self.resample!r}; choose 'resblock' or 'conv'")
+    if self.film not in ("scale_shift", "shift"):
+      raise ValueError(f"model.film={self.film!r}; choose 'scale_shift' or 'shift'")
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"model.dtype={self.dtype!r}; choose float32, bfloat16 or float16")
 
@@ -125,6 +136,8 @@ class ResBlock(nn.Module):
   dropout: float
   dtype: Any
   resample: str | None = None  # None, "up" or "down"
+  film: str = "scale_shift"
+  skip_scale: float = INV_SQRT2
 
   @nn.compact
   def __call__(self, x, emb, train: bool):
@@ -136,15 +149,32 @@ class ResBlock(nn.Module):
     elif self.resample == "down":
       h, x = downsample_avg(h), downsample_avg(x)
     h = conv(self.out_channels, 3, "conv_in")(h)
-    scale_shift = nn.Dense(2 * self.out_channels, dtype=self.dtype, name="film")(nn.silu(emb))
-    scale, shift = jnp.split(scale_shift[:, None, None, :], 2, axis=-1)
-    h = GroupNorm32(self.num_groups, name="norm_out")(h) * (1.0 + scale) + shift
+    if self.film == "scale_shift":
+      scale_shift = nn.Dense(2 * self.out_channels, dtype=self.dtype, name="film")(nn.silu(emb))
+      scale, shift = jnp.split(scale_shift[:, None, None, :], 2, axis=-1)
+      h = GroupNorm32(self.num_groups, name="norm_out")(h) * (1.0 + scale) + shift
+    else:  # DDPM: the embedding is added before the second norm
+      h = h + nn.Dense(self.out_channels, dtype=self.dtype, name="film")(emb)[:, None, None, :]
+      h = GroupNorm32(self.num_groups, name="norm_out")(h)
     h = nn.silu(h)
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     h = conv(self.out_channels, 3, "conv_out", nn.initializers.zeros)(h)
     if x.shape[-1] != self.out_channels:
       x = conv(self.out_channels, 1, "skip")(x)
-    return (x + h) * INV_SQRT2
+    return (x + h) * self.skip_scale if self.skip_scale != 1.0 else x + h
+
+
+class Resample(nn.Module):
+  """DDPM-style resampling outside the residual blocks: stride-2 3×3 conv, or nearest ×2 + 3×3 conv."""
+  direction: str
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    if self.direction == "up":
+      return nn.Conv(x.shape[-1], (3, 3), padding="SAME", dtype=self.dtype, name="conv")(upsample_nearest(x))
+    return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                   name="conv")(x)
 
 
 class AttnBlock(nn.Module):
@@ -152,6 +182,7 @@ class AttnBlock(nn.Module):
   head_dim: int
   num_groups: int
   dtype: Any
+  skip_scale: float = INV_SQRT2
 
   @nn.compact
   def __call__(self, x):
@@ -163,7 +194,8 @@ class AttnBlock(nn.Module):
     h = jax.nn.dot_product_attention(q, k, v)  # (B, L, heads, head_dim)
     h = nn.DenseGeneral(c, axis=(-2, -1), dtype=self.dtype, kernel_init=nn.initializers.zeros,
                         name="proj")(h)
-    return (x + h.reshape(b, hgt, wid, c)) * INV_SQRT2
+    h = h.reshape(b, hgt, wid, c)
+    return (x + h) * self.skip_scale if self.skip_scale != 1.0 else x + h
 
 
 class UNet(nn.Module):
@@ -176,17 +208,22 @@ class UNet(nn.Module):
     dtype = cfg.compute_dtype
     block_cls = nn.remat(ResBlock, static_argnums=(3,)) if cfg.remat else ResBlock
     res_block = lambda c, name, resample=None: block_cls(
-        c, cfg.num_groups, cfg.dropout, dtype, resample, name=name)
-    attn = lambda name: AttnBlock(cfg.head_dim, cfg.num_groups, dtype, name=name)
+        c, cfg.num_groups, cfg.dropout, dtype, resample, cfg.film, cfg.skip_scale, name=name)
+    attn = lambda name: AttnBlock(cfg.head_dim, cfg.num_groups, dtype, cfg.skip_scale, name=name)
+
+    def resample(h, direction, name):
+      if cfg.resample == "conv":
+        return Resample(direction, dtype, name=name)(h)
+      return res_block(h.shape[-1], name, direction)(h, emb, train)
 
     # Noise-level embedding: sinusoidal features of λ (or √γ), then a two-layer MLP.
-    emb_dim = 4 * cfg.channels
+    emb_dim = cfg.emb_channels or 4 * cfg.channels
     feats = noise_features(gamma, cfg.noise_embedding)
     if cfg.noise_embedding == "logsnr":
       emb = sinusoidal_embedding(feats, cfg.channels, min_period=0.05, max_period=200.0)
     else:
       emb = sinusoidal_embedding(feats, cfg.channels, min_period=2 * jnp.pi, max_period=2 * jnp.pi * 1e4)
-    emb = nn.Dense(emb_dim, name="emb_dense0")(emb)
+    emb = nn.Dense(4 * cfg.channels, name="emb_dense0")(emb)
     emb = nn.Dense(emb_dim, name="emb_dense1")(nn.silu(emb)).astype(dtype)
 
     # Conditioning seam: how the LR input enters the network.
@@ -207,7 +244,7 @@ class UNet(nn.Module):
           h = attn(f"down{level}_attn{i}")(h)
         skips.append(h)
       if level != len(cfg.channel_mult) - 1:
-        h = res_block(h.shape[-1], f"down{level}_resample", "down")(h, emb, train)
+        h = resample(h, "down", f"down{level}_resample")
         res //= 2
         skips.append(h)
 
@@ -223,7 +260,7 @@ class UNet(nn.Module):
         if res in cfg.attn_resolutions:
           h = attn(f"up{level}_attn{i}")(h)
       if level != 0:
-        h = res_block(h.shape[-1], f"up{level}_resample", "up")(h, emb, train)
+        h = resample(h, "up", f"up{level}_resample")
         res *= 2
     assert not skips
 

@@ -1,0 +1,185 @@
+"""`sr3 bench`: compile time, step time, throughput, FLOPs and MFU of the train step and samplers.
+
+Times are medians over `iters` timed calls after one warm-up call, each ended by
+`block_until_ready`. FLOPs come from XLA's cost analysis of the lowered (not yet optimised)
+program: after compilation GPU convolutions become library calls that the analysis no longer counts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sr3_jax import configs, inference, train
+from sr3_jax.data import embedded
+from sr3_jax.models import unet
+
+# Dense peak TFLOP/s per chip, by compute dtype (GPU float32 runs matmuls as TF32 by default).
+PEAK_TFLOPS = {
+    "TPU v4": {"bfloat16": 275.0},
+    "TPU v5 lite": {"bfloat16": 197.0},   # v5e
+    "TPU v5e": {"bfloat16": 197.0},
+    "TPU v5p": {"bfloat16": 459.0},
+    "TPU v5": {"bfloat16": 459.0},
+    "TPU v6 lite": {"bfloat16": 918.0},   # v6e (Trillium)
+    "TPU v6e": {"bfloat16": 918.0},
+    "H100": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
+    "H200": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
+}
+WHAT = ("train", "sample", "forward", "data")
+
+
+def peak_tflops(device_kind: str, dtype: str) -> float | None:
+  """The dense peak for a device kind string such as 'NVIDIA H100 80GB HBM3' or 'TPU v5p'."""
+  for key in sorted(PEAK_TFLOPS, key=len, reverse=True):  # most specific name first
+    if key.lower() in device_kind.lower():
+      return PEAK_TFLOPS[key].get(dtype)
+  return None
+
+
+def _flops(lowered) -> float | None:
+  cost = lowered.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  if not cost or "flops" not in cost:
+    return None
+  return float(cost["flops"])
+
+
+def _peak_memory() -> int | None:
+  try:
+    stats = jax.local_devices()[0].memory_stats()
+  except Exception:  # some backends do not implement it
+    return None
+  return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+def _time(fn: Callable[[], Any], iters: int) -> list[float]:
+  jax.block_until_ready(fn())  # warm-up
+  times = []
+  for _ in range(iters):
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t)
+  return times
+
+
+@dataclasses.dataclass
+class BenchResult:
+  what: str
+  config: str
+  device_kind: str
+  device_count: int
+  dtype: str
+  params: int
+  batch: int
+  image_size: int
+  compile_s: float | None
+  step_s: float
+  step_s_min: float
+  step_s_max: float
+  iters: int
+  examples_per_s: float
+  flops_per_step: float | None
+  tflops_per_s: float | None
+  mfu: float | None
+  peak_memory_bytes: int | None
+  sampling_steps: int | None = None
+  sampler: str | None = None
+
+
+def run(config_spec: str, what: str = "train", batch: int | None = None, iters: int = 5,
+        dtype: str | None = None, steps: int | None = None, sampler: str | None = None,
+        log=sys.stderr) -> BenchResult:
+  if what not in WHAT:
+    raise ValueError(f"--what {what!r}; choose one of {WHAT}")
+  config = configs.load(config_spec)
+  if dtype:
+    config.model.dtype = dtype
+  if batch:
+    config.train.batch_size = batch
+  if sampler:
+    config.sampling.sampler = sampler
+  configs.validate(config)
+  bs = config.train.batch_size
+  size = config.data.image_size
+  mesh = train.make_mesh(config)
+  model = unet.build(config.model)
+  devices = jax.devices()
+  kind = devices[0].device_kind
+  n_params = unet.count_params(config.model)
+  print(f"bench {what}: {config_spec} on {len(devices)} × {kind}, batch {bs}, {size}², "
+        f"{config.model.dtype}, {n_params / 1e6:.2f}M params", file=log)
+
+  rng = np.random.default_rng(0)
+  hr = jax.device_put(rng.uniform(-1, 1, (bs, size, size, 3)).astype(np.float32), train.batch_sharding(mesh))
+  n_steps = None
+  if what == "train":
+    state = train.create_train_state(config, model, mesh)
+    step = train.make_train_step(config, model, mesh)
+    lowered = step.lower(state, {"hr": hr})
+    flops = _flops(lowered)
+    t = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - t
+    holder = [state]
+
+    def call():
+      holder[0], metrics = compiled(holder[0], {"hr": hr})
+      return metrics
+  elif what in ("sample", "forward"):
+    params = jax.jit(lambda k: unet.init_params(model, k))(jax.random.key(0))
+    lr = hr[:, ::config.data.factor, ::config.data.factor]
+    if what == "sample":
+      n_steps = steps or config.sampling.steps
+      gammas = inference.inference_gammas(config, n_steps)
+      fn = inference.make_super_resolve(config, model)
+      args = (params, lr, gammas, jax.random.key(0))
+    else:
+      fn = jax.jit(lambda p, z, g, c: model.apply({"params": p}, z, g, c))
+      args = (params, hr, jnp.full((bs,), 0.5), hr)
+    lowered = fn.lower(*args)
+    flops = _flops(lowered)
+    t = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - t
+    if what == "sample":
+      # XLA counts a loop body once: report the forward's FLOPs times the number of steps.
+      fwd = jax.jit(lambda p, z, g, c: model.apply({"params": p}, z, g, c))
+      f1 = _flops(fwd.lower(params, hr, jnp.full((bs,), 0.5), hr))
+      flops = f1 * n_steps if f1 else None
+    call = lambda: compiled(*args)
+  else:  # data: the host loader's HR crops per second
+    photos = list(embedded.load_split("train").values())
+    crops = embedded.RandomCrops(photos, size, config.seed)
+    compile_s, flops = None, None
+    call = lambda: crops.batch(bs)
+
+  times = _time(call, iters)
+  med = statistics.median(times)
+  achieved = flops / med / 1e12 if flops else None
+  peak = peak_tflops(kind, config.model.dtype) if what != "data" else None
+  mfu = achieved / (peak * len(devices)) if (achieved and peak) else None
+  return BenchResult(
+      what=what, config=config_spec, device_kind=kind, device_count=len(devices),
+      dtype=config.model.dtype, params=n_params, batch=bs, image_size=size, compile_s=compile_s,
+      step_s=med, step_s_min=min(times), step_s_max=max(times), iters=iters,
+      examples_per_s=bs / med, flops_per_step=flops, tflops_per_s=achieved, mfu=mfu,
+      peak_memory_bytes=_peak_memory(), sampling_steps=n_steps,
+      sampler=config.sampling.sampler if what == "sample" else None)
+
+
+def report(result: BenchResult, as_json: bool, out=sys.stdout) -> None:
+  d = dataclasses.asdict(result)
+  if as_json:
+    print(json.dumps(d), file=out)
+    return
+  for k, v in d.items():
+    print(f"{k:>18}: {v}", file=out)
