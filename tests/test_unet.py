@@ -102,3 +102,19 @@ def test_bad_model_configs_name_the_field():
     unet.UNetConfig(channels=24, num_groups=32).validate()
   with pytest.raises(ValueError, match="unknown model config field"):
     unet.UNetConfig.from_config({"chanels": 3})
+
+
+def test_group_norm_matches_float64_reference():
+  rng = np.random.default_rng(0)
+  x = rng.normal(0.3, 2.0, size=(2, 5, 6, 16)).astype(np.float32)
+  gn = unet.GroupNorm32(num_groups=4)
+  params = gn.init(jax.random.key(0), jnp.asarray(x))
+  params = {"params": {"scale": jnp.linspace(0.5, 1.5, 16), "bias": jnp.linspace(-1, 1, 16)}}
+  got = np.asarray(gn.apply(params, jnp.asarray(x)))
+  xd = x.astype(np.float64).reshape(2, 5, 6, 4, 4)
+  mean = xd.mean(axis=(1, 2, 4), keepdims=True)
+  var = xd.var(axis=(1, 2, 4), keepdims=True)
+  want = ((xd - mean) / np.sqrt(var + 1e-5)).reshape(2, 5, 6, 16) * np.linspace(0.5, 1.5, 16) + np.linspace(-1, 1, 16)
+  np.testing.assert_allclose(got, want, atol=1e-4)
+  bf = np.asarray(gn.apply(params, jnp.asarray(x, jnp.bfloat16)).astype(jnp.float32))
+  np.testing.assert_allclose(bf, want, atol=0.1)

@@ -1,0 +1,33 @@
+"""`sr3 bench --json` emits the documented fields (timings are never asserted)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sr3_jax import bench
+
+FIELDS = {"what", "device_kind", "device_count", "params", "batch", "image_size", "compile_s", "step_s",
+          "step_s_min", "step_s_max", "examples_per_s", "flops_per_step", "tflops_per_s", "mfu",
+          "peak_memory_bytes", "dtype"}
+
+
+def test_bench_json_fields():
+  cmd = [sys.executable, "-m", "sr3_jax", "bench", "--config",
+         "experiments/configs/bench_reference_16_128.py:runlocal", "--what", "forward",
+         "--batch", "2", "--iters", "2", "--json"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert FIELDS <= set(out)
+  assert out["what"] == "forward" and out["batch"] == 2 and out["device_kind"] == "cpu"
+  assert out["step_s_min"] <= out["step_s"] <= out["step_s_max"]
+  assert out["flops_per_step"] > 0 and out["mfu"] is None  # no peak is defined for a CPU
+
+
+@pytest.mark.parametrize("kind,dtype,peak", [
+    ("NVIDIA H100 80GB HBM3", "bfloat16", 989.0), ("NVIDIA H200", "float32", 494.0),
+    ("TPU v5 lite", "bfloat16", 197.0), ("TPU v5p", "bfloat16", 459.0), ("TPU v4", "bfloat16", 275.0),
+    ("TPU v6 lite", "bfloat16", 918.0), ("cpu", "float32", None)])
+def test_peak_table(kind, dtype, peak):
+  assert bench.peak_tflops(kind, dtype) == peak
