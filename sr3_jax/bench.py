@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sr3_jax import configs, inference, train
-from sr3_jax.data import embedded
+from sr3_jax.data import loader
 from sr3_jax.models import unet
 
 # Dense peak TFLOP/s per chip, by compute dtype (GPU float32 runs matmuls as TF32 by default).
@@ -156,11 +156,11 @@ def run(config_spec: str, what: str = "train", batch: int | None = None, iters: 
       f1 = _flops(fwd.lower(params, hr, jnp.full((bs,), 0.5), hr))
       flops = f1 * n_steps if f1 else None
     call = lambda: compiled(*args)
-  else:  # data: the host loader's HR crops per second
-    photos = list(embedded.load_split("train").values())
-    crops = embedded.RandomCrops(photos, size, config.seed)
+  else:  # data: the Grain loader's HR crops per second, each batch placed on the mesh
+    batches = iter(loader.make_dataset(config.data, config.data.train_split, bs, seed=config.seed))
+    sharding = train.batch_sharding(mesh)
     compile_s, flops = None, None
-    call = lambda: crops.batch(bs)
+    call = lambda: loader.global_batch(next(batches), sharding)["hr"]
 
   times = _time(call, iters)
   med = statistics.median(times)

@@ -34,7 +34,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   # HR crops of data.image_size; LR = HR downsampled by data.factor on device.
-  c.data = ml_collections.ConfigDict(dict(dataset="embedded", image_size=128, factor=8))
+  c.data = ml_collections.ConfigDict(dict(
+      dataset="embedded",        # "embedded" or a prepared TFDS name, e.g. "div2k/bicubic_x4"
+      data_dir=ml_collections.config_dict.placeholder(str),
+      image_key="image", train_split="train", eval_split="test",
+      image_size=128, factor=8,
+      preprocess="random_crop",  # random_crop (patches of large images) | center_resize (SR3 ImageNet)
+      flip=True, num_threads=2, prefetch=8, num_workers=0))
 
   c.model = ml_collections.ConfigDict(
       {f: getattr(unet.UNetConfig, f) for f in unet.UNetConfig.__dataclass_fields__})

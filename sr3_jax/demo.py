@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from sr3_jax import configs, inference, metrics, train
-from sr3_jax.data import degrade, embedded
+from sr3_jax.data import degrade, embedded, loader
 from sr3_jax.models import unet
 
 
@@ -30,15 +30,17 @@ def train_model(config, log=sys.stderr):
   model = unet.build(config.model)
   state = train.create_train_state(config, model, mesh)
   step = train.make_train_step(config, model, mesh)
-  photos = list(embedded.load_split("train").values())
-  crops = embedded.RandomCrops(photos, config.data.image_size, config.seed)
   bs = config.train.batch_size
+  if bs % jax.process_count():
+    raise ValueError(f"train.batch_size={bs} is not divisible by the {jax.process_count()} processes")
+  batches = iter(loader.make_dataset(config.data, config.data.train_split, bs // jax.process_count(),
+                                     seed=config.seed))
   sharding = train.batch_sharding(mesh)
   t_start = None
   bar = tqdm(range(config.train.num_steps), desc="train", file=log, mininterval=2.0)
   loss_ema = None
   for i in bar:
-    batch = {"hr": jax.device_put(crops.batch(bs), sharding)}
+    batch = loader.global_batch(next(batches), sharding)
     state, m = step(state, batch)
     if i == 0:
       jax.block_until_ready(state)
@@ -50,13 +52,6 @@ def train_model(config, log=sys.stderr):
   jax.block_until_ready(state)
   per_step = (time.perf_counter() - t_start) / max(1, config.train.num_steps - 1)
   return model, state, per_step
-
-
-def center_crop(image: np.ndarray, size: int) -> np.ndarray:
-  h, w = image.shape[:2]
-  size = min(size, h, w)
-  y, x = (h - size) // 2, (w - size) // 2
-  return image[y:y + size, x:x + size]
 
 
 def _grid(panels: list[np.ndarray]) -> np.ndarray:
@@ -75,7 +70,7 @@ def evaluate(config, model, params, out_dir: pathlib.Path, log=sys.stderr) -> di
   gammas = inference.inference_gammas(config)
   results = {}
   for idx, (name, photo) in enumerate(embedded.load_split("test").items()):
-    hr = embedded.to_model_range(center_crop(photo, size))[None]   # (1, S, S, 3) in [−1, 1]
+    hr = embedded.to_model_range(loader.center_crop(photo, size))[None]   # (1, S, S, 3) in [−1, 1]
     lr = degrade.downsample(jnp.asarray(hr), factor, value_range=(-1.0, 1.0))
     bicubic = np.asarray(degrade.upsample(lr, factor, value_range=(-1.0, 1.0)))
     sr_model = unet.build(dict(config.model.to_dict(), image_size=size))  # same params, this size

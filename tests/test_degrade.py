@@ -59,3 +59,26 @@ def test_value_range_clips_the_overshoot():
 def test_bad_factor():
   with pytest.raises(ValueError, match="not divisible"):
     degrade.downsample(jnp.zeros((10, 10, 3)), 4)
+
+
+@pytest.mark.parametrize("sigma", [0.7, 1.5, 3.0])
+def test_gaussian_blur_matches_scipy(sigma):
+  from scipy import ndimage
+  img = embedded.load_photo("astronaut")[::8, ::8].astype(np.float32)  # 64×64
+  ours = np.asarray(degrade.gaussian_blur(img, sigma), np.float64)
+  ref = ndimage.gaussian_filter(img.astype(np.float64), sigma=(sigma, sigma, 0), mode="reflect", truncate=12.0)
+  np.testing.assert_allclose(ours, ref, atol=2e-3 * 255)
+
+
+def test_gaussian_blur_per_example_sigma_and_identity():
+  imgs = jnp.asarray(embedded.load_photo("coffee")[:32, :32][None].repeat(3, 0), jnp.float32)
+  out = jax.jit(degrade.gaussian_blur)(imgs, jnp.array([0.0, 1.0, 2.0]))
+  np.testing.assert_allclose(out[0], imgs[0], atol=1e-3)
+  np.testing.assert_allclose(out[1], degrade.gaussian_blur(imgs[1], 1.0), atol=1e-3)
+  assert float(jnp.std(out[2])) < float(jnp.std(out[1])) < float(jnp.std(out[0]))
+
+
+def test_gaussian_noise_statistics():
+  x = jnp.zeros((2, 64, 64, 3))
+  y = np.asarray(degrade.gaussian_noise(x, jax.random.key(0), jnp.array([0.1, 0.5])))
+  assert abs(y[0].std() - 0.1) < 0.005 and abs(y[1].std() - 0.5) < 0.02

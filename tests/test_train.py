@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sr3_jax import configs, train
-from sr3_jax.data import embedded
+from sr3_jax.data import loader
 from sr3_jax.models import unet
 
 
@@ -17,8 +17,8 @@ def setup():
   c.optim.update(dict(lr=2e-3, warmup_steps=5))
   mesh = train.make_mesh(c)
   model = unet.build(c.model)
-  crops = embedded.RandomCrops(list(embedded.load_split("train").values()), c.data.image_size, 0)
-  batch = {"hr": jax.device_put(crops.batch(8), train.batch_sharding(mesh))}
+  local = next(iter(loader.make_dataset(c.data, "train", 8, seed=0)))
+  batch = loader.global_batch(local, train.batch_sharding(mesh))
   chex.clear_trace_counter()
   step = train.make_train_step(c, model, mesh)  # compiled once for the module
   return c, mesh, model, batch, step

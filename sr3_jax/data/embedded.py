@@ -61,29 +61,3 @@ def to_model_range(images_uint8: np.ndarray) -> np.ndarray:
 def to_uint8(images: np.ndarray) -> np.ndarray:
   """float [−1, 1] → uint8 [0, 255], rounded and clipped."""
   return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-class RandomCrops:
-  """Random square crops with horizontal flips from a list of photographs, deterministic per seed.
-
-  A stand-in host loader for the demo and tests; HR crops leave here in [−1, 1] and every
-  degradation happens on device.
-  """
-
-  def __init__(self, photos: list[np.ndarray], size: int, seed: int):
-    small = [p.shape for p in photos if min(p.shape[:2]) < size]
-    if small:
-      raise ValueError(f"crop size {size} is larger than photograph(s) of shape {small}")
-    self.photos = photos
-    self.size = size
-    self.rng = np.random.default_rng(seed)
-
-  def batch(self, batch_size: int) -> np.ndarray:
-    out = np.empty((batch_size, self.size, self.size, 3), np.uint8)
-    for b in range(batch_size):
-      p = self.photos[self.rng.integers(len(self.photos))]
-      y = self.rng.integers(p.shape[0] - self.size + 1)
-      x = self.rng.integers(p.shape[1] - self.size + 1)
-      crop = p[y:y + self.size, x:x + self.size]
-      out[b] = crop[:, ::-1] if self.rng.random() < 0.5 else crop
-    return to_model_range(out)
