@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 
 
@@ -20,6 +21,18 @@ def _bench(args) -> int:
   return 0
 
 
+def _prepare(args) -> int:
+  from sr3_jax.data import prepare
+  try:
+    report = prepare.prepare(args.images, args.name, args.data_dir, args.min_size, args.val_fraction,
+                             args.workers)
+  except (FileNotFoundError, FileExistsError, ValueError) as e:
+    print(f"sr3 prepare: {e}", file=sys.stderr)
+    return 2
+  print(pathlib.Path(report["data_dir"]) / report["dataset"])
+  return 0
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="sr3", description="SR3-style diffusion super-resolution in JAX")
   sub = parser.add_subparsers(dest="command", required=True)
@@ -29,6 +42,15 @@ def main(argv=None) -> int:
   p.add_argument("--steps", type=int, default=0, help="training steps (default: the demo config's)")
   p.add_argument("--runlocal", action="store_true", help="a seconds-long smoke run")
   p.set_defaults(fn=_demo)
+
+  p = sub.add_parser("prepare", help="turn a folder of images into a TFDS array_record dataset")
+  p.add_argument("--images", required=True, help="folder of PNG/JPEG (any depth)")
+  p.add_argument("--name", required=True, help="dataset name for data.dataset, e.g. ffhq")
+  p.add_argument("--data-dir", default=None, help="TFDS data_dir (default ~/tensorflow_datasets)")
+  p.add_argument("--min-size", type=int, default=0, help="skip images whose short side is smaller")
+  p.add_argument("--val-fraction", type=float, default=0.0, help="share of files for a 'validation' split")
+  p.add_argument("--workers", type=int, default=None, help="decoding processes (default: 2)")
+  p.set_defaults(fn=_prepare)
 
   p = sub.add_parser("bench", help="time the train step, a forward pass, a sampler or the loader")
   p.add_argument("--config", required=True, help="experiments/configs/FILE.py[:arg,...]")

@@ -55,7 +55,17 @@ class TFDSSource:
     record = self.source[index]
     if self.image_key not in record:
       raise KeyError(f"records have no key {self.image_key!r}; set data.image_key to one of {sorted(record)}")
-    return np.asarray(record[self.image_key])
+    value = record[self.image_key]
+    if isinstance(value, (bytes, np.bytes_)) or (isinstance(value, np.ndarray) and value.dtype == object):
+      return decode_image(bytes(value.item() if isinstance(value, np.ndarray) else value))
+    return np.asarray(value)
+
+
+def decode_image(data: bytes) -> np.ndarray:
+  """Encoded PNG/JPEG bytes (as `sr3 prepare` stores them) → uint8 RGB, decoded with Pillow."""
+  import io
+  with Image.open(io.BytesIO(data)) as im:
+    return np.asarray(im.convert("RGB"))
 
 
 def make_source(dcfg, split: str):
