@@ -1,7 +1,8 @@
-"""The embedded default dataset: real photographs that ship inside the scikit-image wheel.
+"""The embedded default datasets: real images that ship inside the scikit-image wheel.
 
-They make the demo and the tests work offline. The split is fixed: the held-out photographs
-(chelsea, coffee) are never used for training.
+They make the demo and the tests work offline. `embedded`: photographs with a fixed split, the
+held-out photographs (chelsea, coffee) never used for training. `lfw_faces`: the 100 face crops of
+scikit-image's LFW subset (25×25 gray, as RGB), a tiny face set; the last 10 are held out.
 """
 from __future__ import annotations
 
@@ -51,6 +52,19 @@ def load_split(split: str) -> dict[str, np.ndarray]:
   if split not in SPLITS:
     raise KeyError(f"the embedded dataset has splits {sorted(SPLITS)}, not {split!r}")
   return {name: load_photo(name) for name in SPLITS[split]}
+
+
+FACES_HELD_OUT = 10
+
+
+def load_faces(split: str) -> dict[str, np.ndarray]:
+  """The LFW subset's 100 faces (the file's first 100 rows; the rest are non-faces) as uint8 RGB."""
+  if split not in SPLITS:
+    raise KeyError(f"lfw_faces has splits {sorted(SPLITS)}, not {split!r}")
+  arr = np.load(importlib.resources.files("skimage") / "data" / "lfw_subset.npy")[:100]
+  faces = np.repeat(np.round(arr * 255.0).astype(np.uint8)[..., None], 3, axis=-1)
+  idx = range(100 - FACES_HELD_OUT) if split == "train" else range(100 - FACES_HELD_OUT, 100)
+  return {f"lfw_{i:03d}": faces[i] for i in idx}
 
 
 def to_model_range(images_uint8: np.ndarray) -> np.ndarray:

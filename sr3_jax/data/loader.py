@@ -17,13 +17,14 @@ from PIL import Image
 from sr3_jax.data import embedded
 
 PREPROCESS = ("random_crop", "center_resize")
+EMBEDDED = ("embedded", "lfw_faces")
 
 
 class EmbeddedSource:
-  """The embedded photographs of one split as a Grain random-access source of uint8 HWC images."""
+  """An embedded dataset's split as a Grain random-access source of uint8 HWC images."""
 
-  def __init__(self, split: str):
-    photos = embedded.load_split(split)
+  def __init__(self, split: str, dataset: str = "embedded"):
+    photos = embedded.load_faces(split) if dataset == "lfw_faces" else embedded.load_split(split)
     self.names: list[str] = list(photos)
     self.images: list[np.ndarray] = list(photos.values())
 
@@ -69,8 +70,8 @@ def decode_image(data: bytes) -> np.ndarray:
 
 
 def make_source(dcfg, split: str):
-  if dcfg.dataset == "embedded":
-    return EmbeddedSource(split)
+  if dcfg.dataset in EMBEDDED:
+    return EmbeddedSource(split, dcfg.dataset)
   return TFDSSource(dcfg.dataset, split, dcfg.get("data_dir"), dcfg.get("image_key", "image"))
 
 
@@ -150,6 +151,9 @@ def make_dataset(dcfg, split: str, batch_size: int, *, seed: int, train: bool = 
   iter_ds = iter_ds.batch(batch_size, drop_remainder=train, batch_fn=lambda xs: {"hr": np.stack(xs)})
   workers = dcfg.get("num_workers", 0)
   if workers:
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; outside absl.app, use defaults
+      flags.FLAGS.mark_as_parsed()
     iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return iter_ds
 
