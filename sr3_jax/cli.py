@@ -34,8 +34,15 @@ def _prepare(args) -> int:
 
 
 def main(argv=None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if argv and argv[0] == "train":  # absl flags with --config.a.b=v overrides
+    from sr3_jax import train_cli
+    train_cli.main(["sr3 train"] + argv[1:])
+    return 0
   parser = argparse.ArgumentParser(prog="sr3", description="SR3-style diffusion super-resolution in JAX")
   sub = parser.add_subparsers(dest="command", required=True)
+  sub.add_parser("train", help="train: sr3 train --config FILE.py[:arg] --workdir DIR [--config.a.b=v]",
+                 add_help=False)
 
   p = sub.add_parser("demo", help="train on the embedded photographs and super-resolve the held-out ones")
   p.add_argument("--output", default="demo_out", help="folder for the grids and metrics.json")

@@ -67,8 +67,16 @@ def base_config() -> ml_collections.ConfigDict:
       name="adam", lr=1e-4, warmup_steps=10_000, b1=0.9, b2=0.999, eps=1e-8,
       weight_decay=0.0, grad_clip=1.0, ema_decay=0.9999))
 
-  c.train = ml_collections.ConfigDict(dict(batch_size=256, num_steps=1_000_000, log_every=100))
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=256, num_steps=1_000_000, log_every=100,
+      sample_every=0,               # PNG grid (LR | bicubic | EMA sample | HR) every K steps; 0: off
+      sample_steps=20,              # sampler steps for those grids
+      max_consecutive_skips=20,     # stop after this many non-finite steps in a row
+  ))
+  c.checkpoint = ml_collections.ConfigDict(dict(every=1000, keep=3, keep_every=0, async_save=True))
+  # Mesh axes: data-parallel × FSDP. rules: [(regex on the state path, axis sharded over fsdp or None)].
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, rules=()))
+  c.allow_config_change = False
   return c
 
 

@@ -9,6 +9,7 @@ A step whose loss or gradients are not finite leaves the state unchanged and is 
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Callable
 
 import flax
@@ -96,12 +97,56 @@ def init_state(config, model: unet.UNet, rng: Array) -> TrainState:
                     skipped=zero, consecutive_skips=zero)
 
 
+def partition_spec(path: str, shape: tuple[int, ...], fsdp: int, rules) -> P:
+  """Where one state leaf lives. The first rule (regex, axis) whose regex matches the leaf's path
+  shards `axis` over 'fsdp' (axis None: replicate). Without a matching rule, with fsdp > 1, the
+  largest axis divisible by the fsdp size is sharded; scalars and small leaves stay replicated."""
+  for pattern, axis in rules or ():
+    if re.search(pattern, path):
+      if axis is None:
+        return P()
+      if shape[axis] % fsdp:
+        raise ValueError(f"sharding rule {pattern!r} puts axis {axis} of {path} {shape} on fsdp={fsdp}, "
+                         f"which does not divide it")
+      spec = [None] * len(shape)
+      spec[axis] = "fsdp"
+      return P(*spec)
+  if fsdp <= 1 or not shape or int(np.prod(shape)) < 4096:
+    return P()
+  order = sorted(range(len(shape)), key=lambda a: -shape[a])
+  for axis in order:
+    if shape[axis] % fsdp == 0:
+      spec = [None] * len(shape)
+      spec[axis] = "fsdp"
+      return P(*spec)
+  return P()
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, rules=()) -> Any:
+  """NamedSharding for every leaf of the (abstract) state: replicated over 'data', FSDP by rule."""
+  fsdp = mesh.shape["fsdp"]
+  return jax.tree_util.tree_map_with_path(
+      lambda path, leaf: NamedSharding(mesh, partition_spec(jax.tree_util.keystr(path), leaf.shape, fsdp, rules)),
+      abstract_state)
+
+
+def sharding_rules(config) -> list[tuple[str, int | None]]:
+  return [(str(r[0]), None if r[1] is None else int(r[1])) for r in config.mesh.get("rules", ())]
+
+
+def abstract_train_state(config, model: unet.UNet, mesh: Mesh) -> tuple[TrainState, Any]:
+  """(abstract state with shardings attached, the shardings) — nothing is allocated."""
+  abstract = jax.eval_shape(functools.partial(init_state, config, model), jax.random.key(config.seed))
+  shardings = state_shardings(abstract, mesh, sharding_rules(config))
+  with_sharding = jax.tree_util.tree_map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+  return with_sharding, shardings
+
+
 def create_train_state(config, model: unet.UNet, mesh: Mesh) -> TrainState:
   """Abstract state first (jax.eval_shape), then the real one initialised already placed."""
+  _, shardings = abstract_train_state(config, model, mesh)
   rng = jax.random.key(config.seed)
-  abstract = jax.eval_shape(functools.partial(init_state, config, model), rng)
-  replicated = NamedSharding(mesh, P())
-  shardings = jax.tree_util.tree_map(lambda _: replicated, abstract)
   return jax.jit(functools.partial(init_state, config, model), out_shardings=shardings)(rng)
 
 
@@ -110,7 +155,8 @@ def _tree_where(pred: Array, a: Any, b: Any) -> Any:
 
 
 def make_train_step(config, model: unet.UNet, mesh: Mesh):
-  """Returns the jitted step(state, batch) → (state, metrics); the state is donated."""
+  """Returns the jitted step(state, batch) → (state, metrics); the state is donated and keeps its
+  shardings (replicated, or FSDP by config.mesh rules); metrics come back replicated."""
   loss_fn = diffusion.make_loss_fn(apply_fn_for(model), config)
   optimizer = make_optimizer(config.optim)
   lr_fn = learning_rate_schedule(config.optim)
@@ -144,4 +190,182 @@ def make_train_step(config, model: unet.UNet, mesh: Mesh):
     }
     return new_state, metrics
 
-  return jax.jit(step_fn, in_shardings=(None, batch_sharding(mesh)), donate_argnums=(0,))
+  _, shardings = abstract_train_state(config, model, mesh)
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(step_fn, in_shardings=(shardings, batch_sharding(mesh)),
+                 out_shardings=(shardings, replicated), donate_argnums=(0,))
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop.
+
+# Fields a resumed run may change without --config.allow_config_change.
+RESUMABLE_CHANGES = ("train.num_steps", "allow_config_change")
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+  return out
+
+
+def check_workdir_config(config, workdir) -> None:
+  """Writes config.json into a new workdir; in an existing one, a different config is an error."""
+  import json
+  from etils import epath
+  path = epath.Path(workdir) / "config.json"
+  new = json.loads(config.to_json_best_effort())
+  if path.exists():
+    old = json.loads(path.read_text())
+    diff = sorted(k for k in set(_flat(old)) | set(_flat(new))
+                  if _flat(old).get(k) != _flat(new).get(k) and k not in RESUMABLE_CHANGES)
+    if diff and not config.get("allow_config_change", False):
+      k = diff[0]
+      raise ValueError(f"workdir {workdir} holds a run with a different config: {k} is "
+                       f"{_flat(old).get(k)!r} there and {_flat(new).get(k)!r} now ({len(diff)} field(s) "
+                       f"differ); use a new --workdir or pass --config.allow_config_change=True")
+  if jax.process_index() == 0:
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(new, indent=2))
+
+
+def validate_for_mesh(config, mesh: Mesh) -> None:
+  bs = config.train.batch_size
+  if bs % mesh.size:
+    raise ValueError(f"train.batch_size={bs} is not divisible by the {mesh.size} devices of the mesh "
+                     f"(mesh.data × mesh.fsdp = {mesh.shape['data']} × {mesh.shape['fsdp']})")
+  if bs % jax.process_count():
+    raise ValueError(f"train.batch_size={bs} is not divisible by the {jax.process_count()} processes")
+
+
+class _Preemption:
+  """SIGTERM → a flag the loop checks (single process; with several, Orbax's sync point decides)."""
+
+  def __init__(self):
+    import signal
+    self.requested = False
+    self._previous = None
+    if jax.process_count() == 1:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    self.requested = True
+
+  def restore(self):
+    import signal
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _sample_grid(config, model, mesh, params, hr: np.ndarray, sampler_fn, gammas, step: int) -> np.ndarray:
+  """(LR | bicubic | EMA sample | HR) rows for a few fixed held-out crops, as one uint8 image."""
+  from sr3_jax.data import degrade, embedded
+  replicated = NamedSharding(mesh, P())
+  hr_g = jax.make_array_from_process_local_data(replicated, hr)
+  lr = degrade.downsample(hr_g, config.data.factor, value_range=(-1.0, 1.0))
+  up = degrade.upsample(lr, config.data.factor, value_range=(-1.0, 1.0))
+  sr = sampler_fn(params, lr, gammas, jax.random.fold_in(jax.random.key(config.seed + 7), step))
+  f = config.data.factor
+  lr_big = np.repeat(np.repeat(np.asarray(lr.addressable_data(0)), f, axis=1), f, axis=2)
+  cols = [lr_big, np.asarray(up.addressable_data(0)), np.asarray(sr.addressable_data(0)), hr]
+  rows = [np.concatenate([embedded.to_uint8(c[i]) for c in cols], axis=1) for i in range(hr.shape[0])]
+  return np.concatenate(rows, axis=0)
+
+
+def train_and_evaluate(config, workdir, log=None) -> TrainState:
+  """Trains config.train.num_steps steps in `workdir`, resuming from its latest checkpoint.
+
+  Returns the final state. On SIGTERM (or Orbax's preemption sync point on a pod) it saves the
+  current step, waits for the save and returns early; the caller exits 0 and a rerun resumes.
+  """
+  import sys
+  import time
+
+  from etils import epath
+  from PIL import Image
+  from tqdm import tqdm
+
+  from sr3_jax import checkpoint, configs, inference
+  from sr3_jax.data import embedded, loader
+  from sr3_jax.writers import MetricWriter
+
+  log = log or sys.stderr
+  configs.validate(config)
+  mesh = make_mesh(config)
+  validate_for_mesh(config, mesh)
+  workdir = epath.Path(workdir)
+  check_workdir_config(config, workdir)
+  model = unet.build(config.model)
+  abstract, _ = abstract_train_state(config, model, mesh)
+  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint)
+  local_bs = config.train.batch_size // jax.process_count()
+  data_iter = iter(loader.make_dataset(config.data, config.data.train_split, local_bs, seed=config.seed))
+  latest = ckpt.latest_step()
+  if latest is None:
+    state = create_train_state(config, model, mesh)
+  else:
+    state = ckpt.restore(latest, abstract, data_iter)
+    print(f"resumed {workdir} from step {latest}", file=log)
+  step_fn = make_train_step(config, model, mesh)
+  bsharding = batch_sharding(mesh)
+  writer = MetricWriter(workdir)
+  preemption = _Preemption()
+  tcfg = config.train
+  sampler_fn = gammas = sample_hr = None
+  if tcfg.sample_every:
+    sampler_fn = inference.make_super_resolve(config, model)
+    gammas = inference.inference_gammas(config, tcfg.sample_steps)
+    eval_src = loader.make_dataset(config.data, config.data.eval_split, 4, seed=0, train=False,
+                                   process_index=0, process_count=1)
+    sample_hr = next(iter(eval_src))["hr"]
+    if jax.process_index() == 0:
+      (workdir / "samples").mkdir(parents=True, exist_ok=True)
+
+  start = int(state.step)
+  last_saved = latest
+  bar = tqdm(total=tcfg.num_steps, initial=start, desc="train", file=log, mininterval=2.0,
+             disable=jax.process_index() != 0)
+  t_log, steps_since = time.perf_counter(), 0
+  try:
+    for step in range(start, tcfg.num_steps):
+      state, metrics = step_fn(state, loader.global_batch(next(data_iter), bsharding))
+      done = step + 1
+      steps_since += 1
+      bar.update(1)
+      if done % tcfg.log_every == 0 or done == tcfg.num_steps:
+        m = {k: float(v) for k, v in jax.device_get(metrics).items()}  # the only host sync
+        dt = (time.perf_counter() - t_log) / steps_since
+        m.update(step_time_s=dt, examples_per_s=tcfg.batch_size / dt)
+        writer.scalars(done, m)
+        bar.set_postfix(loss=f"{m['loss']:.4f}", skipped=int(m["skipped"]))
+        t_log, steps_since = time.perf_counter(), 0
+        if m["consecutive_skips"] >= tcfg.max_consecutive_skips:
+          raise FloatingPointError(
+              f"stopping at step {done}: the last {int(m['consecutive_skips'])} steps had a non-finite loss "
+              f"or gradient (train.max_consecutive_skips={tcfg.max_consecutive_skips}); the state is that of "
+              f"the last finite step and checkpoints up to step {last_saved} are intact. Lower optim.lr, "
+              f"check the data, or raise optim.grad_clip")
+      if sampler_fn is not None and done % tcfg.sample_every == 0:
+        grid = _sample_grid(config, model, mesh, state.ema_params, sample_hr, sampler_fn, gammas, done)
+        if jax.process_index() == 0:
+          Image.fromarray(grid).save(str(workdir / "samples" / f"step_{done:08d}.png"))
+          writer.image(done, "samples", grid)
+      if ckpt.save(done, state, data_iter):
+        last_saved = done
+      if preemption.requested or (jax.process_count() > 1 and ckpt.reached_preemption(done)):
+        if last_saved != done:
+          ckpt.save(done, state, data_iter, force=True)
+        ckpt.wait()
+        print(f"preempted: saved step {done} in {workdir}; rerun the same command to resume", file=log)
+        return state
+    if last_saved != tcfg.num_steps and int(state.step) == tcfg.num_steps:
+      ckpt.save(tcfg.num_steps, state, data_iter, force=True)
+    ckpt.wait()
+    return state
+  finally:
+    bar.close()
+    preemption.restore()
+    writer.close()
+    ckpt.close()

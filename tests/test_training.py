@@ -1,0 +1,117 @@
+"""The training loop: exact resume, preemption, config and checkpoint mismatches, NaN stops."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from sr3_jax import configs, train
+from sr3_jax.data import loader
+
+CFG = "experiments/configs/demo.py:runlocal"
+
+
+def small_config(**over):
+  c = configs.load(CFG)
+  c.train.update(dict(batch_size=4, num_steps=6, log_every=1))
+  c.checkpoint.update(dict(every=3, keep=5))
+  for k, v in over.items():
+    parent = c
+    *head, last = k.split(".")
+    for h in head:
+      parent = parent[h]
+    parent[last] = v
+  return c
+
+
+def losses(workdir):
+  lines = pathlib.Path(workdir, "metrics.jsonl").read_text().splitlines()
+  return {r["step"]: r["loss"] for r in map(json.loads, lines)}
+
+
+def test_exact_resume_matches_a_straight_run(tmp_path):
+  straight = train.train_and_evaluate(small_config(), tmp_path / "a")
+  train.train_and_evaluate(small_config(**{"train.num_steps": 3}), tmp_path / "b")
+  resumed = train.train_and_evaluate(small_config(), tmp_path / "b")  # continues from step 3
+  assert int(resumed.step) == 6
+  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6),
+                         straight.params, resumed.params)
+  la, lb = losses(tmp_path / "a"), losses(tmp_path / "b")
+  assert sorted(lb) == list(range(1, 7))
+  for s in range(1, 7):  # the same batches and noise, in the same order
+    assert la[s] == pytest.approx(lb[s], abs=1e-6)
+  assert (tmp_path / "a" / "config.json").exists() and (tmp_path / "a" / "tensorboard").is_dir()
+
+
+def test_config_change_in_a_workdir_is_named(tmp_path):
+  train.train_and_evaluate(small_config(**{"train.num_steps": 2}), tmp_path)
+  with pytest.raises(ValueError, match="optim.lr"):
+    train.train_and_evaluate(small_config(**{"optim.lr": 0.5}), tmp_path)
+
+
+def test_checkpoint_of_another_model_names_the_parameter(tmp_path):
+  train.train_and_evaluate(small_config(**{"train.num_steps": 2}), tmp_path)
+  other = small_config(**{"model.channels": 16, "allow_config_change": True})
+  with pytest.raises(ValueError, match=r"different model: .*conv_in.*shape"):
+    train.train_and_evaluate(other, tmp_path)
+
+
+def test_leftover_temporary_save_is_ignored(tmp_path):
+  train.train_and_evaluate(small_config(**{"train.num_steps": 3}), tmp_path)
+  junk = tmp_path / "checkpoints" / "5.orbax-checkpoint-tmp-1234"
+  junk.mkdir()
+  (junk / "garbage").write_text("half a save")
+  state = train.train_and_evaluate(small_config(**{"train.num_steps": 4}), tmp_path)
+  assert int(state.step) == 4
+  assert min(losses(tmp_path)) == 1 and 4 in losses(tmp_path)
+
+
+def test_repeated_non_finite_steps_stop_the_run(tmp_path, monkeypatch):
+  real = loader.global_batch
+  monkeypatch.setattr(loader, "global_batch", lambda local, s: real({"hr": local["hr"] * np.nan}, s))
+  c = small_config(**{"train.num_steps": 10, "train.max_consecutive_skips": 3})
+  with pytest.raises(FloatingPointError, match="non-finite"):
+    train.train_and_evaluate(c, tmp_path)
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert rows[-1]["skipped"] == 3 and rows[-1]["consecutive_skips"] == 3
+
+
+def test_batch_not_divisible_by_devices_is_named(tmp_path):
+  c = small_config(**{"train.batch_size": 3, "mesh.data": 1})
+  mesh = train.make_mesh(c)
+  if mesh.size == 1:
+    c.train.batch_size = 3
+    train.validate_for_mesh(c, mesh)  # one device divides everything
+  with pytest.raises(ValueError, match="data.factor"):
+    train.train_and_evaluate(small_config(**{"data.factor": 3}), tmp_path)
+
+
+def test_sigterm_saves_the_step_exits_zero_and_resumes(tmp_path):
+  work = tmp_path / "run"
+  cmd = [sys.executable, "-m", "sr3_jax", "train", "--config", CFG, "--workdir", str(work),
+         "--config.train.num_steps=100000", "--config.train.log_every=1", "--config.checkpoint.every=1000"]
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while time.time() < deadline:
+    p = work / "metrics.jsonl"
+    if p.exists() and len(p.read_text().splitlines()) >= 3:
+      break
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-2000:]
+  assert "preempted: saved step" in err
+  saved = sorted(int(d.name) for d in (work / "checkpoints").iterdir() if d.name.isdigit())
+  assert saved and saved[-1] >= 3 and saved[-1] != 1000  # off the save interval
+  assert (work / "checkpoints" / str(saved[-1]) / "commit_success.txt").exists()
+  again = subprocess.run(cmd[:-3] + [f"--config.train.num_steps={saved[-1] + 2}", "--config.train.log_every=1",
+                                     "--config.checkpoint.every=1000"],
+                         capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert f"resumed {work} from step {saved[-1]}" in again.stderr
