@@ -33,6 +33,19 @@ def _prepare(args) -> int:
   return 0
 
 
+def _eval(args) -> int:
+  from sr3_jax import evaluate
+  try:
+    evaluate.evaluate(args.checkpoint, args.dataset, args.num_images, args.samples, args.steps,
+                      args.sampler, args.seed, args.output)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"sr3 eval: {e}", file=sys.stderr)
+    return 2
+  out = args.output or str(evaluate.resolve_checkpoint(args.checkpoint)[0])
+  print(pathlib.Path(out) / "eval.json")
+  return 0
+
+
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   if argv and argv[0] == "train":  # absl flags with --config.a.b=v overrides
@@ -58,6 +71,17 @@ def main(argv=None) -> int:
   p.add_argument("--val-fraction", type=float, default=0.0, help="share of files for a 'validation' split")
   p.add_argument("--workers", type=int, default=None, help="decoding processes (default: 2)")
   p.set_defaults(fn=_prepare)
+
+  p = sub.add_parser("eval", help="PSNR / SSIM / consistency of SR3 and bicubic on a held-out split")
+  p.add_argument("--checkpoint", required=True, help="a workdir, or WORKDIR/checkpoints/STEP")
+  p.add_argument("--dataset", default=None, help="NAME[:split] (default: the run's data, eval split)")
+  p.add_argument("--num-images", type=int, default=16)
+  p.add_argument("--samples", type=int, default=4, help="K samples per image for the mean")
+  p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's)")
+  p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), default=None)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--output", default=None, help="folder for eval.json / eval.md (default: the workdir)")
+  p.set_defaults(fn=_eval)
 
   p = sub.add_parser("bench", help="time the train step, a forward pass, a sampler or the loader")
   p.add_argument("--config", required=True, help="experiments/configs/FILE.py[:arg,...]")

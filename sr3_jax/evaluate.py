@@ -1,0 +1,127 @@
+"""`sr3 eval`: SR3's metrics on a held-out split for one SR3 sample, the mean of K, and bicubic.
+
+Each image's LR input is made from its HR crop on device (the training degradation); the model
+samples K super-resolutions with its EMA params; PSNR, SSIM and consistency (all on [0, 1]) are
+reported as the mean over images with a 95% bootstrap interval.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from etils import epath
+from tqdm import tqdm
+
+from sr3_jax import checkpoint, inference, metrics, train
+from sr3_jax.data import degrade, loader
+from sr3_jax.models import unet
+
+METHODS = ("sr3_sample", "sr3_mean", "bicubic")
+METRICS = ("psnr", "ssim", "consistency")
+
+
+def resolve_checkpoint(path: str) -> tuple[epath.Path, int | None]:
+  """A workdir (latest step) or one of its step folders (…/checkpoints/<step>) → (workdir, step)."""
+  p = epath.Path(path)
+  if (p / "config.json").exists():
+    return p, None
+  if p.name.isdigit() and p.parent.name == "checkpoints" and (p.parent.parent / "config.json").exists():
+    return p.parent.parent, int(p.name)
+  raise FileNotFoundError(f"--checkpoint {path} is neither a workdir (with config.json) nor a step "
+                          f"folder WORKDIR/checkpoints/STEP; point it at what `sr3 train --workdir` wrote")
+
+
+def load_for_inference(path: str) -> tuple[ml_collections.ConfigDict, unet.UNet, Any, int]:
+  """(config, model, EMA params, step) from a workdir or step folder, replicated on local devices."""
+  workdir, step = resolve_checkpoint(path)
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  config.mesh.update(dict(data=-1, fsdp=1, rules=()))
+  mesh = train.make_mesh(config, jax.local_devices())
+  model = unet.build(config.model)
+  abstract, _ = train.abstract_train_state(config, model, mesh)
+  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint)
+  step = ckpt.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"{workdir} holds no complete checkpoint yet; train longer or pick another workdir")
+  state = ckpt.restore(step, abstract, None)
+  ckpt.close()
+  return config, model, state.ema_params, step
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0, draws: int = 2000) -> tuple[float, float]:
+  """95% percentile-bootstrap interval of the mean over images."""
+  values = np.asarray(values, np.float64)
+  if len(values) < 2:
+    return float(values.mean()), float(values.mean())
+  rng = np.random.default_rng(seed)
+  means = values[rng.integers(0, len(values), (draws, len(values)))].mean(axis=1)
+  return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def score(sr01: jax.Array, hr01: jax.Array, lr01: jax.Array, factor: int) -> dict[str, np.ndarray]:
+  return {"psnr": np.asarray(metrics.psnr(sr01, hr01)), "ssim": np.asarray(metrics.ssim(sr01, hr01)),
+          "consistency": np.asarray(metrics.consistency(sr01, lr01, factor))}
+
+
+def evaluate(checkpoint_path: str, dataset: str | None = None, num_images: int = 16, samples: int = 4,
+             steps: int | None = None, sampler: str | None = None, seed: int = 0,
+             output: str | None = None, log=sys.stderr) -> dict:
+  config, model, params, step = load_for_inference(checkpoint_path)
+  dcfg = ml_collections.ConfigDict(config.data.to_dict())
+  name, _, split = (dataset or "").partition(":")
+  dcfg.dataset = name or dcfg.dataset
+  split = split or dcfg.eval_split
+  factor = dcfg.factor
+  if sampler:
+    config.sampling.sampler = sampler
+  steps = steps or config.sampling.steps
+  sr_fn = inference.make_super_resolve(config, model)
+  gammas = inference.inference_gammas(config, steps)
+  ds = loader.make_dataset(dcfg, split, 1, seed=0, train=False, process_index=0, process_count=1)
+  per_image: dict[str, dict[str, list[float]]] = {m: {k: [] for k in METRICS} for m in METHODS}
+  n = 0
+  for batch in tqdm(ds, total=num_images, desc="eval", file=log):
+    if n >= num_images:
+      break
+    hr = jnp.asarray(batch["hr"])
+    lr = degrade.downsample(hr, factor, value_range=(-1.0, 1.0))
+    bicubic = degrade.upsample(lr, factor, value_range=(-1.0, 1.0))
+    sr = sr_fn(params, jnp.repeat(lr, samples, axis=0), gammas, jax.random.fold_in(jax.random.key(seed), n))
+    to01 = lambda x: (x + 1.0) / 2.0
+    outs = {"sr3_sample": sr[:1], "sr3_mean": sr.mean(axis=0, keepdims=True), "bicubic": bicubic}
+    for method, img in outs.items():
+      for k, v in score(to01(img), to01(hr), to01(lr), factor).items():
+        per_image[method][k].append(float(v[0]))
+    n += 1
+  if n == 0:
+    raise ValueError(f"dataset {dcfg.dataset!r} split {split!r} gave no images of at least "
+                     f"{dcfg.image_size}×{dcfg.image_size}")
+  summary = {m: {k: {"mean": float(np.mean(v)), "ci95": list(bootstrap_ci(v, seed))}
+                 for k, v in per_image[m].items()} for m in METHODS}
+  result = {"checkpoint": str(checkpoint_path), "step": step, "dataset": dcfg.dataset, "split": split,
+            "num_images": n, "samples": samples, "steps": steps, "sampler": config.sampling.sampler,
+            "image_size": dcfg.image_size, "factor": factor, "metrics": summary, "per_image": per_image}
+  out_dir = epath.Path(output) if output else resolve_checkpoint(checkpoint_path)[0]
+  out_dir.mkdir(parents=True, exist_ok=True)
+  (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
+  (out_dir / "eval.md").write_text(markdown_table(result))
+  print(markdown_table(result), file=log)
+  return result
+
+
+def markdown_table(result: dict) -> str:
+  """PSNR / SSIM / consistency per method: mean [95% bootstrap interval]."""
+  head = (f"{result['dataset']}:{result['split']}, {result['num_images']} images, step {result['step']}, "
+          f"{result['sampler']} {result['steps']} steps, mean of {result['samples']}\n\n")
+  rows = ["| method | PSNR (dB) | SSIM | consistency (×1e-5) |", "|---|---|---|---|"]
+  for m in METHODS:
+    s = result["metrics"][m]
+    cell = lambda k, scale=1.0, fmt=".2f": (f"{s[k]['mean'] * scale:{fmt}} "
+                                            f"[{s[k]['ci95'][0] * scale:{fmt}}, {s[k]['ci95'][1] * scale:{fmt}}]")
+    rows.append(f"| {m} | {cell('psnr')} | {cell('ssim', fmt='.4f')} | {cell('consistency', 1e5)} |")
+  return head + "\n".join(rows) + "\n"
