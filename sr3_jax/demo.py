@@ -2,8 +2,8 @@
 
 Trains experiments/configs/demo.py on random HR crops of the training split (LR made on device),
 then for each held-out photograph super-resolves a central crop K times with the EMA params and
-writes a grid PNG (LR | bicubic | SR3 sample | mean of K | HR) and metrics.json, comparing SR3
-with bicubic upsampling.
+writes a grid PNG (LR | bicubic | SR3 sample | mean of K | per-pixel std of the K samples | HR)
+and metrics.json, comparing SR3 with bicubic upsampling.
 """
 from __future__ import annotations
 
@@ -54,6 +54,13 @@ def train_model(config, log=sys.stderr):
   return model, state, per_step
 
 
+def heat_map(std: np.ndarray) -> np.ndarray:
+  """Per-pixel standard deviation (H, W) → uint8 RGB, black → red → yellow → white, scaled to its max."""
+  t = np.clip(std / max(float(std.max()), 1e-8), 0.0, 1.0)
+  rgb = np.stack([np.clip(3 * t, 0, 1), np.clip(3 * t - 1, 0, 1), np.clip(3 * t - 2, 0, 1)], axis=-1)
+  return np.round(rgb * 255).astype(np.uint8)
+
+
 def _grid(panels: list[np.ndarray]) -> np.ndarray:
   gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
   out = []
@@ -78,16 +85,19 @@ def evaluate(config, model, params, out_dir: pathlib.Path, log=sys.stderr) -> di
     samples = np.asarray(sr_fn(params, jnp.repeat(lr, k, axis=0), gammas,
                                jax.random.fold_in(jax.random.key(config.seed + 1), idx)))
     mean = samples.mean(axis=0, keepdims=True)
+    std = samples.std(axis=0).mean(axis=-1)  # where the LR input leaves the detail open
     to01 = lambda x: (np.asarray(x) + 1.0) / 2.0
     row = {}
     for label, img in (("bicubic", bicubic), ("sr3_sample", samples[:1]), ("sr3_mean", mean)):
       row[label] = {
           "psnr": float(metrics.psnr(to01(img), to01(hr))[0]),
+          "ssim": float(metrics.ssim(to01(img), to01(hr))[0]),
           "consistency": float(metrics.consistency(to01(img), to01(lr), factor)[0]),
       }
     results[name] = row
     lr_big = np.asarray(Image.fromarray(embedded.to_uint8(lr[0])).resize((size, size), Image.NEAREST))
-    panels = [lr_big] + [embedded.to_uint8(x[0]) for x in (bicubic, samples[:1], mean, hr)]
+    panels = ([lr_big] + [embedded.to_uint8(x[0]) for x in (bicubic, samples[:1], mean)]
+              + [heat_map(std), embedded.to_uint8(hr[0])])
     Image.fromarray(_grid(panels)).save(out_dir / f"{name}.png")
     print(f"{name}: bicubic {row['bicubic']['psnr']:.2f} dB | SR3 sample {row['sr3_sample']['psnr']:.2f} dB"
           f" | SR3 mean of {k} {row['sr3_mean']['psnr']:.2f} dB", file=log)
