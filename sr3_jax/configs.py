@@ -69,7 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict(dict(
       batch_size=256, num_steps=1_000_000, log_every=100,
-      sample_every=0,               # PNG grid (LR | bicubic | EMA sample | HR) every K steps; 0: off
+      sample_every=0,               # every K steps: PNG grid (LR | bicubic | EMA sample | HR) of
+                                    # held-out crops and their PSNR/SSIM/consistency; 0: off
       sample_steps=20,              # sampler steps for those grids
       max_consecutive_skips=20,     # stop after this many non-finite steps in a row
   ))

@@ -1,6 +1,7 @@
 """The main job of `make demo`: train on the embedded photographs, super-resolve the held-out ones.
 
-Trains experiments/configs/demo.py on random HR crops of the training split (LR made on device),
+Trains experiments/configs/demo.py with `train.train_and_evaluate` in OUTPUT/run (random HR crops
+of the training split through the Grain loader, LR made on device; a rerun resumes),
 then for each held-out photograph super-resolves a central crop K times with the EMA params and
 writes a grid PNG (LR | bicubic | SR3 sample | mean of K | per-pixel std of the K samples | HR)
 and metrics.json, comparing SR3 with bicubic upsampling.
@@ -16,42 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from sr3_jax import configs, inference, metrics, train
 from sr3_jax.data import degrade, embedded, loader
 from sr3_jax.models import unet
-
-
-def train_model(config, log=sys.stderr):
-  """Trains for config.train.num_steps on random crops; returns (model, state, seconds per step)."""
-  configs.validate(config)
-  mesh = train.make_mesh(config)
-  model = unet.build(config.model)
-  state = train.create_train_state(config, model, mesh)
-  step = train.make_train_step(config, model, mesh)
-  bs = config.train.batch_size
-  if bs % jax.process_count():
-    raise ValueError(f"train.batch_size={bs} is not divisible by the {jax.process_count()} processes")
-  batches = iter(loader.make_dataset(config.data, config.data.train_split, bs // jax.process_count(),
-                                     seed=config.seed))
-  sharding = train.batch_sharding(mesh)
-  t_start = None
-  bar = tqdm(range(config.train.num_steps), desc="train", file=log, mininterval=2.0)
-  loss_ema = None
-  for i in bar:
-    batch = loader.global_batch(next(batches), sharding)
-    state, m = step(state, batch)
-    if i == 0:
-      jax.block_until_ready(state)
-      t_start = time.perf_counter()
-    if (i + 1) % config.train.log_every == 0 or i + 1 == config.train.num_steps:
-      loss = float(m["loss"])
-      loss_ema = loss if loss_ema is None else 0.7 * loss_ema + 0.3 * loss
-      bar.set_postfix(loss=f"{loss_ema:.4f}", skipped=int(m["skipped"]))
-  jax.block_until_ready(state)
-  per_step = (time.perf_counter() - t_start) / max(1, config.train.num_steps - 1)
-  return model, state, per_step
 
 
 def heat_map(std: np.ndarray) -> np.ndarray:
@@ -112,9 +81,12 @@ def run(output: str, steps: int = 0, runlocal: bool = False, log=sys.stderr) -> 
   print(f"devices: {jax.devices()}; training {config.train.num_steps} steps at batch "
         f"{config.train.batch_size}", file=log)
   t0 = time.perf_counter()
-  model, state, per_step = train_model(config, log)
+  # The ordinary training loop, in demo_out/run: a rerun resumes (or skips training if it is done).
+  state = train.train_and_evaluate(config, out_dir / "run", log)
   train_s = time.perf_counter() - t0
-  results = evaluate(config, model, state.ema_params, out_dir, log)
+  rows = [json.loads(l) for l in (out_dir / "run" / "metrics.jsonl").read_text().splitlines()]
+  per_step = float(np.median([r["step_time_s"] for r in rows if "step_time_s" in r][1:] or [np.nan]))
+  results = evaluate(config, unet.build(config.model), state.ema_params, out_dir, log)
   summary = {
       "config": "experiments/configs/demo.py", "train_steps": config.train.num_steps,
       "train_seconds": train_s, "seconds_per_step": per_step,

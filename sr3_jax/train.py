@@ -259,8 +259,11 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _sample_grid(config, model, mesh, params, hr: np.ndarray, sampler_fn, gammas, step: int) -> np.ndarray:
-  """(LR | bicubic | EMA sample | HR) rows for a few fixed held-out crops, as one uint8 image."""
+def _sample_grid(config, model, mesh, params, hr: np.ndarray, sampler_fn, gammas, step: int
+                 ) -> tuple[np.ndarray, dict[str, float]]:
+  """(LR | bicubic | EMA sample | HR) rows for a few fixed held-out crops, as one uint8 image, and
+  the evaluation metrics of those samples (PSNR, SSIM, consistency; bicubic alongside)."""
+  from sr3_jax import metrics as sr_metrics
   from sr3_jax.data import degrade, embedded
   replicated = NamedSharding(mesh, P())
   hr_g = jax.make_array_from_process_local_data(replicated, hr)
@@ -271,7 +274,14 @@ def _sample_grid(config, model, mesh, params, hr: np.ndarray, sampler_fn, gammas
   lr_big = np.repeat(np.repeat(np.asarray(lr.addressable_data(0)), f, axis=1), f, axis=2)
   cols = [lr_big, np.asarray(up.addressable_data(0)), np.asarray(sr.addressable_data(0)), hr]
   rows = [np.concatenate([embedded.to_uint8(c[i]) for c in cols], axis=1) for i in range(hr.shape[0])]
-  return np.concatenate(rows, axis=0)
+  to01 = lambda x: (np.asarray(x, np.float32) + 1.0) / 2.0
+  lr01 = to01(lr.addressable_data(0))
+  scores = {}
+  for name, img in (("eval/sr3", cols[2]), ("eval/bicubic", cols[1])):
+    scores[f"{name}_psnr"] = float(np.mean(sr_metrics.psnr(to01(img), to01(hr))))
+    scores[f"{name}_ssim"] = float(np.mean(sr_metrics.ssim(to01(img), to01(hr))))
+    scores[f"{name}_consistency"] = float(np.mean(sr_metrics.consistency(to01(img), lr01, f)))
+  return np.concatenate(rows, axis=0), scores
 
 
 def train_and_evaluate(config, workdir, log=None) -> TrainState:
@@ -348,7 +358,8 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
               f"the last finite step and checkpoints up to step {last_saved} are intact. Lower optim.lr, "
               f"check the data, or raise optim.grad_clip")
       if sampler_fn is not None and done % tcfg.sample_every == 0:
-        grid = _sample_grid(config, model, mesh, state.ema_params, sample_hr, sampler_fn, gammas, done)
+        grid, scores = _sample_grid(config, model, mesh, state.ema_params, sample_hr, sampler_fn, gammas, done)
+        writer.scalars(done, scores)
         if jax.process_index() == 0:
           Image.fromarray(grid).save(str(workdir / "samples" / f"step_{done:08d}.png"))
           writer.image(done, "samples", grid)

@@ -150,3 +150,7 @@ def test_sample_grids_are_written(tmp_path):
   with Image.open(grid) as im:
     # Up to 4 held-out crops as rows (the embedded test split has 2); LR | bicubic | sample | HR.
     assert im.size == (4 * c.data.image_size, 2 * c.data.image_size)
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  ev = [r for r in rows if "eval/sr3_psnr" in r]
+  assert len(ev) == 1 and ev[0]["step"] == 2
+  assert ev[0]["eval/bicubic_psnr"] > 15 and 0 < ev[0]["eval/sr3_ssim"] <= 1

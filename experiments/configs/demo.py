@@ -20,7 +20,7 @@ def get_config(arg=None):
   c.train.update(dict(batch_size=32, num_steps=500, log_every=50))
   c.sampling.update(dict(sampler="ddpm", steps=50, variance="posterior"))
   c.sampling.schedule.update(dict(kind="beta", name="linear", num_steps=50, start=1e-4, end=0.2))
-  c.eval = dict(crop=256, samples=4)
+  c.eval = dict(crop=192, samples=4)
   if a.runlocal:
     c.train.update(dict(batch_size=8, num_steps=10, log_every=5))
     c.sampling.steps = c.sampling.schedule.num_steps = 5
