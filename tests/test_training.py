@@ -35,6 +35,16 @@ def losses(workdir):
   return {r["step"]: r["loss"] for r in map(json.loads, lines)}
 
 
+def wait_for_logged_steps(workdir, n, timeout=300):
+  """Waits until a running `sr3 train` has logged n steps to metrics.jsonl."""
+  deadline = time.time() + timeout
+  p = pathlib.Path(workdir) / "metrics.jsonl"
+  while time.time() < deadline:
+    if p.exists() and len(p.read_text().splitlines()) >= n:
+      return
+    time.sleep(0.2)
+
+
 def test_exact_resume_matches_a_straight_run(tmp_path):
   straight = train.train_and_evaluate(small_config(), tmp_path / "a")
   train.train_and_evaluate(small_config(**{"train.num_steps": 3}), tmp_path / "b")
@@ -97,12 +107,7 @@ def test_sigterm_saves_the_step_exits_zero_and_resumes(tmp_path):
   cmd = [sys.executable, "-m", "sr3_jax", "train", "--config", CFG, "--workdir", str(work),
          "--config.train.num_steps=100000", "--config.train.log_every=1", "--config.checkpoint.every=1000"]
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 300
-  while time.time() < deadline:
-    p = work / "metrics.jsonl"
-    if p.exists() and len(p.read_text().splitlines()) >= 3:
-      break
-    time.sleep(0.5)
+  wait_for_logged_steps(work, 3)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err[-2000:]
@@ -125,12 +130,7 @@ def test_sigkill_at_any_moment_leaves_a_restorable_run(tmp_path):
           "--config.train.log_every=1", "--config.checkpoint.every=1", "--config.checkpoint.keep=2"]
   proc = subprocess.Popen(base + ["--config.train.num_steps=100000"], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 300
-  while time.time() < deadline:
-    p = work / "metrics.jsonl"
-    if p.exists() and len(p.read_text().splitlines()) >= 4:
-      break
-    time.sleep(0.2)
+  wait_for_logged_steps(work, 4)
   proc.kill()
   proc.communicate(timeout=60)
   complete = sorted(int(d.name) for d in (work / "checkpoints").iterdir()
