@@ -58,11 +58,7 @@ def evaluate(config, model, params, out_dir: pathlib.Path, log=sys.stderr) -> di
     to01 = lambda x: (np.asarray(x) + 1.0) / 2.0
     row = {}
     for label, img in (("bicubic", bicubic), ("sr3_sample", samples[:1]), ("sr3_mean", mean)):
-      row[label] = {
-          "psnr": float(metrics.psnr(to01(img), to01(hr))[0]),
-          "ssim": float(metrics.ssim(to01(img), to01(hr))[0]),
-          "consistency": float(metrics.consistency(to01(img), to01(lr), factor)[0]),
-      }
+      row[label] = {k: float(v[0]) for k, v in metrics.sr_scores(to01(img), to01(hr), to01(lr), factor).items()}
     results[name] = row
     lr_big = np.asarray(Image.fromarray(embedded.to_uint8(lr[0])).resize((size, size), Image.NEAREST))
     panels = ([lr_big] + [embedded.to_uint8(x[0]) for x in (bicubic, samples[:1], mean)]

@@ -63,11 +63,6 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, draws: int = 2000) -> tuple[
   return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def score(sr01: jax.Array, hr01: jax.Array, lr01: jax.Array, factor: int) -> dict[str, np.ndarray]:
-  return {"psnr": np.asarray(metrics.psnr(sr01, hr01)), "ssim": np.asarray(metrics.ssim(sr01, hr01)),
-          "consistency": np.asarray(metrics.consistency(sr01, lr01, factor))}
-
-
 def evaluate(checkpoint_path: str, dataset: str | None = None, num_images: int = 16, samples: int = 4,
              steps: int | None = None, sampler: str | None = None, seed: int = 0,
              output: str | None = None, log=sys.stderr) -> dict:
@@ -95,7 +90,7 @@ def evaluate(checkpoint_path: str, dataset: str | None = None, num_images: int =
     to01 = lambda x: (x + 1.0) / 2.0
     outs = {"sr3_sample": sr[:1], "sr3_mean": sr.mean(axis=0, keepdims=True), "bicubic": bicubic}
     for method, img in outs.items():
-      for k, v in score(to01(img), to01(hr), to01(lr), factor).items():
+      for k, v in metrics.sr_scores(to01(img), to01(hr), to01(lr), factor).items():
         per_image[method][k].append(float(v[0]))
     n += 1
   if n == 0:

@@ -278,9 +278,8 @@ def _sample_grid(config, model, mesh, params, hr: np.ndarray, sampler_fn, gammas
   lr01 = to01(lr.addressable_data(0))
   scores = {}
   for name, img in (("eval/sr3", cols[2]), ("eval/bicubic", cols[1])):
-    scores[f"{name}_psnr"] = float(np.mean(sr_metrics.psnr(to01(img), to01(hr))))
-    scores[f"{name}_ssim"] = float(np.mean(sr_metrics.ssim(to01(img), to01(hr))))
-    scores[f"{name}_consistency"] = float(np.mean(sr_metrics.consistency(to01(img), lr01, f)))
+    for k, v in sr_metrics.sr_scores(to01(img), to01(hr), lr01, f).items():
+      scores[f"{name}_{k}"] = float(np.mean(v))
   return np.concatenate(rows, axis=0), scores
 
 
