@@ -46,6 +46,22 @@ def _eval(args) -> int:
   return 0
 
 
+def _upscale(args) -> int:
+  from sr3_jax import upscale
+  try:
+    report = upscale.upscale(args.checkpoint, args.input, args.output, args.steps, args.sampler,
+                             args.samples, args.batch, args.tile, args.overlap, args.seed)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"sr3 upscale: {e}", file=sys.stderr)
+    return 2
+  print(args.output)
+  if report["failed"]:
+    print(f"sr3 upscale: {report['failed']} of {len(report['files'])} files failed; see "
+          f"{pathlib.Path(args.output) / 'upscale.json'}", file=sys.stderr)
+    return 1
+  return 0
+
+
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   if argv and argv[0] == "train":  # absl flags with --config.a.b=v overrides
@@ -71,6 +87,19 @@ def main(argv=None) -> int:
   p.add_argument("--val-fraction", type=float, default=0.0, help="share of files for a 'validation' split")
   p.add_argument("--workers", type=int, default=None, help="decoding processes (default: 2)")
   p.set_defaults(fn=_prepare)
+
+  p = sub.add_parser("upscale", help="super-resolve image files of any size with a trained checkpoint")
+  p.add_argument("--checkpoint", required=True, help="a workdir, or WORKDIR/checkpoints/STEP")
+  p.add_argument("--input", required=True, help="an image file, or a folder of them")
+  p.add_argument("--output", required=True, help="folder for the super-resolved PNGs and upscale.json")
+  p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's)")
+  p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), default=None)
+  p.add_argument("--samples", type=int, default=1, help="K > 1: K samples, their mean and a std heat-map")
+  p.add_argument("--batch", type=int, default=8, help="tiles per sampler call (rounded to the device count)")
+  p.add_argument("--tile", type=int, default=64, help="largest tile side in LR pixels; larger images are tiled")
+  p.add_argument("--overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles")
+  p.add_argument("--seed", type=int, default=0)
+  p.set_defaults(fn=_upscale)
 
   p = sub.add_parser("eval", help="PSNR / SSIM / consistency of SR3 and bicubic on a held-out split")
   p.add_argument("--checkpoint", required=True, help="a workdir, or WORKDIR/checkpoints/STEP")

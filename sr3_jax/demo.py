@@ -18,24 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from sr3_jax import configs, inference, metrics, train
+from sr3_jax import configs, images, inference, metrics, train
 from sr3_jax.data import degrade, embedded, loader
 from sr3_jax.models import unet
-
-
-def heat_map(std: np.ndarray) -> np.ndarray:
-  """Per-pixel standard deviation (H, W) → uint8 RGB, black → red → yellow → white, scaled to its max."""
-  t = np.clip(std / max(float(std.max()), 1e-8), 0.0, 1.0)
-  rgb = np.stack([np.clip(3 * t, 0, 1), np.clip(3 * t - 1, 0, 1), np.clip(3 * t - 2, 0, 1)], axis=-1)
-  return np.round(rgb * 255).astype(np.uint8)
-
-
-def _grid(panels: list[np.ndarray]) -> np.ndarray:
-  gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
-  out = []
-  for p in panels:
-    out += [p, gap]
-  return np.concatenate(out[:-1], axis=1)
 
 
 def evaluate(config, model, params, out_dir: pathlib.Path, log=sys.stderr) -> dict:
@@ -44,13 +29,12 @@ def evaluate(config, model, params, out_dir: pathlib.Path, log=sys.stderr) -> di
   k = config.eval.samples
   size = config.eval.crop - config.eval.crop % (factor * 2 ** (len(config.model.channel_mult) - 1))
   gammas = inference.inference_gammas(config)
+  sr_fn = inference.make_super_resolve(config, model)  # convolutional: the same params at any size
   results = {}
   for idx, (name, photo) in enumerate(embedded.load_split("test").items()):
     hr = embedded.to_model_range(loader.center_crop(photo, size))[None]   # (1, S, S, 3) in [−1, 1]
     lr = degrade.downsample(jnp.asarray(hr), factor, value_range=(-1.0, 1.0))
     bicubic = np.asarray(degrade.upsample(lr, factor, value_range=(-1.0, 1.0)))
-    sr_model = unet.build(dict(config.model.to_dict(), image_size=size))  # same params, this size
-    sr_fn = inference.make_super_resolve(config, sr_model)
     samples = np.asarray(sr_fn(params, jnp.repeat(lr, k, axis=0), gammas,
                                jax.random.fold_in(jax.random.key(config.seed + 1), idx)))
     mean = samples.mean(axis=0, keepdims=True)
@@ -62,8 +46,8 @@ def evaluate(config, model, params, out_dir: pathlib.Path, log=sys.stderr) -> di
     results[name] = row
     lr_big = np.asarray(Image.fromarray(embedded.to_uint8(lr[0])).resize((size, size), Image.NEAREST))
     panels = ([lr_big] + [embedded.to_uint8(x[0]) for x in (bicubic, samples[:1], mean)]
-              + [heat_map(std), embedded.to_uint8(hr[0])])
-    Image.fromarray(_grid(panels)).save(out_dir / f"{name}.png")
+              + [images.heat_map(std), embedded.to_uint8(hr[0])])
+    Image.fromarray(images.grid(panels)).save(out_dir / f"{name}.png")
     print(f"{name}: bicubic {row['bicubic']['psnr']:.2f} dB | SR3 sample {row['sr3_sample']['psnr']:.2f} dB"
           f" | SR3 mean of {k} {row['sr3_mean']['psnr']:.2f} dB", file=log)
   return results

@@ -9,3 +9,16 @@ _CACHE = os.path.join(tempfile.gettempdir(), "sr3_jax_test_jit_cache")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_workdir(tmp_path_factory):
+  """A workdir holding a 2-step run of the demo's runlocal config: checkpoints/2, config.json."""
+  from sr3_jax import configs, train
+  w = tmp_path_factory.mktemp("tiny_run")
+  c = configs.load("experiments/configs/demo.py:runlocal")
+  c.train.update(dict(batch_size=4, num_steps=2, log_every=1))
+  train.train_and_evaluate(c, w)
+  return w

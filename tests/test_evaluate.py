@@ -6,20 +6,11 @@ import sys
 import numpy as np
 import pytest
 
-from sr3_jax import configs, evaluate, train
+from sr3_jax import evaluate
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  w = tmp_path_factory.mktemp("run")
-  c = configs.load("experiments/configs/demo.py:runlocal")
-  c.train.update(dict(batch_size=4, num_steps=2, log_every=1))
-  train.train_and_evaluate(c, w)
-  return w
-
-
-def test_eval_writes_json_and_table(workdir, tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "sr3_jax", "eval", "--checkpoint", str(workdir / "checkpoints" / "2"),
+def test_eval_writes_json_and_table(tiny_workdir, tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "sr3_jax", "eval", "--checkpoint", str(tiny_workdir / "checkpoints" / "2"),
                          "--num-images", "2", "--samples", "2", "--steps", "3", "--output", str(tmp_path)],
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]

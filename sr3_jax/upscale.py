@@ -1,0 +1,200 @@
+"""`sr3 upscale`: super-resolve image files of any size with a trained checkpoint's EMA params.
+
+Each LR image is cut into tiles of at most `tile`×`tile` LR pixels that overlap by `overlap`
+pixels (an image that fits is one tile, padded by reflection to a size the U-Net accepts). Every
+tile is sampled K times; the tiles of one sample are blended back with linear ramps across the
+overlaps, and the padding is cropped off. All (tile, sample) pairs of an image run through one
+jitted sampler in fixed-size batches sharded over the local devices, so a folder of same-sized
+photos compiles once.
+
+The U-Net is fully convolutional and places attention by level (fixed by the trained
+`model.image_size`), so the same parameters apply at any tile size.
+
+Outputs per input `NAME.ext` in the output folder: `NAME.png` for one sample; with K > 1,
+`NAME_sample{k}.png`, `NAME_mean.png` (mean of the K samples) and `NAME_std.png`, the per-pixel
+standard deviation over the samples as a heat-map — where the LR input leaves detail open.
+Grayscale inputs give grayscale outputs; an alpha channel is resized bicubically and kept.
+`upscale.json` lists every file with its outputs or its error.
+"""
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from sr3_jax import evaluate, images, inference, train
+from sr3_jax.data import embedded
+
+
+def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+  """Start offsets of tiles of length `tile` covering [0, n), consecutive ones overlapping ≥ `overlap`."""
+  if n <= tile:
+    return [0]
+  stride = tile - overlap
+  return list(range(0, n - tile, stride)) + [n - tile]
+
+
+def ramp(n: int, width: int) -> np.ndarray:
+  """Blending weights along one tile axis: rising over `width` pixels at both ends, never zero."""
+  i = np.arange(n, dtype=np.float64)
+  if width <= 0:
+    return np.ones(n)
+  return np.minimum(1.0, np.minimum(i + 1, n - i) / (width + 1))
+
+
+def plan(height: int, width: int, tile: int, multiple: int) -> tuple[int, int, int, int]:
+  """(tile_h, tile_w, padded_h, padded_w) in LR pixels: tiles are multiples of `multiple`."""
+  th = min(tile, -(-height // multiple) * multiple)
+  tw = min(tile, -(-width // multiple) * multiple)
+  return th, tw, max(height, th), max(width, tw)
+
+
+def split_tiles(image: np.ndarray, th: int, tw: int, overlap: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+  """(H, W, C) → tiles (N, th, tw, C) and their (y, x) offsets."""
+  pos = [(y, x) for y in tile_starts(image.shape[0], th, overlap)
+         for x in tile_starts(image.shape[1], tw, overlap)]
+  return np.stack([image[y:y + th, x:x + tw] for y, x in pos]), pos
+
+
+def blend_tiles(tiles: np.ndarray, pos: list[tuple[int, int]], height: int, width: int, scale: int,
+                overlap: int) -> np.ndarray:
+  """Tiles (N, th·s, tw·s, C) at LR offsets `pos` → (height·s, width·s, C), overlaps cross-faded."""
+  n, h, w, c = tiles.shape
+  acc = np.zeros((height * scale, width * scale, c))
+  wsum = np.zeros((height * scale, width * scale, 1))
+  weight = np.outer(ramp(h, overlap * scale), ramp(w, overlap * scale))[..., None]
+  for t, (y, x) in zip(tiles, pos):
+    acc[y * scale:y * scale + h, x * scale:x * scale + w] += weight * t
+    wsum[y * scale:y * scale + h, x * scale:x * scale + w] += weight
+  return acc / wsum
+
+
+def input_files(path: str) -> list[pathlib.Path]:
+  """A file, or every non-hidden file directly inside a folder (sorted)."""
+  p = pathlib.Path(path)
+  if p.is_file():
+    return [p]
+  if not p.is_dir():
+    raise FileNotFoundError(f"--input {path} does not exist; give an image file or a folder of images")
+  files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+  if not files:
+    raise FileNotFoundError(f"--input {path} holds no files; put PNG or JPEG images in it")
+  return files
+
+
+def _output_stems(files: list[pathlib.Path]) -> list[str]:
+  stems = [f.stem for f in files]
+  return [f.name if stems.count(f.stem) > 1 else f.stem for f in files]   # a.jpg and a.png both kept
+
+
+class Upscaler:
+  """A checkpoint's EMA params and one jitted sampler, applied to images tile batch by tile batch."""
+
+  def __init__(self, checkpoint: str, steps: int | None = None, sampler: str | None = None,
+               samples: int = 1, batch: int = 8, tile: int = 64, overlap: int = 8, seed: int = 0):
+    self.config, model, self.params, self.step = evaluate.load_for_inference(checkpoint)
+    if sampler:
+      self.config.sampling.sampler = sampler
+    self.factor = int(self.config.data.factor)
+    self.steps = steps or self.config.sampling.steps
+    self.samples = int(samples)
+    down = 2 ** (len(self.config.model.channel_mult) - 1)
+    self.multiple = down // math.gcd(down, self.factor)   # LR multiple whose HR size the U-Net accepts
+    self.tile = max(self.multiple, -(-int(tile) // self.multiple) * self.multiple)
+    if not 0 <= overlap < self.tile:
+      raise ValueError(f"--overlap {overlap} must be in [0, tile={self.tile}); lower it or raise --tile")
+    if self.samples < 1:
+      raise ValueError(f"--samples {samples} must be at least 1")
+    self.overlap = int(overlap)
+    mesh = train.make_mesh(self.config, jax.local_devices())
+    self.sharding = train.batch_sharding(mesh)
+    ndev = len(jax.local_devices())
+    self.batch = -(-max(1, int(batch)) // ndev) * ndev   # a multiple of the local device count
+    self.gammas = inference.inference_gammas(self.config, self.steps)
+    self.sr_fn = inference.make_super_resolve(self.config, model)
+    self.seed = seed
+
+  def __call__(self, rgb: np.ndarray, index: int, log=None) -> np.ndarray:
+    """(h, w, 3) uint8 → K super-resolutions (K, h·f, w·f, 3) in [−1, 1]."""
+    h, w, _ = rgb.shape
+    th, tw, ph, pw = plan(h, w, self.tile, self.multiple)
+    lr = embedded.to_model_range(rgb)
+    lr = np.pad(lr, ((0, ph - h), (0, pw - w), (0, 0)), mode="symmetric")
+    tiles, pos = split_tiles(lr, th, tw, self.overlap)
+    jobs = np.concatenate([tiles] * self.samples)        # job k·N + n: sample k of tile n
+    rng = jax.random.fold_in(jax.random.key(self.seed), index)
+    outs = []
+    batches = range(0, len(jobs), self.batch)
+    for b, start in enumerate(tqdm(batches, desc="  batches", leave=False, file=log or sys.stderr, disable=len(batches) < 2)):
+      chunk = jobs[start:start + self.batch]
+      full = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk), axis=0)])
+      out = self.sr_fn(self.params, jax.device_put(full, self.sharding), self.gammas, jax.random.fold_in(rng, b))
+      outs.append(np.asarray(out)[:len(chunk)])
+    outs = np.concatenate(outs).reshape(self.samples, len(pos), th * self.factor, tw * self.factor, 3)
+    f = self.factor
+    return np.stack([blend_tiles(o, pos, ph, pw, f, self.overlap)[:h * f, :w * f] for o in outs]).astype(np.float32)
+
+
+def upscale(checkpoint: str, input_path: str, output: str, steps: int | None = None,
+            sampler: str | None = None, samples: int = 1, batch: int = 8, tile: int = 64,
+            overlap: int = 8, seed: int = 0, log=None) -> dict:
+  """Super-resolves every file under `input_path` into `output`; returns (and writes) the report.
+
+  A file that cannot be read or processed is recorded with its error and the rest go on; the
+  report's `failed` counts them.
+  """
+  log = log or sys.stderr
+  files = input_files(input_path)
+  up = Upscaler(checkpoint, steps, sampler, samples, batch, tile, overlap, seed)
+  out_dir = pathlib.Path(output)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  report = {"checkpoint": str(checkpoint), "step": up.step, "factor": up.factor, "steps": up.steps,
+            "sampler": up.config.sampling.sampler, "samples": up.samples, "tile": up.tile,
+            "overlap": up.overlap, "batch": up.batch, "seed": seed, "files": []}
+  for index, (path, stem) in enumerate(tqdm(list(zip(files, _output_stems(files))), desc="upscale", file=log)):
+    entry = {"input": str(path)}
+    report["files"].append(entry)
+    try:
+      img = images.load_image(path)
+    except images.ImageReadError as e:
+      entry["error"] = str(e)
+      print(f"sr3 upscale: {e}", file=log)
+      continue
+    t0 = time.perf_counter()
+    try:
+      sr = up(img.rgb, index, log)
+    except Exception as e:  # one image that fails on device (out of memory, say) does not stop the rest
+      entry["error"] = (f"{path}: super-resolution failed ({type(e).__name__}: {str(e)[:300]}); "
+                        f"a smaller --tile or --batch needs less memory")
+      print(f"sr3 upscale: {entry['error']}", file=log)
+      continue
+    hr_h, hr_w = sr.shape[1:3]
+    alpha = None if img.alpha is None else images.resize_alpha(img.alpha, hr_h, hr_w)
+    written = []
+
+    def save(name: str, x: np.ndarray, with_alpha: bool = True) -> None:
+      images.save_png(out_dir / name, x, gray=img.gray, alpha=alpha if with_alpha else None)
+      written.append(str(out_dir / name))
+
+    if up.samples == 1:
+      save(f"{stem}.png", embedded.to_uint8(sr[0]))
+    else:
+      for k, s in enumerate(sr):
+        save(f"{stem}_sample{k}.png", embedded.to_uint8(s))
+      save(f"{stem}_mean.png", embedded.to_uint8(sr.mean(axis=0)))
+      std = (sr / 2.0).std(axis=0).mean(axis=-1)   # on the [0, 1] scale, averaged over channels
+      images.save_png(out_dir / f"{stem}_std.png", images.heat_map(std))
+      written.append(str(out_dir / f"{stem}_std.png"))
+      entry.update(std_max=float(std.max()), std_mean=float(std.mean()))
+    entry.update(outputs=written, lr_size=[img.rgb.shape[1], img.rgb.shape[0]], hr_size=[hr_w, hr_h],
+                 seconds=time.perf_counter() - t0)
+  report["failed"] = sum("error" in e for e in report["files"])
+  (out_dir / "upscale.json").write_text(json.dumps(report, indent=2))
+  return report
