@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 
@@ -62,6 +63,19 @@ def _upscale(args) -> int:
   return 0
 
 
+def _cascade(args) -> int:
+  from sr3_jax import cascade
+  try:
+    report = cascade.run(args.config, args.output, num=args.num, label=args.label, input_dir=args.input,
+                         workdir=args.workdir, seed=args.seed)
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    print(f"sr3 cascade: {e}", file=sys.stderr)
+    return 2
+  print(json.dumps({k: report[k] for k in ("consistency", "cascade_consistency")}), file=sys.stderr)
+  print(args.output)
+  return 0
+
+
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   if argv and argv[0] == "train":  # absl flags with --config.a.b=v overrides
@@ -100,6 +114,16 @@ def main(argv=None) -> int:
   p.add_argument("--overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles")
   p.add_argument("--seed", type=int, default=0)
   p.set_defaults(fn=_upscale)
+
+  p = sub.add_parser("cascade", help="run a cascade of stages (base and/or SR) end to end")
+  p.add_argument("--config", required=True, help="a cascade config, e.g. experiments/configs/cascade_faces_16_32_64_128.py")
+  p.add_argument("--output", required=True, help="folder for each stage's images, grid.png and cascade.json")
+  p.add_argument("--num", type=int, default=4, help="images to generate from the base stage")
+  p.add_argument("--class", dest="label", type=int, default=None, help="class for a class-conditional base")
+  p.add_argument("--input", default=None, help="a folder of equal-sized LR images: start above the base")
+  p.add_argument("--workdir", default=None, help="root of the stages' workdirs (default: the config's)")
+  p.add_argument("--seed", type=int, default=0)
+  p.set_defaults(fn=_cascade)
 
   p = sub.add_parser("eval", help="PSNR / SSIM / consistency of SR3 and bicubic on a held-out split")
   p.add_argument("--checkpoint", required=True, help="a workdir, or WORKDIR/checkpoints/STEP")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from sr3_jax import augment
 from sr3_jax.models import unet
 
 
@@ -40,7 +41,8 @@ def base_config() -> ml_collections.ConfigDict:
       image_key="image", train_split="train", eval_split="test",
       image_size=128, factor=8,
       preprocess="random_crop",  # random_crop (patches of large images) | center_resize (SR3 ImageNet)
-      flip=True, num_threads=2, prefetch=8, num_workers=0))
+      flip=True, num_threads=2, prefetch=8, num_workers=0,
+      label_key=""))             # class labels for a class-conditional base stage ("": none)
 
   c.model = ml_collections.ConfigDict(
       {f: getattr(unet.UNetConfig, f) for f in unet.UNetConfig.__dataclass_fields__})
@@ -55,12 +57,18 @@ def base_config() -> ml_collections.ConfigDict:
       diffuse="hr",        # hr | residual (HR − bicubic(LR)) × residual_scale
       residual_scale=1.0,
       min_snr_gamma=0.0,   # 0: off
+      p_uncond=0.0,        # class-conditional models: share of labels replaced by the null class (CFG)
   ))
+
+  # Conditioning augmentation of the LR input (cascade stages above the base; sr3_jax/augment.py).
+  c.augment = augment.default_config()
 
   # Inference: its own grid (SR3: ≤ 100 steps, chosen by search on held-out data).
   c.sampling = ml_collections.ConfigDict(dict(
       sampler="ddpm", steps=100, clip_x0=1.0, variance="beta", eta=0.0,
       schedule=dict(kind="beta", name="linear", num_steps=100, start=1e-4, end=0.1),
+      guidance=1.0,        # classifier-free guidance: ε_u + w·(ε_c − ε_u); 1 conditional, 0 unconditional
+      aug_level=0.0,       # augmentation level s of the LR input at sampling (augment.noise stages)
   ))
 
   c.optim = ml_collections.ConfigDict(dict(
@@ -92,6 +100,15 @@ def validate(config) -> None:
                      f"{config.data.image_size}")
   if config.diffusion.diffuse == "hr" and config.diffusion.residual_scale != 1.0:
     raise ValueError("diffusion.residual_scale applies only with diffusion.diffuse='residual'")
+  if model.conditioning == "none" and config.diffusion.diffuse != "hr":
+    raise ValueError("model.conditioning='none' (a base stage) has no LR to form a residual over; "
+                     "set diffusion.diffuse='hr'")
+  if model.num_classes and not config.data.get("label_key"):
+    raise ValueError(f"model.num_classes={model.num_classes} needs class labels: set data.label_key "
+                     f"(e.g. 'label')")
+  if not 0.0 <= config.diffusion.get("p_uncond", 0.0) < 1.0:
+    raise ValueError(f"diffusion.p_uncond={config.diffusion.p_uncond} must lie in [0, 1)")
+  augment.validate(config)
 
 
 
@@ -153,3 +170,48 @@ def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
       raise KeyError(f"config has no field {key!r}")
     parent[last] = value
   return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Cascades: one file holds every stage's training config (FILE.py:stage=NAME) and, without a
+# stage argument, the cascade config that chains them (`sr3 cascade --config FILE.py`).
+
+
+def stage_config(*, size: int, factor: int, dataset: str, model: dict, runlocal: bool, aug_noise: bool,
+                 blur_prob: float = 0.0, num_classes: int = 0, preprocess: str = "center_resize"):
+  """A cascade stage's training config: factor 1 is a base stage (no LR input); SR stages above
+  the base train with conditioning augmentation when `aug_noise` (CDM)."""
+  c = base_config()
+  base = factor == 1
+  c.data.update(dict(dataset=dataset, image_size=size, factor=factor, preprocess=preprocess))
+  c.model.update(dict(model, image_size=size, conditioning="none" if base else "concat",
+                      aug_embedding=aug_noise and not base, num_classes=num_classes))
+  c.augment.update(dict(noise=aug_noise and not base, blur_prob=0.0 if base else blur_prob))
+  if num_classes:
+    c.data.label_key = "label"
+    c.diffusion.p_uncond = 0.1
+  # Cascade stages sample on a cosine log-SNR grid; the training levels stay SR3's p(γ).
+  c.sampling.update(dict(sampler="ddpm", steps=100, variance="posterior"))
+  c.sampling.schedule = ml_collections.ConfigDict(dict(kind="logsnr", name="cosine", num_steps=100,
+                                                       logsnr_min=-20.0, logsnr_max=20.0))
+  c.train.batch_size = 256
+  if runlocal:
+    c.data.dataset = "embedded"
+    if num_classes:
+      from sr3_jax.data import embedded
+      c.model.num_classes = len(embedded.PHOTOS)
+    c.model.update(dict(channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
+                        num_groups=8, dropout=0.0, dtype="float32"))
+    c.train.update(dict(batch_size=4, num_steps=10, log_every=5))
+    c.optim.update(dict(lr=1e-3, warmup_steps=5))
+    c.sampling.steps = c.sampling.schedule.num_steps = 10
+    c.checkpoint.every = 10
+  return c
+
+
+def cascade_entry(name: str, spec: str, *, steps: int, aug_level: float = 0.0, truncated: bool = False,
+                  guidance: float = 1.0, sampler: str = "ddpm"):
+  """One stage of a cascade config: its training config spec and how it samples in the cascade.
+  `checkpoint` (a workdir) defaults to WORKDIR/NAME with WORKDIR the cascade's `workdir`."""
+  return ml_collections.ConfigDict(dict(name=name, config=spec, checkpoint="", sampler=sampler, steps=steps,
+                                        aug_level=aug_level, truncated=truncated, guidance=guidance))

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from sr3_jax import schedules
+from sr3_jax import augment, schedules
 from sr3_jax.data import degrade
 
 Array = jax.Array
@@ -116,12 +116,6 @@ def image_from_target(y0: Array, lr_up: Array, cfg) -> Array:
   return lr_up + y0 / cfg.residual_scale
 
 
-def conditioning_from_hr(hr: Array, factor: int) -> tuple[Array, Array]:
-  """HR (B, H, W, C) in [−1, 1] → (LR, bicubic(LR) at HR size); the SR3 degradation, on device."""
-  lr = degrade.downsample(hr, factor, value_range=(-1.0, 1.0))
-  return lr, degrade.upsample(lr, factor, value_range=(-1.0, 1.0))
-
-
 # ---------------------------------------------------------------------------------------------
 # The loss.
 
@@ -141,8 +135,11 @@ jax.tree_util.register_dataclass(LossOutput, data_fields=["loss", "loss_per_exam
 def make_loss_fn(apply_fn: Callable[..., Array], config) -> Callable[..., tuple[Array, LossOutput]]:
   """Builds loss_fn(params, batch, rng, train=True) → (loss, LossOutput).
 
-  `apply_fn(params, z, gamma, cond, train=..., rngs=...)` is the network (model.apply).
-  `batch["hr"]` holds HR images (B, H, W, C) in [−1, 1]; the LR input is made from it on device.
+  `apply_fn(params, z, gamma, cond, train=..., rngs=..., **extra)` is the network (model.apply).
+  `batch["hr"]` holds HR images (B, H, W, C) in [−1, 1]; the LR input is made from it on device
+  and, for cascade stages, augmented (sr3_jax/augment.py). A base stage (model.conditioning
+  'none') has no LR input; a class-conditional one reads `batch["label"]` and replaces a share
+  `diffusion.p_uncond` of the labels with the null class for classifier-free guidance.
   Noise levels come from SR3's p(γ) per example (β schedules) or from λ(t), t ~ U(0, 1).
   """
   dcfg = config.diffusion
@@ -153,15 +150,32 @@ def make_loss_fn(apply_fn: Callable[..., Array], config) -> Callable[..., tuple[
   if dcfg.loss not in LOSSES:
     raise ValueError(f"diffusion.loss={dcfg.loss!r}; choose one of {LOSSES}")
 
+  has_lr = config.model.conditioning != "none"
+  acfg = config.get("augment")
+  augmented = acfg is not None and (acfg.noise or acfg.blur_prob > 0)
+  num_classes = config.model.get("num_classes", 0)
+
   def loss_fn(params: Any, batch: dict[str, Array], rng: Array, train: bool = True):
     hr = batch["hr"].astype(jnp.float32)
-    _, lr_up = conditioning_from_hr(hr, factor)
+    gamma_key, noise_key, dropout_key, aug_key, label_key = jax.random.split(rng, 5)
+    extra = {}
+    lr_up = None
+    if has_lr:
+      lr = degrade.downsample(hr, factor, value_range=(-1.0, 1.0))
+      if augmented:
+        lr, level = augment.augment_lr(lr, aug_key, acfg)
+        if config.model.get("aug_embedding", False):
+          extra["aug_level"] = level
+      lr_up = degrade.upsample(lr, factor, value_range=(-1.0, 1.0))
+    if num_classes:
+      label = batch["label"].astype(jnp.int32)
+      drop = jax.random.uniform(label_key, label.shape) < dcfg.get("p_uncond", 0.0)
+      extra["label"] = jnp.where(drop, num_classes, label)
     y0 = make_target_image(hr, lr_up, dcfg)
-    gamma_key, noise_key, dropout_key = jax.random.split(rng, 3)
     gamma = sample_gamma(gamma_key, hr.shape[0])
     noise = jax.random.normal(noise_key, y0.shape, jnp.float32)
     z = q_sample(y0, gamma, noise)
-    out = apply_fn(params, z, gamma, lr_up, train=train, rngs={"dropout": dropout_key})
+    out = apply_fn(params, z, gamma, lr_up, train=train, rngs={"dropout": dropout_key}, **extra)
     target = target_from_x0_eps(y0, noise, gamma, dcfg.target)
     err = out.astype(jnp.float32) - target
     err = jnp.abs(err) if dcfg.loss == "l1" else jnp.square(err)

@@ -29,21 +29,67 @@ def inference_gammas(config, num_steps: int | None = None) -> Array:
   return schedules.gamma_grid(config.sampling.schedule, num_steps or config.sampling.steps)
 
 
-def make_super_resolve(config, model: unet.UNet, sampler: samplers.SamplerConfig | None = None):
-  """Returns a jitted fn(params, lr, gammas, rng) → HR samples in [−1, 1], (B, H·f, W·f, C).
+def guided(denoise_fn, label: Array, null_label: int, scale: float):
+  """Classifier-free guidance (Ho & Salimans 2022): out_u + w·(out_c − out_u), one batched call.
 
-  `lr` is (B, h, w, C) in [−1, 1]. With a residual target the sample is added to bicubic(LR).
-  Clipping of x̂0 applies only when the HR image itself is diffused.
+  `denoise_fn(z, γ, label)`; w = 1 is the plain conditional model and w = 0 the unconditional one.
+  Outputs are combined as predicted (ε, x0 or v are all affine in the score, so the rule holds).
+  """
+  if scale == 1.0:
+    return lambda z, g: denoise_fn(z, g, label)
+  null = jnp.full_like(label, null_label)
+
+  def fn(z, g):
+    b = z.shape[0]
+    out = denoise_fn(jnp.concatenate([z, z]), jnp.concatenate([g, g]), jnp.concatenate([label, null]))
+    cond, uncond = out[:b], out[b:]
+    return uncond + scale * (cond - uncond)
+  return fn
+
+
+def make_super_resolve(config, model: unet.UNet, sampler: samplers.SamplerConfig | None = None):
+  """Returns a jitted fn(params, lr, gammas, rng, aug_level=0) → HR samples in [−1, 1], (B, H·f, W·f, C).
+
+  `lr` is (B, h, w, C) in [−1, 1] (for a cascade stage with conditioning augmentation, already
+  noised to `aug_level`). With a residual target the sample is added to bicubic(LR). Clipping of
+  x̂0 applies only when the HR image itself is diffused. With `sampler.final == "z"` (truncated
+  sampling) it returns (y at the grid's γ_0, x̂0 of the last step) instead, unclipped.
   """
   factor = config.data.factor
   sampler = sampler or sampler_config(config)
   if config.diffusion.diffuse != "hr":
     sampler = dataclasses.replace(sampler, clip_x0=None, dynamic_threshold=None)
+  aug = model.config.aug_embedding
 
-  def run(params: Any, lr: Array, gammas: Array, rng: Array) -> Array:
+  def run(params: Any, lr: Array, gammas: Array, rng: Array, aug_level: Array | float = 0.0):
     lr_up = degrade.upsample(lr.astype(jnp.float32), factor, value_range=(-1.0, 1.0))
-    denoise = lambda z, g: model.apply({"params": params}, z, g, lr_up, train=False)
-    y0, _ = samplers.sample(denoise, lr_up.shape, gammas, rng, sampler)
-    return jnp.clip(diffusion.image_from_target(y0, lr_up, config.diffusion), -1.0, 1.0)
+    extra = {"aug_level": jnp.full((lr.shape[0],), aug_level, jnp.float32)} if aug else {}
+    denoise = lambda z, g: model.apply({"params": params}, z, g, lr_up, train=False, **extra)
+    y, x0, _ = samplers.sample_with_x0(denoise, lr_up.shape, gammas, rng, sampler)
+    if sampler.final == "z":
+      return y, jnp.clip(x0, -1.0, 1.0)
+    return jnp.clip(diffusion.image_from_target(y, lr_up, config.diffusion), -1.0, 1.0)
 
   return jax.jit(run)
+
+
+def make_generate(config, model: unet.UNet, sampler: samplers.SamplerConfig | None = None):
+  """A base stage (no LR input): jitted fn(params, labels (B,) int, gammas, rng, guidance=1.0)
+  → images (B, S, S, C) in [−1, 1]. `labels` are ignored by an unconditional model. With
+  `sampler.final == "z"` it returns (y at γ_0, x̂0) as `make_super_resolve` does."""
+  sampler = sampler or sampler_config(config)
+  size = config.data.image_size
+  channels = model.config.out_channels
+  num_classes = model.config.num_classes
+
+  def run(params: Any, labels: Array, gammas: Array, rng: Array, guidance: float = 1.0):
+    apply = lambda z, g, y: model.apply({"params": params}, z, g, None, train=False,
+                                        **({"label": y} if num_classes else {}))
+    denoise = guided(apply, labels, num_classes, guidance) if num_classes else (lambda z, g: apply(z, g, None))
+    shape = (labels.shape[0], size, size, channels)
+    y, x0, _ = samplers.sample_with_x0(denoise, shape, gammas, rng, sampler)
+    if sampler.final == "z":
+      return y, jnp.clip(x0, -1.0, 1.0)
+    return jnp.clip(y, -1.0, 1.0)
+
+  return jax.jit(run, static_argnames=("guidance",))

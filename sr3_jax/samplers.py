@@ -31,6 +31,9 @@ class SamplerConfig:
   variance: str = "beta"                  # ddpm: "beta" (SR3's β_t) or "posterior" (β̃_t)
   eta: float = 0.0                        # ddim: 0 deterministic, 1 ancestral-like
   return_every: int = 0                   # keep every k-th intermediate y (0: none)
+  # "x0": the last step returns x̂0. "z": it lands on y at the grid's γ_0 < 1 instead (truncated
+  # sampling for a cascade's truncated conditioning augmentation; see `truncated_grid`).
+  final: str = "x0"
 
 
 def posterior(x0: Array, z_t: Array, gamma_t: Array, gamma_s: Array) -> tuple[Array, Array]:
@@ -69,6 +72,18 @@ def _predict(denoise_fn, z: Array, gamma: Array, cfg: SamplerConfig) -> tuple[Ar
   return x0, eps
 
 
+def truncated_grid(gammas, gamma_stop: float):
+  """The grid a truncated reverse process walks: γ_0 = gamma_stop, then every level of `gammas`
+  noisier than it. Computed on the host (its length depends on the values)."""
+  import numpy as np
+  g = np.asarray(gammas, np.float64)
+  below = g[g < gamma_stop - 1e-9]
+  if below.size == 0:
+    raise ValueError(f"no level of the sampling grid is noisier than the truncation level γ={gamma_stop:.4g}; "
+                     f"lower the next stage's aug_level or use more sampling steps")
+  return np.concatenate([[gamma_stop], below]).astype(np.float32)
+
+
 def _ddpm_step(denoise_fn, cfg, z, gamma_t, gamma_s, key, is_last):
   """SR3 Algorithm 2: y_s = (y_t − (1−α)/√(1−γ_t)·ε̂)/√α + √var·noise, written through x̂0 so that
   clipping applies; unclipped, the posterior mean equals SR3's expression exactly."""
@@ -76,6 +91,8 @@ def _ddpm_step(denoise_fn, cfg, z, gamma_t, gamma_s, key, is_last):
   mean, post_var = posterior(x0, z, gamma_t, gamma_s)
   var = post_var if cfg.variance == "posterior" else 1.0 - gamma_t / gamma_s
   noise = jax.random.normal(key, z.shape, z.dtype)
+  if cfg.final == "z":  # land on y_s ~ q(y_s | y_t, x̂0), which has exactly the forward marginal
+    return jnp.where(is_last, mean + jnp.sqrt(post_var) * noise, mean + jnp.sqrt(var) * noise), x0
   return jnp.where(is_last, x0, mean + jnp.sqrt(var) * noise), x0
 
 
@@ -85,7 +102,7 @@ def _ddim_step(denoise_fn, cfg, z, gamma_t, gamma_s, key, is_last):
   sigma = cfg.eta * jnp.sqrt((1.0 - gamma_s) / (1.0 - gamma_t) * (1.0 - gamma_t / gamma_s))
   noise = jax.random.normal(key, z.shape, z.dtype)
   z_s = jnp.sqrt(gamma_s) * x0 + jnp.sqrt(jnp.maximum(1.0 - gamma_s - sigma ** 2, 0.0)) * eps + sigma * noise
-  return jnp.where(is_last, x0, z_s), x0
+  return (z_s if cfg.final == "z" else jnp.where(is_last, x0, z_s)), x0
 
 
 def _half_logsnr(gamma):
@@ -98,10 +115,19 @@ def sample(denoise_fn: Callable[[Array, Array], Array], shape: tuple[int, ...], 
   """Runs a sampler over the grid `gammas` (N+1,), decreasing, from noise to y_0.
 
   Returns (y_0, intermediates), intermediates (N // return_every, *shape) or None. Deterministic
-  for a given `rng`. The final step returns x̂0 at γ_1 (the grid's γ_0 may be exactly 1).
+  for a given `rng`. The final step returns x̂0 at γ_1 (the grid's γ_0 may be exactly 1), or,
+  with cfg.final == "z", y at γ_0.
   """
+  y, _, inter = sample_with_x0(denoise_fn, shape, gammas, rng, cfg)
+  return y, inter
+
+
+def sample_with_x0(denoise_fn, shape, gammas, rng, cfg: SamplerConfig = SamplerConfig()):
+  """`sample`, also returning the last step's x̂0: (y, x̂0, intermediates)."""
   if cfg.name not in SAMPLERS:
     raise ValueError(f"sampler={cfg.name!r}; choose one of {SAMPLERS}")
+  if cfg.final not in ("x0", "z"):
+    raise ValueError(f"sampler final={cfg.final!r}; choose 'x0' or 'z'")
   if cfg.variance not in ("beta", "posterior"):
     raise ValueError(f"sampler variance={cfg.variance!r}; choose 'beta' or 'posterior'")
   gammas = jnp.asarray(gammas, jnp.float32)
@@ -120,11 +146,11 @@ def sample(denoise_fn: Callable[[Array, Array], Array], shape: tuple[int, ...], 
     step_fn = _ddpm_step if cfg.name == "ddpm" else _ddim_step
 
     def body(carry, xs):
-      z = carry
+      z, _ = carry
       i, gt, gs, last = xs
-      z, _ = step_fn(denoise_fn, cfg, z, gt, gs, jax.random.fold_in(loop_key, i), last)
-      return z, z
-    init = z
+      z, x0 = step_fn(denoise_fn, cfg, z, gt, gs, jax.random.fold_in(loop_key, i), last)
+      return (z, x0), z
+    init = (z, jnp.zeros_like(z))
   else:
     def body(carry, xs):
       # DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), first order on the first and last step.
@@ -138,7 +164,8 @@ def sample(denoise_fn: Callable[[Array, Array], Array], shape: tuple[int, ...], 
       d = jnp.where((i == 0) | last, x0, second)
       sigma_ratio = jnp.sqrt((1.0 - gs) / (1.0 - gt))
       z_s = sigma_ratio * z + jnp.sqrt(gs) * (-jnp.expm1(-h)) * d
-      z_s = jnp.where(last, d, z_s)
+      if cfg.final == "x0":
+        z_s = jnp.where(last, d, z_s)
       return (z_s, x0, h), z_s
     init = (z, jnp.zeros_like(z), jnp.ones((), jnp.float32))
 
@@ -154,5 +181,4 @@ def sample(denoise_fn: Callable[[Array, Array], Array], shape: tuple[int, ...], 
   else:
     final, _ = jax.lax.scan(lambda c, x: (body(c, x)[0], None), init, xs)
     inter = None
-  z_final = final if cfg.name in ("ddpm", "ddim") else final[0]
-  return z_final, inter
+  return final[0], final[1], inter

@@ -84,8 +84,8 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def apply_fn_for(model: unet.UNet) -> Callable[..., Array]:
   """model.apply in the (params, z, γ, cond, train, rngs) form the loss and samplers use."""
-  def apply_fn(params, z, gamma, cond, train=False, rngs=None):
-    return model.apply({"params": params}, z, gamma, cond, train=train, rngs=rngs)
+  def apply_fn(params, z, gamma, cond, train=False, rngs=None, **extra):
+    return model.apply({"params": params}, z, gamma, cond, train=train, rngs=rngs, **extra)
   return apply_fn
 
 
@@ -266,10 +266,19 @@ def _sample_grid(config, model, mesh, params, hr: np.ndarray, sampler_fn, gammas
   from sr3_jax import metrics as sr_metrics
   from sr3_jax.data import degrade, embedded
   replicated = NamedSharding(mesh, P())
+  rng = jax.random.fold_in(jax.random.key(config.seed + 7), step)
+  if config.model.conditioning == "none":  # a base stage: (sample | training-distribution image) rows
+    n = hr.shape[0]
+    labels = np.arange(n, dtype=np.int32) % max(config.model.get("num_classes", 0), 1)
+    labels = jax.make_array_from_process_local_data(replicated, labels)
+    out = sampler_fn(params, labels, gammas, rng, guidance=config.sampling.get("guidance", 1.0))
+    out = np.asarray(out.addressable_data(0))
+    rows = [np.concatenate([embedded.to_uint8(out[i]), embedded.to_uint8(hr[i])], axis=1) for i in range(n)]
+    return np.concatenate(rows, axis=0), {}
   hr_g = jax.make_array_from_process_local_data(replicated, hr)
   lr = degrade.downsample(hr_g, config.data.factor, value_range=(-1.0, 1.0))
   up = degrade.upsample(lr, config.data.factor, value_range=(-1.0, 1.0))
-  sr = sampler_fn(params, lr, gammas, jax.random.fold_in(jax.random.key(config.seed + 7), step))
+  sr = sampler_fn(params, lr, gammas, rng)
   f = config.data.factor
   lr_big = np.repeat(np.repeat(np.asarray(lr.addressable_data(0)), f, axis=1), f, axis=2)
   cols = [lr_big, np.asarray(up.addressable_data(0)), np.asarray(sr.addressable_data(0)), hr]
@@ -324,7 +333,8 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
   tcfg = config.train
   sampler_fn = gammas = sample_hr = None
   if tcfg.sample_every:
-    sampler_fn = inference.make_super_resolve(config, model)
+    base = config.model.conditioning == "none"
+    sampler_fn = (inference.make_generate if base else inference.make_super_resolve)(config, model)
     gammas = inference.inference_gammas(config, tcfg.sample_steps)
     eval_src = loader.make_dataset(config.data, config.data.eval_split, 4, seed=0, train=False,
                                    process_index=0, process_count=1)
@@ -358,7 +368,8 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
               f"check the data, or raise optim.grad_clip")
       if sampler_fn is not None and done % tcfg.sample_every == 0:
         grid, scores = _sample_grid(config, model, mesh, state.ema_params, sample_hr, sampler_fn, gammas, done)
-        writer.scalars(done, scores)
+        if scores:
+          writer.scalars(done, scores)
         if jax.process_index() == 0:
           Image.fromarray(grid).save(str(workdir / "samples" / f"step_{done:08d}.png"))
           writer.image(done, "samples", grid)

@@ -49,10 +49,20 @@ def ramp(n: int, width: int) -> np.ndarray:
   return np.minimum(1.0, np.minimum(i + 1, n - i) / (width + 1))
 
 
-def plan(height: int, width: int, tile: int, multiple: int) -> tuple[int, int, int, int]:
+def tile_length(n: int, tile: int, overlap: int, multiple: int) -> int:
+  """The shortest multiple of `multiple` (≤ `tile`) whose tiles cover n pixels in as few tiles as
+  tiles of `tile` would: padding and overlap waste stay small for any n."""
+  ceil_m = lambda v: -(-v // multiple) * multiple
+  if n <= tile:
+    return ceil_m(n)
+  k = -(-(n - overlap) // (tile - overlap))           # tiles needed at the full tile length
+  return min(tile, ceil_m(-(-(n + (k - 1) * overlap) // k)))
+
+
+def plan(height: int, width: int, tile: int, multiple: int, overlap: int = 0) -> tuple[int, int, int, int]:
   """(tile_h, tile_w, padded_h, padded_w) in LR pixels: tiles are multiples of `multiple`."""
-  th = min(tile, -(-height // multiple) * multiple)
-  tw = min(tile, -(-width // multiple) * multiple)
+  th = tile_length(height, tile, overlap, multiple)
+  tw = tile_length(width, tile, overlap, multiple)
   return th, tw, max(height, th), max(width, tw)
 
 
@@ -124,7 +134,7 @@ class Upscaler:
   def __call__(self, rgb: np.ndarray, index: int, log=None) -> np.ndarray:
     """(h, w, 3) uint8 → K super-resolutions (K, h·f, w·f, 3) in [−1, 1]."""
     h, w, _ = rgb.shape
-    th, tw, ph, pw = plan(h, w, self.tile, self.multiple)
+    th, tw, ph, pw = plan(h, w, self.tile, self.multiple, self.overlap)
     lr = embedded.to_model_range(rgb)
     lr = np.pad(lr, ((0, ph - h), (0, pw - w), (0, 0)), mode="symmetric")
     tiles, pos = split_tiles(lr, th, tw, self.overlap)

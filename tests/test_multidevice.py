@@ -16,3 +16,4 @@ def test_data_parallel_and_fsdp_match_one_device_and_restore_elsewhere(tmp_path)
   assert out["dp_vs_single"] < 1e-5 and out["fsdp_vs_single"] < 1e-5
   assert out["fsdp_sharded_leaves"] > 0 and out["kernel_shard"] != out["kernel"]
   assert out["restore_1"] == 0.0 and out["restore_4"] == 0.0
+  assert out["cascade_8_vs_1"] < 2e-3

@@ -20,17 +20,32 @@ PAPER = {  # SR3 Table A.1 parameter counts
 }
 
 
-@pytest.mark.parametrize("name", CONFIGS)
-def test_runlocal_forward_shapes(name):
-  c = configs.load(f"experiments/configs/{name}:runlocal")
+def _runlocal_specs():
+  """Every experiment's runlocal training config; a cascade file contributes each of its stages."""
+  specs = []
+  for name in CONFIGS:
+    c = configs.load(f"experiments/configs/{name}:runlocal")
+    specs += [s.config for s in c.stages] if "stages" in c else [f"experiments/configs/{name}:runlocal"]
+  return specs
+
+
+@pytest.mark.parametrize("spec", _runlocal_specs())
+def test_runlocal_forward_shapes(spec):
+  c = configs.load(spec)
   configs.validate(c)
   model = unet.build(c.model)
   s = c.data.image_size
   z = jax.ShapeDtypeStruct((2, s, s, 3), jnp.float32)
   # Shapes only: trace init and apply abstractly (nothing is compiled or allocated).
-  params = jax.eval_shape(lambda k: model.init({"params": k}, jnp.zeros(z.shape), jnp.ones((2,)),
-                                                jnp.zeros(z.shape))["params"], jax.random.key(0))
-  out = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, jnp.array([0.2, 0.7]), x), params, z)
+  params = jax.eval_shape(lambda k: unet.init_params(model, k), jax.random.key(0))
+  extra = {}
+  if c.model.num_classes:
+    extra["label"] = jnp.array([0, c.model.num_classes])
+  if c.model.aug_embedding:
+    extra["aug_level"] = jnp.array([0.0, 0.3])
+  cond = None if c.model.conditioning == "none" else z
+  out = jax.eval_shape(lambda p, x, y: model.apply({"params": p}, x, jnp.array([0.2, 0.7]), y, **extra),
+                       params, z, cond)
   assert out.shape == (2, s, s, 3) and out.dtype == jnp.float32
 
 

@@ -14,11 +14,13 @@ from sr3_jax.data import embedded
 def test_tiles_blend_back_to_the_whole_image(h, w, tile, overlap, multiple):
   """Any per-pixel upscaler applied tile by tile and blended equals it applied to the whole image."""
   x = np.random.default_rng(0).normal(size=(h, w, 3))
-  th, tw, ph, pw = upscale.plan(h, w, tile, multiple)
+  th, tw, ph, pw = upscale.plan(h, w, tile, multiple, overlap)
   assert th % multiple == 0 and tw % multiple == 0 and th <= max(tile, multiple) and tw <= max(tile, multiple)
   padded = np.pad(x, ((0, ph - h), (0, pw - w), (0, 0)), mode="symmetric")
   tiles, pos = upscale.split_tiles(padded, th, tw, overlap)
   assert tiles.shape[1:] == (th, tw, 3)
+  full = len(upscale.tile_starts(ph, tile, overlap)) * len(upscale.tile_starts(pw, tile, overlap))
+  assert len(pos) <= max(full, 1)   # balanced tiles: never more tiles than full-length ones
   nearest = lambda a, s=3: np.repeat(np.repeat(a, s, axis=-3), s, axis=-2)
   out = upscale.blend_tiles(nearest(tiles), pos, ph, pw, 3, overlap)[:h * 3, :w * 3]
   np.testing.assert_allclose(out, nearest(x), atol=1e-12)
@@ -29,6 +31,7 @@ def test_tile_starts_cover_with_overlap():
     s = upscale.tile_starts(n, tile, ov)
     assert s[0] == 0 and s[-1] + tile == max(n, tile)
     assert all(b - a <= tile - ov for a, b in zip(s, s[1:]))  # neighbours share ≥ ov pixels
+  assert upscale.tile_length(100, 64, 8, 1) == 54 and upscale.tile_length(75, 64, 8, 4) == 44
   assert upscale.ramp(10, 3).min() > 0 and upscale.ramp(10, 0).tolist() == [1.0] * 10
 
 

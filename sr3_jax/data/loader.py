@@ -27,12 +27,18 @@ class EmbeddedSource:
     photos = embedded.load_faces(split) if dataset == "lfw_faces" else embedded.load_split(split)
     self.names: list[str] = list(photos)
     self.images: list[np.ndarray] = list(photos.values())
+    # Class labels: which photograph (its index in embedded.PHOTOS, the same in every split); faces: 0.
+    order = list(embedded.PHOTOS)
+    self.labels = [order.index(n) if n in order else 0 for n in self.names]
 
   def __len__(self) -> int:
     return len(self.images)
 
   def __getitem__(self, index: int) -> np.ndarray:
     return self.images[index]
+
+  def label(self, index: int, key: str) -> int:
+    return self.labels[index]
 
 
 class TFDSSource:
@@ -60,6 +66,28 @@ class TFDSSource:
     if isinstance(value, (bytes, np.bytes_)) or (isinstance(value, np.ndarray) and value.dtype == object):
       return decode_image(bytes(value.item() if isinstance(value, np.ndarray) else value))
     return np.asarray(value)
+
+  def label(self, index: int, key: str) -> int:
+    record = self.source[index]
+    if key not in record:
+      raise KeyError(f"records have no key {key!r}; set data.label_key to one of {sorted(record)}")
+    return int(record[key])
+
+
+class _Examples:
+  """A source's records as {"image": uint8 HWC} dicts, with "label" when data.label_key is set."""
+
+  def __init__(self, source, label_key: str):
+    self.source, self.label_key = source, label_key
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> dict:
+    out = {"image": self.source[index]}
+    if self.label_key:
+      out["label"] = np.int32(self.source.label(index, self.label_key))
+    return out
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -115,7 +143,8 @@ def center_resize(image: np.ndarray, size: int) -> np.ndarray:
 
 def make_dataset(dcfg, split: str, batch_size: int, *, seed: int, train: bool = True,
                  process_index: int | None = None, process_count: int | None = None) -> grain.IterDataset:
-  """Local batches {"hr": (batch_size, S, S, 3) float32 in [−1, 1]} for this process.
+  """Local batches {"hr": (batch_size, S, S, 3) float32 in [−1, 1]} for this process, plus
+  {"label": (batch_size,) int32} when data.label_key is set.
 
   `batch_size` is the per-process batch. Training repeats and reshuffles every epoch; evaluation
   reads each record of this process's share once. Images whose short side is below the target
@@ -130,25 +159,29 @@ def make_dataset(dcfg, split: str, batch_size: int, *, seed: int, train: bool = 
   source = make_source(dcfg, split)
   if len(source) == 0:
     raise ValueError(f"dataset {dcfg.dataset!r} split {split!r} is empty")
-  ds = grain.MapDataset.source(source).seed(seed)
+  ds = grain.MapDataset.source(_Examples(source, dcfg.get("label_key", ""))).seed(seed)
   if train:
     ds = ds.shuffle().repeat(None)
   ds = ds[pi::pc]
-  ds = ds.map(to_rgb).filter(lambda im: min(im.shape[:2]) >= size)
+  ds = ds.map(lambda e: dict(e, image=to_rgb(e["image"]))).filter(lambda e: min(e["image"].shape[:2]) >= size)
 
-  def prep(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  def prep(example: dict, rng: np.random.Generator) -> dict:
+    image = example["image"]
     if mode == "center_resize":
       image = center_resize(image, size)
     elif train:
       image = random_crop(image, size, rng, flip=dcfg.get("flip", True))
     else:
       image = center_crop(image, size)
-    return embedded.to_model_range(image)
+    out = {"hr": embedded.to_model_range(image)}
+    if "label" in example:
+      out["label"] = example["label"]
+    return out
 
   ds = ds.random_map(prep)
   iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=dcfg.get("num_threads", 2),
                                                  prefetch_buffer_size=dcfg.get("prefetch", 8)))
-  iter_ds = iter_ds.batch(batch_size, drop_remainder=train, batch_fn=lambda xs: {"hr": np.stack(xs)})
+  iter_ds = iter_ds.batch(batch_size, drop_remainder=train, batch_fn=lambda xs: {k: np.stack([x[k] for x in xs]) for k in xs[0]})
   workers = dcfg.get("num_workers", 0)
   if workers:
     from absl import flags

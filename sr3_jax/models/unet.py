@@ -49,6 +49,11 @@ class UNetConfig:
   film: str = "scale_shift"    # scale_shift | shift
   skip_scale: float = INV_SQRT2
   emb_channels: int = 0        # 0: 4 · channels
+  # Extra embeddings added to the noise embedding (cascades). num_classes > 0: a class label
+  # (B,) int in [0, num_classes], the last index being the null class of classifier-free
+  # guidance. aug_embedding: the conditioning-augmentation level s ∈ [0, 1] (B,) (CDM).
+  num_classes: int = 0
+  aug_embedding: bool = False
 
   @classmethod
   def from_config(cls, cfg) -> "UNetConfig":
@@ -220,7 +225,8 @@ class UNet(nn.Module):
   config: UNetConfig
 
   @nn.compact
-  def __call__(self, z: Array, gamma: Array, cond: Array | None = None, train: bool = False) -> Array:
+  def __call__(self, z: Array, gamma: Array, cond: Array | None = None, train: bool = False, *,
+               label: Array | None = None, aug_level: Array | None = None) -> Array:
     cfg = self.config
     dtype = cfg.compute_dtype
     block_cls = nn.remat(ResBlock, static_argnums=(3,)) if cfg.remat else ResBlock
@@ -241,7 +247,17 @@ class UNet(nn.Module):
     else:
       emb = sinusoidal_embedding(feats, cfg.channels, min_period=2 * jnp.pi, max_period=2 * jnp.pi * 1e4)
     emb = nn.Dense(4 * cfg.channels, name="emb_dense0")(emb)
-    emb = nn.Dense(emb_dim, name="emb_dense1")(nn.silu(emb)).astype(dtype)
+    emb = nn.Dense(emb_dim, name="emb_dense1")(nn.silu(emb))
+    if cfg.num_classes:
+      if label is None:  # no label given: the null class (unconditional)
+        label = jnp.full((z.shape[0],), cfg.num_classes, jnp.int32)
+      emb = emb + nn.Embed(cfg.num_classes + 1, emb_dim, name="class_emb")(label)
+    if cfg.aug_embedding:
+      level = jnp.zeros((z.shape[0],), jnp.float32) if aug_level is None else aug_level.astype(jnp.float32)
+      a = sinusoidal_embedding(level, cfg.channels, min_period=2e-3, max_period=4.0)
+      a = nn.Dense(emb_dim, name="aug_dense1")(nn.silu(nn.Dense(4 * cfg.channels, name="aug_dense0")(a)))
+      emb = emb + a
+    emb = emb.astype(dtype)
 
     # Conditioning seam: how the LR input enters the network.
     if cfg.conditioning == "concat":
@@ -306,7 +322,12 @@ def init_params(model: UNet, rng: Array, batch: int = 1) -> Any:
   def init(rng):
     z = jnp.zeros(z_shape, jnp.float32)
     cond = None if c_shape is None else jnp.zeros(c_shape, jnp.float32)
-    return model.init({"params": rng}, z, jnp.full((batch,), 0.5), cond, train=False)["params"]
+    extra = {}
+    if model.config.num_classes:
+      extra["label"] = jnp.zeros((batch,), jnp.int32)
+    if model.config.aug_embedding:
+      extra["aug_level"] = jnp.zeros((batch,), jnp.float32)
+    return model.init({"params": rng}, z, jnp.full((batch,), 0.5), cond, train=False, **extra)["params"]
   # One compiled call instead of hundreds of eager ops; under an outer jit this simply inlines.
   return jax.jit(init)(rng)
 
