@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from sr3_jax import augment
+from sr3_jax import augment, frequency
 from sr3_jax.models import unet
 
 
@@ -29,6 +29,9 @@ def parse_arg(arg: str | None, **defaults):
   return out
 
 
+LOGSNR_FIELDS = dict(logsnr_min=-15.0, logsnr_max=15.0, image_size=64, base=64)
+
+
 def base_config() -> ml_collections.ConfigDict:
   """SR3's training recipe (paper §4 and App. A); experiment files set the model and data."""
   c = ml_collections.ConfigDict()
@@ -48,8 +51,11 @@ def base_config() -> ml_collections.ConfigDict:
       {f: getattr(unet.UNetConfig, f) for f in unet.UNetConfig.__dataclass_fields__})
 
   # Training noise levels: SR3's p(γ) on a linear β grid, T = 2000.
+  # Every schedule block carries the fields of all families (unused ones are ignored), so any
+  # family is one set of --config.schedule.* flags away: β grids read start/end, log-SNR ones
+  # logsnr_min/max, the resolution-shifted cosine image_size/base.
   c.schedule = ml_collections.ConfigDict(
-      dict(kind="beta", name="linear", num_steps=2000, start=1e-6, end=1e-2))
+      dict(kind="beta", name="linear", num_steps=2000, start=1e-6, end=1e-2, **LOGSNR_FIELDS))
 
   c.diffusion = ml_collections.ConfigDict(dict(
       target="eps",        # eps | x0 | v
@@ -58,7 +64,10 @@ def base_config() -> ml_collections.ConfigDict:
       residual_scale=1.0,
       min_snr_gamma=0.0,   # 0: off
       p_uncond=0.0,        # class-conditional models: share of labels replaced by the null class (CFG)
+      process="gaussian",  # gaussian | blur | band (DCT-diagonal processes, sr3_jax/frequency.py)
+      consistency_weight=0.0,  # λ of the loss term λ·‖D(x̂0) − x_lr‖² (sr3_jax/consistency.py)
   ))
+  c.frequency = frequency.default_config()
 
   # Conditioning augmentation of the LR input (cascade stages above the base; sr3_jax/augment.py).
   c.augment = augment.default_config()
@@ -66,9 +75,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Inference: its own grid (SR3: ≤ 100 steps, chosen by search on held-out data).
   c.sampling = ml_collections.ConfigDict(dict(
       sampler="ddpm", steps=100, clip_x0=1.0, variance="beta", eta=0.0,
-      schedule=dict(kind="beta", name="linear", num_steps=100, start=1e-4, end=0.1),
+      schedule=dict(kind="beta", name="linear", num_steps=100, start=1e-4, end=0.1, **LOGSNR_FIELDS),
       guidance=1.0,        # classifier-free guidance: ε_u + w·(ε_c − ε_u); 1 conditional, 0 unconditional
       aug_level=0.0,       # augmentation level s of the LR input at sampling (augment.noise stages)
+      project_consistency=False,  # project x̂0 onto {x : D(x) = x_lr} at every step
   ))
 
   c.optim = ml_collections.ConfigDict(dict(
@@ -109,6 +119,9 @@ def validate(config) -> None:
   if not 0.0 <= config.diffusion.get("p_uncond", 0.0) < 1.0:
     raise ValueError(f"diffusion.p_uncond={config.diffusion.p_uncond} must lie in [0, 1)")
   augment.validate(config)
+  frequency.validate(config)
+  if config.sampling.get("project_consistency") and model.conditioning == "none":
+    raise ValueError("sampling.project_consistency needs an LR input; a base stage has none")
 
 
 
@@ -192,8 +205,7 @@ def stage_config(*, size: int, factor: int, dataset: str, model: dict, runlocal:
     c.diffusion.p_uncond = 0.1
   # Cascade stages sample on a cosine log-SNR grid; the training levels stay SR3's p(γ).
   c.sampling.update(dict(sampler="ddpm", steps=100, variance="posterior"))
-  c.sampling.schedule = ml_collections.ConfigDict(dict(kind="logsnr", name="cosine", num_steps=100,
-                                                       logsnr_min=-20.0, logsnr_max=20.0))
+  c.sampling.schedule.update(dict(kind="logsnr", name="cosine", num_steps=100, logsnr_min=-20.0, logsnr_max=20.0))
   c.train.batch_size = 256
   if runlocal:
     c.data.dataset = "embedded"

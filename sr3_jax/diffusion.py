@@ -140,8 +140,12 @@ def make_loss_fn(apply_fn: Callable[..., Array], config) -> Callable[..., tuple[
   and, for cascade stages, augmented (sr3_jax/augment.py). A base stage (model.conditioning
   'none') has no LR input; a class-conditional one reads `batch["label"]` and replaces a share
   `diffusion.p_uncond` of the labels with the null class for classifier-free guidance.
-  Noise levels come from SR3's p(γ) per example (β schedules) or from λ(t), t ~ U(0, 1).
+  Noise levels come from SR3's p(γ) per example (β schedules) or from λ(t), t ~ U(0, 1); with
+  `diffusion.process` 'blur' or 'band' the forward process is the DCT-diagonal one of
+  sr3_jax/frequency.py at t ~ U(0, 1). `diffusion.consistency_weight` λ adds λ·‖D(x̂0) − x_lr‖²
+  (sr3_jax/consistency.py) against the clean LR input.
   """
+  from sr3_jax import consistency, frequency
   dcfg = config.diffusion
   factor = config.data.factor
   sample_gamma = schedules.make_train_gamma_sampler(config.schedule)
@@ -154,6 +158,11 @@ def make_loss_fn(apply_fn: Callable[..., Array], config) -> Callable[..., tuple[
   acfg = config.get("augment")
   augmented = acfg is not None and (acfg.noise or acfg.blur_prob > 0)
   num_classes = config.model.get("num_classes", 0)
+  process = dcfg.get("process", "gaussian")
+  fcfg = config.get("frequency")
+  cons_weight = float(dcfg.get("consistency_weight", 0.0))
+  if cons_weight and not has_lr:
+    raise ValueError("diffusion.consistency_weight needs an LR input; a base stage has none")
 
   def loss_fn(params: Any, batch: dict[str, Array], rng: Array, train: bool = True):
     hr = batch["hr"].astype(jnp.float32)
@@ -161,7 +170,7 @@ def make_loss_fn(apply_fn: Callable[..., Array], config) -> Callable[..., tuple[
     extra = {}
     lr_up = None
     if has_lr:
-      lr = degrade.downsample(hr, factor, value_range=(-1.0, 1.0))
+      lr = lr_clean = degrade.downsample(hr, factor, value_range=(-1.0, 1.0))
       if augmented:
         lr, level = augment.augment_lr(lr, aug_key, acfg)
         if config.model.get("aug_embedding", False):
@@ -172,16 +181,33 @@ def make_loss_fn(apply_fn: Callable[..., Array], config) -> Callable[..., tuple[
       drop = jax.random.uniform(label_key, label.shape) < dcfg.get("p_uncond", 0.0)
       extra["label"] = jnp.where(drop, num_classes, label)
     y0 = make_target_image(hr, lr_up, dcfg)
-    gamma = sample_gamma(gamma_key, hr.shape[0])
     noise = jax.random.normal(noise_key, y0.shape, jnp.float32)
-    z = q_sample(y0, gamma, noise)
+    if process == "gaussian":
+      gamma = sample_gamma(gamma_key, hr.shape[0])
+      z = q_sample(y0, gamma, noise)
+    else:
+      t = jax.random.uniform(gamma_key, (hr.shape[0],))
+      z = frequency.q_sample(y0, t, noise, process, fcfg)
+      gamma = frequency.network_gamma(t, fcfg)
     out = apply_fn(params, z, gamma, lr_up, train=train, rngs={"dropout": dropout_key}, **extra)
-    target = target_from_x0_eps(y0, noise, gamma, dcfg.target)
-    err = out.astype(jnp.float32) - target
+    out = out.astype(jnp.float32)
+    target = target_from_x0_eps(y0, noise, gamma, dcfg.target) if process == "gaussian" else (
+        noise if dcfg.target == "eps" else y0)
+    err = out - target
     err = jnp.abs(err) if dcfg.loss == "l1" else jnp.square(err)
     per_example = jnp.mean(err, axis=tuple(range(1, err.ndim)))
     if dcfg.get("min_snr_gamma"):
       per_example = per_example * min_snr_weight(gamma, dcfg.target, dcfg.min_snr_gamma)
+    if cons_weight:
+      if process == "gaussian":
+        x0, _ = x0_eps_from_output(out, z, gamma, dcfg.target)
+      elif dcfg.target == "x0":
+        x0 = out
+      else:  # x̂0 per DCT coefficient: (u_t − σ_t ε̂)/α_t
+        a, s_ = frequency.alpha_sigma(t, z.shape[1:3], process, fcfg)
+        x0 = frequency.idct2((frequency.dct2(z) - s_ * frequency.dct2(out)) / a)
+      image = jnp.clip(image_from_target(x0, lr_up, dcfg), -1.0, 1.0)
+      per_example = per_example + cons_weight * consistency.loss(image, lr_clean, factor)
     loss = jnp.mean(per_example)
     return loss, LossOutput(loss=loss, loss_per_example=per_example, gamma=gamma)
 

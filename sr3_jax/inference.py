@@ -55,16 +55,31 @@ def make_super_resolve(config, model: unet.UNet, sampler: samplers.SamplerConfig
   x̂0 applies only when the HR image itself is diffused. With `sampler.final == "z"` (truncated
   sampling) it returns (y at the grid's γ_0, x̂0 of the last step) instead, unclipped.
   """
+  from sr3_jax import consistency, frequency
   factor = config.data.factor
   sampler = sampler or sampler_config(config)
   if config.diffusion.diffuse != "hr":
     sampler = dataclasses.replace(sampler, clip_x0=None, dynamic_threshold=None)
   aug = model.config.aug_embedding
+  process = config.diffusion.get("process", "gaussian")
+  project = bool(config.sampling.get("project_consistency", False))
+  if project:  # the projection clips the image before projecting; no clip may follow it
+    sampler = dataclasses.replace(sampler, clip_x0=None, dynamic_threshold=None)
+  if process != "gaussian" and sampler.final != "x0":
+    raise ValueError(f"truncated sampling is not offered for diffusion.process={process!r}")
 
   def run(params: Any, lr: Array, gammas: Array, rng: Array, aug_level: Array | float = 0.0):
-    lr_up = degrade.upsample(lr.astype(jnp.float32), factor, value_range=(-1.0, 1.0))
+    lr = lr.astype(jnp.float32)
+    lr_up = degrade.upsample(lr, factor, value_range=(-1.0, 1.0))
     extra = {"aug_level": jnp.full((lr.shape[0],), aug_level, jnp.float32)} if aug else {}
     denoise = lambda z, g: model.apply({"params": params}, z, g, lr_up, train=False, **extra)
+    if process != "gaussian":  # the DCT-diagonal process walks t = 1 → 0 in len(gammas) − 1 steps
+      x0_fn = (lambda y: consistency.project_target(y, lr, lr_up, factor, config.diffusion)) if project else None
+      y = frequency.sample(denoise, lr_up.shape, gammas.shape[0] - 1, rng, process, config.frequency,
+                           config.diffusion.target, sampler.name, x0_fn=x0_fn)
+      return jnp.clip(diffusion.image_from_target(y, lr_up, config.diffusion), -1.0, 1.0)
+    if project:
+      denoise = consistency.projecting_denoiser(denoise, sampler.target, lr, lr_up, factor, config.diffusion)
     y, x0, _ = samplers.sample_with_x0(denoise, lr_up.shape, gammas, rng, sampler)
     if sampler.final == "z":
       return y, jnp.clip(x0, -1.0, 1.0)

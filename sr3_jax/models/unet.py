@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 Array = jax.Array
 INV_SQRT2 = 1.0 / math.sqrt(2.0)
-CONDITIONINGS = ("concat", "none")
+CONDITIONINGS = ("concat", "film", "cross_attention", "injection", "none")
 NOISE_EMBEDDINGS = ("logsnr", "sqrt_gamma")
 
 
@@ -54,6 +54,13 @@ class UNetConfig:
   # guidance. aug_embedding: the conditioning-augmentation level s ∈ [0, 1] (B,) (CDM).
   num_classes: int = 0
   aug_embedding: bool = False
+  # How the LR input (bicubic-upsampled, HR size) enters: concat (SR3: extra input channels), or
+  # through an LR encoder (a conv per level, cond_channels wide): film (its pooled summary joins
+  # the embedding that modulates every block), injection (its features, projected, are added at
+  # every level) or cross_attention (U-Net features attend to its features at cond_resolutions;
+  # empty: the lowest resolution).
+  cond_channels: int = 0       # 0: channels
+  cond_resolutions: tuple[int, ...] = ()
 
   @classmethod
   def from_config(cls, cfg) -> "UNetConfig":
@@ -63,7 +70,7 @@ class UNetConfig:
     unknown = sorted(set(values) - names)
     if unknown:
       raise ValueError(f"unknown model config field(s) {unknown}; known: {sorted(names)}")
-    for key in ("channel_mult", "attn_resolutions"):
+    for key in ("channel_mult", "attn_resolutions", "cond_resolutions"):
       if key in values:
         values[key] = tuple(int(v) for v in values[key])
     out = cls(**values)
@@ -220,6 +227,47 @@ class AttnBlock(nn.Module):
     return (x + h) * self.skip_scale if self.skip_scale != 1.0 else x + h
 
 
+class LREncoder(nn.Module):
+  """Features of the conditioning image at every U-Net level: 3×3 conv, then stride-2 conv + 3×3
+  conv per level down; (B, H, W, C) → [(B, H/2^l, W/2^l, channels) for l < levels]."""
+  channels: int
+  levels: int
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, cond):
+    conv = lambda name, stride=1: nn.Conv(self.channels, (3, 3), strides=(stride, stride),
+                                          padding=((1, 1), (1, 1)), dtype=self.dtype, name=name)
+    h = nn.silu(conv("conv_in")(cond.astype(self.dtype)))
+    feats = [h]
+    for level in range(1, self.levels):
+      h = nn.silu(conv(f"down{level}", 2)(h))
+      h = nn.silu(conv(f"conv{level}")(h))
+      feats.append(h)
+    return feats
+
+
+class CrossAttnBlock(nn.Module):
+  """U-Net features (queries) attend to LR-encoder features (keys, values) of the same level."""
+  head_dim: int
+  num_groups: int
+  dtype: Any
+  skip_scale: float = INV_SQRT2
+
+  @nn.compact
+  def __call__(self, x, ctx):
+    b, hgt, wid, c = x.shape
+    heads = max(1, c // self.head_dim)
+    q = nn.DenseGeneral((heads, c // heads), dtype=self.dtype, name="q")(
+        GroupNorm32(self.num_groups, name="norm")(x).reshape(b, hgt * wid, c))
+    ctx = ctx.reshape(b, -1, ctx.shape[-1]).astype(self.dtype)
+    kv = nn.DenseGeneral((2, heads, c // heads), dtype=self.dtype, name="kv")(ctx)
+    h = jax.nn.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1])
+    h = nn.DenseGeneral(c, axis=(-2, -1), dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                        name="proj")(h).reshape(b, hgt, wid, c)
+    return (x + h) * self.skip_scale if self.skip_scale != 1.0 else x + h
+
+
 class UNet(nn.Module):
   """SR3 U-Net: (z (B,H,W,C), γ (B,), cond (B,H,W,C) or None) → prediction (B,H,W,out_channels)."""
   config: UNetConfig
@@ -260,21 +308,37 @@ class UNet(nn.Module):
     emb = emb.astype(dtype)
 
     # Conditioning seam: how the LR input enters the network.
-    if cfg.conditioning == "concat":
-      if cond is None:
-        raise ValueError("model.conditioning='concat' needs the upsampled LR image as `cond`")
-      x = jnp.concatenate([z, cond.astype(z.dtype)], axis=-1)
-    else:
-      x = z
+    if cfg.conditioning != "none" and cond is None:
+      raise ValueError(f"model.conditioning={cfg.conditioning!r} needs the upsampled LR image as `cond`")
+    x = jnp.concatenate([z, cond.astype(z.dtype)], axis=-1) if cfg.conditioning == "concat" else z
+    feats = None
+    if cfg.conditioning in ("film", "injection", "cross_attention"):
+      feats = LREncoder(cfg.cond_channels or cfg.channels, len(cfg.channel_mult), dtype, name="lr_encoder")(cond)
+    if cfg.conditioning == "film":
+      summary = jnp.mean(feats[-1].astype(jnp.float32), axis=(1, 2))
+      emb = emb + nn.Dense(emb_dim, name="film_dense")(summary).astype(emb.dtype)
+    cross_res = cfg.cond_resolutions or (cfg.image_size // 2 ** (len(cfg.channel_mult) - 1),)
+
+    def inject(h, level, name):
+      if cfg.conditioning != "injection":
+        return h
+      return h + nn.Conv(h.shape[-1], (1, 1), dtype=dtype, name=name)(feats[level])
+
+    def cross(h, level, res, name):
+      if cfg.conditioning != "cross_attention" or res not in cross_res:
+        return h
+      return CrossAttnBlock(cfg.head_dim, cfg.num_groups, dtype, cfg.skip_scale, name=name)(h, feats[level])
     h = nn.Conv(cfg.channels, (3, 3), padding="SAME", dtype=dtype, name="conv_in")(x.astype(dtype))
 
     skips = [h]
     res = cfg.image_size
     for level, mult in enumerate(cfg.channel_mult):
+      h = inject(h, level, f"down{level}_inject")
       for i in range(cfg.num_res_blocks):
         h = res_block(cfg.channels * mult, f"down{level}_res{i}")(h, emb, train)
         if res in cfg.attn_resolutions:
           h = attn(f"down{level}_attn{i}")(h)
+        h = cross(h, level, res, f"down{level}_cross{i}")
         skips.append(h)
       if level != len(cfg.channel_mult) - 1:
         h = resample(h, "down", f"down{level}_resample")
@@ -287,11 +351,13 @@ class UNet(nn.Module):
 
     for level in reversed(range(len(cfg.channel_mult))):
       mult = cfg.channel_mult[level]
+      h = inject(h, level, f"up{level}_inject")
       for i in range(cfg.num_res_blocks + 1):
         h = jnp.concatenate([h, skips.pop()], axis=-1)
         h = res_block(cfg.channels * mult, f"up{level}_res{i}")(h, emb, train)
         if res in cfg.attn_resolutions:
           h = attn(f"up{level}_attn{i}")(h)
+        h = cross(h, level, res, f"up{level}_cross{i}")
       if level != 0:
         h = resample(h, "up", f"up{level}_resample")
         res *= 2
@@ -312,7 +378,7 @@ def build(model_cfg) -> UNet:
 
 def input_shapes(cfg: UNetConfig, batch: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
   hw = (batch, cfg.image_size, cfg.image_size, cfg.out_channels)
-  return hw, (hw if cfg.conditioning == "concat" else None)
+  return hw, (None if cfg.conditioning == "none" else hw)
 
 
 def init_params(model: UNet, rng: Array, batch: int = 1) -> Any:
