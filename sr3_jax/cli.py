@@ -76,6 +76,28 @@ def _cascade(args) -> int:
   return 0
 
 
+def _sweep(args) -> int:
+  from sr3_jax import sweep
+  mode = "dry-run" if args.dry_run else "print-commands" if args.print_commands else "local"
+  try:
+    return sweep.main(args.sweep, args.workdir, mode, args.tpu, args.zone)
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    print(f"sr3 sweep: {e}", file=sys.stderr)
+    return 2
+
+
+def _tune(args) -> int:
+  from sr3_jax import evaluate, tune
+  try:
+    tune.tune(args.checkpoint, args.grid, args.dataset, args.num_images, args.samples, args.metric, args.seed,
+              args.output)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"sr3 tune-schedule: {e}", file=sys.stderr)
+    return 2
+  print(pathlib.Path(args.output or str(evaluate.resolve_checkpoint(args.checkpoint)[0])) / "tune.md")
+  return 0
+
+
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   if argv and argv[0] == "train":  # absl flags with --config.a.b=v overrides
@@ -135,6 +157,29 @@ def main(argv=None) -> int:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--output", default=None, help="folder for eval.json / eval.md (default: the workdir)")
   p.set_defaults(fn=_eval)
+
+  p = sub.add_parser("tune-schedule", help="rank inference schedules of a checkpoint on held-out images")
+  p.add_argument("--checkpoint", required=True, help="a workdir, or WORKDIR/checkpoints/STEP")
+  p.add_argument("--grid", required=True,
+                 help='FILE.py with get_grid(), or "family=linear,logsnr_cosine;steps=25,50;end=0.05,0.2;sampler=ddpm,ddim"')
+  p.add_argument("--dataset", default=None, help="NAME[:split] (default: the run's data, eval split)")
+  p.add_argument("--num-images", type=int, default=8)
+  p.add_argument("--samples", type=int, default=4, help="K samples per image for the mean")
+  p.add_argument("--metric", default="psnr", choices=("psnr", "ssim", "consistency", "sample_psnr"))
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--output", default=None, help="folder for tune.json / tune.md (default: the workdir)")
+  p.set_defaults(fn=_tune)
+
+  p = sub.add_parser("sweep", help="expand an ablation sweep into runs; run, list or print them; tabulate")
+  p.add_argument("--sweep", required=True, help="experiments/sweeps/FILE.py[:arg]")
+  p.add_argument("--workdir", required=True, help="root folder: one workdir per run, results.csv/md, curves.png")
+  mode = p.add_mutually_exclusive_group()
+  mode.add_argument("--local", action="store_true", help="train and evaluate unfinished runs here (default)")
+  mode.add_argument("--dry-run", action="store_true", help="list the runs and their status")
+  mode.add_argument("--print-commands", action="store_true", help="print per-run TPU pod launch commands")
+  p.add_argument("--tpu", default="$TPU_NAME", help="TPU name for --print-commands")
+  p.add_argument("--zone", default="$ZONE", help="zone for --print-commands")
+  p.set_defaults(fn=_sweep)
 
   p = sub.add_parser("bench", help="time the train step, a forward pass, a sampler or the loader")
   p.add_argument("--config", required=True, help="experiments/configs/FILE.py[:arg,...]")

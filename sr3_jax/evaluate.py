@@ -63,24 +63,17 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, draws: int = 2000) -> tuple[
   return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def evaluate(checkpoint_path: str, dataset: str | None = None, num_images: int = 16, samples: int = 4,
-             steps: int | None = None, sampler: str | None = None, seed: int = 0,
-             output: str | None = None, log=sys.stderr) -> dict:
-  config, model, params, step = load_for_inference(checkpoint_path)
-  dcfg = ml_collections.ConfigDict(config.data.to_dict())
-  name, _, split = (dataset or "").partition(":")
-  dcfg.dataset = name or dcfg.dataset
-  split = split or dcfg.eval_split
+def score(config, model, params, dcfg, split: str, num_images: int, samples: int, steps: int, seed: int = 0,
+          log=None, desc: str = "eval") -> tuple[dict[str, dict[str, list[float]]], int]:
+  """Per-image PSNR / SSIM / consistency of one SR3 sample, the mean of `samples`, and bicubic,
+  on the first `num_images` central crops of `split`: ({method: {metric: [values]}}, images)."""
   factor = dcfg.factor
-  if sampler:
-    config.sampling.sampler = sampler
-  steps = steps or config.sampling.steps
   sr_fn = inference.make_super_resolve(config, model)
   gammas = inference.inference_gammas(config, steps)
   ds = loader.make_dataset(dcfg, split, 1, seed=0, train=False, process_index=0, process_count=1)
   per_image: dict[str, dict[str, list[float]]] = {m: {k: [] for k in METRICS} for m in METHODS}
   n = 0
-  for batch in tqdm(ds, total=num_images, desc="eval", file=log):
+  for batch in tqdm(ds, total=num_images, desc=desc, file=log or sys.stderr):
     if n >= num_images:
       break
     hr = jnp.asarray(batch["hr"])
@@ -96,11 +89,37 @@ def evaluate(checkpoint_path: str, dataset: str | None = None, num_images: int =
   if n == 0:
     raise ValueError(f"dataset {dcfg.dataset!r} split {split!r} gave no images of at least "
                      f"{dcfg.image_size}×{dcfg.image_size}")
-  summary = {m: {k: {"mean": float(np.mean(v)), "ci95": list(bootstrap_ci(v, seed))}
-                 for k, v in per_image[m].items()} for m in METHODS}
+  return per_image, n
+
+
+def summarize(per_image: dict, seed: int = 0) -> dict:
+  """{method: {metric: {mean, ci95}}} with 95% bootstrap intervals over images."""
+  return {m: {k: {"mean": float(np.mean(v)), "ci95": list(bootstrap_ci(v, seed))} for k, v in per_image[m].items()}
+          for m in per_image}
+
+
+def eval_data(config, dataset: str | None) -> tuple[ml_collections.ConfigDict, str]:
+  """The data block and split for NAME[:split] (default: the run's dataset and eval split)."""
+  dcfg = ml_collections.ConfigDict(config.data.to_dict())
+  name, _, split = (dataset or "").partition(":")
+  dcfg.dataset = name or dcfg.dataset
+  return dcfg, split or dcfg.eval_split
+
+
+def evaluate(checkpoint_path: str, dataset: str | None = None, num_images: int = 16, samples: int = 4,
+             steps: int | None = None, sampler: str | None = None, seed: int = 0,
+             output: str | None = None, log=None) -> dict:
+  log = log or sys.stderr
+  config, model, params, step = load_for_inference(checkpoint_path)
+  dcfg, split = eval_data(config, dataset)
+  if sampler:
+    config.sampling.sampler = sampler
+  steps = steps or config.sampling.steps
+  per_image, n = score(config, model, params, dcfg, split, num_images, samples, steps, seed, log)
   result = {"checkpoint": str(checkpoint_path), "step": step, "dataset": dcfg.dataset, "split": split,
             "num_images": n, "samples": samples, "steps": steps, "sampler": config.sampling.sampler,
-            "image_size": dcfg.image_size, "factor": factor, "metrics": summary, "per_image": per_image}
+            "image_size": dcfg.image_size, "factor": dcfg.factor, "metrics": summarize(per_image, seed),
+            "per_image": per_image}
   out_dir = epath.Path(output) if output else resolve_checkpoint(checkpoint_path)[0]
   out_dir.mkdir(parents=True, exist_ok=True)
   (out_dir / "eval.json").write_text(json.dumps(result, indent=2))

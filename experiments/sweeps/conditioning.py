@@ -1,0 +1,14 @@
+"""How the LR image enters the U-Net: SR3's channel concatenation, FiLM from an LR encoder's pooled
+summary, cross-attention to LR-encoder features, or LR features injected at every resolution.
+
+sr3 sweep --sweep experiments/sweeps/conditioning.py --workdir runs/conditioning --local
+"""
+from sr3_jax import configs, sweep
+
+
+def get_sweep(arg=None):
+  a = configs.parse_arg(arg, runlocal=False)
+  return sweep.Sweep(
+      config="experiments/configs/demo.py" + (":runlocal" if a.runlocal else ""),
+      runs=sweep.product(**{"model.conditioning": ["concat", "film", "cross_attention", "injection"]}),
+      eval=dict(num_images=2, samples=2 if a.runlocal else 4, steps=None))

@@ -1,0 +1,29 @@
+"""Noise-schedule family on the demo task (4×, embedded photographs): SR3's linear β, the cosine
+log-SNR, the resolution-shifted cosine, blurring diffusion and a two-band DCT schedule. Training
+and inference schedules change together.
+
+sr3 sweep --sweep experiments/sweeps/schedule_family.py --workdir runs/schedule_family --local
+Laptop smoke run: --sweep experiments/sweeps/schedule_family.py:runlocal
+"""
+from sr3_jax import configs, sweep
+
+
+def logsnr(name, **extra):
+  out = {}
+  for block in ("schedule", "sampling.schedule"):
+    out.update({f"{block}.kind": "logsnr", f"{block}.name": name, **{f"{block}.{k}": v for k, v in extra.items()}})
+  return out
+
+
+def get_sweep(arg=None):
+  a = configs.parse_arg(arg, runlocal=False)
+  return sweep.Sweep(
+      config="experiments/configs/demo.py" + (":runlocal" if a.runlocal else ""),
+      runs=sweep.named({
+          "linear_beta": {},
+          "cosine": logsnr("cosine"),
+          "shifted_cosine": logsnr("shifted_cosine", image_size=32, base=64),
+          "blurring": {"diffusion.process": "blur", "frequency.blur_sigma_max": 3.0},
+          "band": {"diffusion.process": "band"},
+      }),
+      eval=dict(num_images=2, samples=2 if a.runlocal else 4, steps=None))
