@@ -97,10 +97,10 @@ class BenchResult:
 
 def run(config_spec: str, what: str = "train", batch: int | None = None, iters: int = 5,
         dtype: str | None = None, steps: int | None = None, sampler: str | None = None,
-        log=sys.stderr) -> BenchResult:
+        overrides: dict | None = None, log=sys.stderr) -> BenchResult:
   if what not in WHAT:
     raise ValueError(f"--what {what!r}; choose one of {WHAT}")
-  config = configs.load(config_spec)
+  config = configs.load(config_spec, overrides)
   if dtype:
     config.model.dtype = dtype
   if batch:

@@ -14,10 +14,26 @@ def _demo(args) -> int:
   return 0
 
 
+def _literal(text: str):
+  """A --set value: a Python literal (numbers, tuples, booleans) or else the string itself."""
+  import ast
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
 def _bench(args) -> int:
   from sr3_jax import bench
+  overrides = {}
+  for item in args.set:
+    key, eq, value = item.partition("=")
+    if not eq:
+      print(f"sr3 bench: --set {item!r} is not key=value", file=sys.stderr)
+      return 2
+    overrides[key] = _literal(value)
   result = bench.run(args.config, what=args.what, batch=args.batch, iters=args.iters,
-                     dtype=args.dtype, steps=args.steps, sampler=args.sampler)
+                     dtype=args.dtype, steps=args.steps, sampler=args.sampler, overrides=overrides)
   bench.report(result, args.json)
   return 0
 
@@ -38,7 +54,7 @@ def _eval(args) -> int:
   from sr3_jax import evaluate
   try:
     evaluate.evaluate(args.checkpoint, args.dataset, args.num_images, args.samples, args.steps,
-                      args.sampler, args.seed, args.output)
+                      args.sampler, args.seed, args.output, image_size=args.image_size)
   except (FileNotFoundError, ValueError) as e:
     print(f"sr3 eval: {e}", file=sys.stderr)
     return 2
@@ -156,6 +172,7 @@ def main(argv=None) -> int:
   p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), default=None)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--output", default=None, help="folder for eval.json / eval.md (default: the workdir)")
+  p.add_argument("--image-size", type=int, default=None, help="HR crop size (default: the training size)")
   p.set_defaults(fn=_eval)
 
   p = sub.add_parser("tune-schedule", help="rank inference schedules of a checkpoint on held-out images")
@@ -189,6 +206,8 @@ def main(argv=None) -> int:
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="compute dtype")
   p.add_argument("--steps", type=int, default=None, help="sampling steps for --what sample")
   p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), default=None)
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="config override, e.g. --set model.conditioning=film (repeatable)")
   p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
   p.set_defaults(fn=_bench)
 

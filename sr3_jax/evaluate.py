@@ -108,10 +108,17 @@ def eval_data(config, dataset: str | None) -> tuple[ml_collections.ConfigDict, s
 
 def evaluate(checkpoint_path: str, dataset: str | None = None, num_images: int = 16, samples: int = 4,
              steps: int | None = None, sampler: str | None = None, seed: int = 0,
-             output: str | None = None, log=None) -> dict:
+             output: str | None = None, log=None, image_size: int | None = None) -> dict:
+  """`image_size` evaluates central crops of that size instead of the training size (the U-Net is
+  convolutional); it must be a multiple of data.factor · 2^(levels − 1)."""
   log = log or sys.stderr
   config, model, params, step = load_for_inference(checkpoint_path)
   dcfg, split = eval_data(config, dataset)
+  if image_size:
+    down = dcfg.factor * 2 ** (len(config.model.channel_mult) - 1)
+    if image_size % down:
+      raise ValueError(f"--image-size {image_size} must be a multiple of {down} (factor × U-Net downsampling)")
+    dcfg.image_size = image_size
   if sampler:
     config.sampling.sampler = sampler
   steps = steps or config.sampling.steps

@@ -108,7 +108,8 @@ def commands(sweep: Sweep, root: str, tpu: str = "$TPU_NAME", zone: str = "$ZONE
                         + [shlex.quote(x) if not x.startswith("$") else x for x in train_cmd]))
     ev = sweep.eval
     eval_cmd = ["sr3", "eval", "--checkpoint", workdir, "--num-images", str(ev.get("num_images", 4)),
-                "--samples", str(ev.get("samples", 2))] + (["--steps", str(ev["steps"])] if ev.get("steps") else [])
+                "--samples", str(ev.get("samples", 2))] + (["--steps", str(ev["steps"])] if ev.get("steps") else []) \
+        + (["--image-size", str(ev["image_size"])] if ev.get("image_size") else [])
     out.append(" ".join(shlex.quote(x) for x in eval_cmd))
   return out
 
@@ -129,7 +130,7 @@ def run_local(sweep: Sweep, root: pathlib.Path, log=None) -> list[str]:
     train.train_and_evaluate(config, workdir, log)
     ev = sweep.eval
     evaluate.evaluate(str(workdir), num_images=ev.get("num_images", 4), samples=ev.get("samples", 2),
-                      steps=ev.get("steps"), output=str(workdir), log=log)
+                      steps=ev.get("steps"), output=str(workdir), log=log, image_size=ev.get("image_size"))
     ran.append(name)
   return ran
 

@@ -6,8 +6,8 @@ from sr3_jax import configs, sweep
 
 
 def get_sweep(arg=None):
-  a = configs.parse_arg(arg, runlocal=False)
+  a = configs.parse_arg(arg, runlocal=False, steps=0)
   return sweep.Sweep(
-      config="experiments/configs/demo.py" + (":runlocal" if a.runlocal else ""),
+      config="experiments/configs/demo.py" + (":runlocal" if a.runlocal else f":steps={a.steps}" if a.steps else ""),
       runs=sweep.product(**{"diffusion.target": ["eps", "v"]}),
-      eval=dict(num_images=2, samples=2 if a.runlocal else 4, steps=None))
+      eval=dict(num_images=2, samples=2, steps=None) if a.runlocal else dict(num_images=2, samples=4, image_size=192))

@@ -3,7 +3,7 @@ log-SNR, the resolution-shifted cosine, blurring diffusion and a two-band DCT sc
 and inference schedules change together.
 
 sr3 sweep --sweep experiments/sweeps/schedule_family.py --workdir runs/schedule_family --local
-Laptop smoke run: --sweep experiments/sweeps/schedule_family.py:runlocal
+Shorter: …/schedule_family.py:steps=250; laptop smoke run: …/schedule_family.py:runlocal
 """
 from sr3_jax import configs, sweep
 
@@ -16,9 +16,9 @@ def logsnr(name, **extra):
 
 
 def get_sweep(arg=None):
-  a = configs.parse_arg(arg, runlocal=False)
+  a = configs.parse_arg(arg, runlocal=False, steps=0)
   return sweep.Sweep(
-      config="experiments/configs/demo.py" + (":runlocal" if a.runlocal else ""),
+      config="experiments/configs/demo.py" + (":runlocal" if a.runlocal else f":steps={a.steps}" if a.steps else ""),
       runs=sweep.named({
           "linear_beta": {},
           "cosine": logsnr("cosine"),
@@ -26,4 +26,4 @@ def get_sweep(arg=None):
           "blurring": {"diffusion.process": "blur", "frequency.blur_sigma_max": 3.0},
           "band": {"diffusion.process": "band"},
       }),
-      eval=dict(num_images=2, samples=2 if a.runlocal else 4, steps=None))
+      eval=dict(num_images=2, samples=2, steps=None) if a.runlocal else dict(num_images=2, samples=4, image_size=192))
