@@ -146,6 +146,11 @@ class Cascade:
         lab = np.concatenate([lab, np.repeat(lab[-1:], pad)])
         out = self.fns[i](self.params[i], self._shard(lab), self.grids[i], key, guidance=float(s.guidance))
       else:
+        down = 2 ** (len(s.config.model.channel_mult) - 1)
+        hr_h, hr_w = carry.shape[1] * s.factor, carry.shape[2] * s.factor
+        if hr_h % down or hr_w % down:
+          raise ValueError(f"stage {s.name!r} would output {hr_w}×{hr_h}, which its U-Net cannot take (sides "
+                           f"must be multiples of {down}); give inputs whose sides × {s.factor} are")
         if s.truncated and carry_z is not None:
           cond = carry_z                  # the previous reverse process stopped at this level
         elif s.aug_level:

@@ -91,6 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
                                     # held-out crops and their PSNR/SSIM/consistency; 0: off
       sample_steps=20,              # sampler steps for those grids
       max_consecutive_skips=20,     # stop after this many non-finite steps in a row
+      dropout_rng="threefry",       # threefry | rbg | unsafe_rbg (XLA's RngBitGenerator for dropout masks)
   ))
   c.checkpoint = ml_collections.ConfigDict(dict(every=1000, keep=3, keep_every=0, async_save=True))
   # Mesh axes: data-parallel × FSDP. rules: [(regex on the state path, axis sharded over fsdp or None)].
@@ -118,6 +119,8 @@ def validate(config) -> None:
                      f"(e.g. 'label')")
   if not 0.0 <= config.diffusion.get("p_uncond", 0.0) < 1.0:
     raise ValueError(f"diffusion.p_uncond={config.diffusion.p_uncond} must lie in [0, 1)")
+  if config.train.get("dropout_rng", "threefry") not in ("threefry", "rbg", "unsafe_rbg"):
+    raise ValueError(f"train.dropout_rng={config.train.dropout_rng!r}; choose threefry, rbg or unsafe_rbg")
   augment.validate(config)
   frequency.validate(config)
   if config.sampling.get("project_consistency") and model.conditioning == "none":
