@@ -51,22 +51,31 @@ def loss(x0_image: Array, lr: Array, factor: int) -> Array:
   return jnp.mean(jnp.square(degrade_linear(x0_image, factor) - lr), axis=(1, 2, 3))
 
 
-def projecting_denoiser(denoise_fn: Callable[[Array, Array], Array], target: str, lr: Array, lr_up: Array,
-                        factor: int, dcfg) -> Callable[[Array, Array], Array]:
-  """Wraps a Gaussian-diffusion denoiser so that its x̂0 (as an HR image) is projected onto the
-  images consistent with `lr`; the output is re-expressed in the model's parameterisation, so
-  every sampler uses the corrected x̂0 unchanged."""
+def image_space_denoiser(denoise_fn: Callable[[Array, Array], Array], target: str, lr: Array, lr_up: Array,
+                         factor: int, dcfg, consistent: bool = True, clip: float | None = 1.0
+                         ) -> Callable[[Array, Array], Array]:
+  """Wraps a Gaussian-diffusion denoiser so that its x̂0, read as an HR image, is clipped to
+  [−clip, clip] and (with `consistent`) projected onto the images consistent with `lr`; the output is
+  re-expressed in the model's parameterisation, so every sampler uses the corrected x̂0 unchanged.
+
+  For a residual target this is where x̂0 gets clipped at all: a bound on the residual itself
+  would not keep bicubic(LR) + residual inside the image range.
+  """
   def fn(z, g):
     out = denoise_fn(z, g).astype(jnp.float32)
     x0, _ = diffusion.x0_eps_from_output(out, z, g, target)
-    x0 = project_target(x0, lr, lr_up, factor, dcfg)
+    x0 = project_target(x0, lr, lr_up, factor, dcfg, consistent, clip)
     return diffusion.target_from_x0_eps(x0, diffusion.eps_from_x0(z, g, x0), g, target)
   return fn
 
 
-def project_target(y0: Array, lr: Array, lr_up: Array, factor: int, dcfg) -> Array:
-  """Projection of a diffused-target x̂0 (HR, or the scaled residual) through image space; the
-  image is clipped to [−1, 1] first, so the result is exactly consistent."""
-  image = jnp.clip(diffusion.image_from_target(y0, lr_up, dcfg), -1.0, 1.0)
-  return diffusion.make_target_image(project(image, lr, factor), lr_up, dcfg)
-
+def project_target(y0: Array, lr: Array, lr_up: Array, factor: int, dcfg, consistent: bool = True,
+                   clip: float | None = 1.0) -> Array:
+  """A diffused-target x̂0 (HR, or the scaled residual) corrected through image space: clipped to
+  [−clip, clip] (so that a projection after it stays exact) and optionally projected."""
+  image = diffusion.image_from_target(y0, lr_up, dcfg)
+  if clip is not None:
+    image = jnp.clip(image, -clip, clip)
+  if consistent:
+    image = project(image, lr, factor)
+  return diffusion.make_target_image(image, lr_up, dcfg)

@@ -58,12 +58,14 @@ def make_super_resolve(config, model: unet.UNet, sampler: samplers.SamplerConfig
   from sr3_jax import consistency, frequency
   factor = config.data.factor
   sampler = sampler or sampler_config(config)
-  if config.diffusion.diffuse != "hr":
-    sampler = dataclasses.replace(sampler, clip_x0=None, dynamic_threshold=None)
   aug = model.config.aug_embedding
   process = config.diffusion.get("process", "gaussian")
   project = bool(config.sampling.get("project_consistency", False))
-  if project:  # the projection clips the image before projecting; no clip may follow it
+  # x̂0 is clipped as an image: by the sampler when the HR image itself is diffused, else (residual
+  # target, or a projection that must come after the clip) by an image-space wrapper.
+  clip = sampler.clip_x0
+  image_space = project or (config.diffusion.diffuse != "hr" and clip is not None)
+  if image_space:
     sampler = dataclasses.replace(sampler, clip_x0=None, dynamic_threshold=None)
   if process != "gaussian" and sampler.final != "x0":
     raise ValueError(f"truncated sampling is not offered for diffusion.process={process!r}")
@@ -74,12 +76,14 @@ def make_super_resolve(config, model: unet.UNet, sampler: samplers.SamplerConfig
     extra = {"aug_level": jnp.full((lr.shape[0],), aug_level, jnp.float32)} if aug else {}
     denoise = lambda z, g: model.apply({"params": params}, z, g, lr_up, train=False, **extra)
     if process != "gaussian":  # the DCT-diagonal process walks t = 1 → 0 in len(gammas) − 1 steps
-      x0_fn = (lambda y: consistency.project_target(y, lr, lr_up, factor, config.diffusion)) if project else None
+      x0_fn = (lambda y: consistency.project_target(y, lr, lr_up, factor, config.diffusion, project, clip)
+               ) if (project or clip is not None) else None
       y = frequency.sample(denoise, lr_up.shape, gammas.shape[0] - 1, rng, process, config.frequency,
                            config.diffusion.target, sampler.name, x0_fn=x0_fn)
       return jnp.clip(diffusion.image_from_target(y, lr_up, config.diffusion), -1.0, 1.0)
-    if project:
-      denoise = consistency.projecting_denoiser(denoise, sampler.target, lr, lr_up, factor, config.diffusion)
+    if image_space:
+      denoise = consistency.image_space_denoiser(denoise, sampler.target, lr, lr_up, factor, config.diffusion,
+                                                 project, clip)
     y, x0, _ = samplers.sample_with_x0(denoise, lr_up.shape, gammas, rng, sampler)
     if sampler.final == "z":
       return y, jnp.clip(x0, -1.0, 1.0)

@@ -219,12 +219,17 @@ def check_workdir_config(config, workdir) -> None:
   new = json.loads(config.to_json_best_effort())
   if path.exists():
     old = json.loads(path.read_text())
-    diff = sorted(k for k in set(_flat(old)) | set(_flat(new))
-                  if _flat(old).get(k) != _flat(new).get(k) and k not in RESUMABLE_CHANGES)
+    # A field the saved config lacks (added to sr3_jax since) is no change if it holds its default.
+    from sr3_jax import configs
+    defaults = _flat(json.loads(configs.base_config().to_json_best_effort()))
+    flat_old, flat_new = _flat(old), _flat(new)
+    diff = sorted(k for k in set(flat_old) | set(flat_new)
+                  if flat_old.get(k) != flat_new.get(k) and k not in RESUMABLE_CHANGES
+                  and not (k not in flat_old and k in defaults and flat_new.get(k) == defaults[k]))
     if diff and not config.get("allow_config_change", False):
       k = diff[0]
       raise ValueError(f"workdir {workdir} holds a run with a different config: {k} is "
-                       f"{_flat(old).get(k)!r} there and {_flat(new).get(k)!r} now ({len(diff)} field(s) "
+                       f"{flat_old.get(k)!r} there and {flat_new.get(k)!r} now ({len(diff)} field(s) "
                        f"differ); use a new --workdir or pass --config.allow_config_change=True")
   if jax.process_index() == 0:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)

@@ -106,9 +106,27 @@ def test_projected_sampling_is_consistent_with_the_lr_input(diffuse):
   lr = degrade.downsample(hr, 4, value_range=(-1.0, 1.0))
   lr_up = degrade.upsample(lr, 4, value_range=(-1.0, 1.0))
   denoise = lambda z, g: model.apply({"params": params}, z, g, lr_up)
-  denoise = consistency.projecting_denoiser(denoise, "eps", lr, lr_up, 4, c.diffusion)
+  denoise = consistency.image_space_denoiser(denoise, "eps", lr, lr_up, 4, c.diffusion)
   gammas = jnp.asarray(samplers.truncated_grid(np.linspace(1.0, 1e-3, 9), 1.0))
   y, _, _ = samplers.sample_with_x0(denoise, hr.shape, gammas, jax.random.key(0),
                                     samplers.SamplerConfig(clip_x0=None, variance="posterior"))
   image = diffusion.image_from_target(y, lr_up, c.diffusion)
   np.testing.assert_allclose(np.asarray(consistency.degrade_linear(image, 4)), np.asarray(lr), atol=1e-4)
+
+
+def test_residual_x0_is_clipped_as_an_image():
+  """With a residual target, x̂0 is bounded through the HR image it implies: bicubic + residual/scale."""
+  c = tiny_config()
+  c.diffusion.update(dict(diffuse="residual", residual_scale=4.0))
+  hr = hr_batch(2)
+  lr = degrade.downsample(hr, 4, value_range=(-1.0, 1.0))
+  lr_up = degrade.upsample(lr, 4, value_range=(-1.0, 1.0))
+  wild = lambda z, g: 50.0 * jax.random.normal(jax.random.key(0), z.shape)   # an untrained network at γ ≈ 0
+  z = jax.random.normal(jax.random.key(1), hr.shape)
+  g = jnp.full((2,), 3e-7)
+  fn = consistency.image_space_denoiser(wild, "eps", lr, lr_up, 4, c.diffusion, consistent=False)
+  x0, _ = diffusion.x0_eps_from_output(fn(z, g), z, g, "eps")
+  image = diffusion.image_from_target(x0, lr_up, c.diffusion)
+  assert float(jnp.abs(image).max()) <= 1.0 + 1e-3
+  raw, _ = diffusion.x0_eps_from_output(wild(z, g), z, g, "eps")
+  assert float(jnp.abs(diffusion.image_from_target(raw, lr_up, c.diffusion)).max()) > 100
