@@ -25,6 +25,11 @@ divided by a small α_t: mean = (u_t − σ²_{t|s}/σ_t · ε̂)/α_{t|s}) and 
 (u_s = α_s û_0 + σ_s ε̂, valid per coefficient because each keeps a Gaussian marginal). The network
 predicts ε (or x0) in pixel space and sees the noise level of the base cosine schedule,
 γ(t) = sigmoid(λ(t)). DPM-Solver++ is not offered for these processes.
+
+Prefer `diffusion.target="x0"` for `blur`: through ε̂ the ancestral mean is u_t/α_{t|s} − …, and for
+coefficients the blur is removing α_{t|s} = α_t/α_s ≪ 1, so an imperfect ε̂ is amplified at every
+step. On the demo task (250 steps) ε-prediction diverged to 13 dB while x0-prediction reached
+27.2 dB against bicubic's 26.7 (README, schedule families).
 """
 from __future__ import annotations
 

@@ -23,7 +23,8 @@ def get_sweep(arg=None):
           "linear_beta": {},
           "cosine": logsnr("cosine"),
           "shifted_cosine": logsnr("shifted_cosine", image_size=32, base=64),
-          "blurring": {"diffusion.process": "blur", "frequency.blur_sigma_max": 3.0},
+          # x0 prediction: with ε, errors in strongly blurred coefficients grow by 1/α_{t|s} per step.
+          "blurring": {"diffusion.process": "blur", "frequency.blur_sigma_max": 3.0, "diffusion.target": "x0"},
           "band": {"diffusion.process": "band"},
       }),
       eval=dict(num_images=2, samples=2, steps=None) if a.runlocal else dict(num_images=2, samples=4, image_size=192))
