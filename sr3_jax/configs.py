@@ -193,6 +193,13 @@ def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
 # stage argument, the cascade config that chains them (`sr3 cascade --config FILE.py`).
 
 
+def cascade_stage(stages: dict, name: str) -> tuple:
+  """A cascade file's stage entry by name; an unknown name is one error listing the stages."""
+  if name not in stages:
+    raise ValueError(f"stage={name!r}; this cascade has stages {list(stages)}")
+  return stages[name]
+
+
 def stage_config(*, size: int, factor: int, dataset: str, model: dict, runlocal: bool, aug_noise: bool,
                  blur_prob: float = 0.0, num_classes: int = 0, preprocess: str = "center_resize"):
   """A cascade stage's training config: factor 1 is a base stage (no LR input); SR stages above

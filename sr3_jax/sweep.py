@@ -33,6 +33,16 @@ class Sweep:
   eval: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(num_images=4, samples=2, steps=None))
 
 
+def on_demo(arg: str | None, runs: list[dict]) -> Sweep:
+  """A sweep over the demo config: `arg` "runlocal" (smoke run, tiny eval) or "steps=N"; otherwise
+  the demo's 500 steps, evaluated on 2 held-out 192-pixel crops with the mean of 4 samples."""
+  from sr3_jax import configs
+  a = configs.parse_arg(arg, runlocal=False, steps=0)
+  spec = "experiments/configs/demo.py" + (":runlocal" if a.runlocal else f":steps={a.steps}" if a.steps else "")
+  ev = dict(num_images=2, samples=2, steps=None) if a.runlocal else dict(num_images=2, samples=4, image_size=192)
+  return Sweep(config=spec, runs=runs, eval=ev)
+
+
 def product(**axes) -> list[dict]:
   """Every combination: product(**{"diffusion.loss": ["l1", "l2"], "optim.lr": [1e-4, 3e-4]})."""
   keys = list(axes)

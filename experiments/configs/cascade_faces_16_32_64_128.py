@@ -30,9 +30,7 @@ STAGES = {
 def get_config(arg=None):
   a = configs.parse_arg(arg, runlocal=False, stage="")
   if a.stage:
-    if a.stage not in STAGES:
-      raise ValueError(f"stage={a.stage!r}; this cascade has stages {list(STAGES)}")
-    size, factor, model, blur, _ = STAGES[a.stage]
+    size, factor, model, blur, _ = configs.cascade_stage(STAGES, a.stage)
     if a.runlocal:
       size //= 2
     return configs.stage_config(size=size, factor=factor, dataset="ffhq", model=model, runlocal=a.runlocal,

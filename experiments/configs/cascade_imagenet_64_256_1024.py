@@ -31,9 +31,7 @@ STAGES = {
 def get_config(arg=None):
   a = configs.parse_arg(arg, runlocal=False, stage="", guidance=2.0)
   if a.stage:
-    if a.stage not in STAGES:
-      raise ValueError(f"stage={a.stage!r}; this cascade has stages {list(STAGES)}")
-    size, factor, model, blur, _ = STAGES[a.stage]
+    size, factor, model, blur, _ = configs.cascade_stage(STAGES, a.stage)
     if a.runlocal:
       size //= 8
     c = configs.stage_config(size=size, factor=factor, dataset="imagenet2012", model=model, runlocal=a.runlocal,

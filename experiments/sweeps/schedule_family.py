@@ -5,7 +5,7 @@ and inference schedules change together.
 sr3 sweep --sweep experiments/sweeps/schedule_family.py --workdir runs/schedule_family --local
 Shorter: …/schedule_family.py:steps=250; laptop smoke run: …/schedule_family.py:runlocal
 """
-from sr3_jax import configs, sweep
+from sr3_jax import sweep
 
 
 def logsnr(name, **extra):
@@ -16,15 +16,11 @@ def logsnr(name, **extra):
 
 
 def get_sweep(arg=None):
-  a = configs.parse_arg(arg, runlocal=False, steps=0)
-  return sweep.Sweep(
-      config="experiments/configs/demo.py" + (":runlocal" if a.runlocal else f":steps={a.steps}" if a.steps else ""),
-      runs=sweep.named({
-          "linear_beta": {},
-          "cosine": logsnr("cosine"),
-          "shifted_cosine": logsnr("shifted_cosine", image_size=32, base=64),
-          # x0 prediction: with ε, errors in strongly blurred coefficients grow by 1/α_{t|s} per step.
-          "blurring": {"diffusion.process": "blur", "frequency.blur_sigma_max": 3.0, "diffusion.target": "x0"},
-          "band": {"diffusion.process": "band"},
-      }),
-      eval=dict(num_images=2, samples=2, steps=None) if a.runlocal else dict(num_images=2, samples=4, image_size=192))
+  return sweep.on_demo(arg, sweep.named({
+      "linear_beta": {},
+      "cosine": logsnr("cosine"),
+      "shifted_cosine": logsnr("shifted_cosine", image_size=32, base=64),
+      # x0 prediction: with ε, errors in strongly blurred coefficients grow by 1/α_{t|s} per step.
+      "blurring": {"diffusion.process": "blur", "frequency.blur_sigma_max": 3.0, "diffusion.target": "x0"},
+      "band": {"diffusion.process": "band"},
+  }))
