@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sr3_jax.models.conv import WEIGHT_GRADS, Conv
+
 Array = jax.Array
 INV_SQRT2 = 1.0 / math.sqrt(2.0)
 CONDITIONINGS = ("concat", "film", "cross_attention", "injection", "none")
@@ -42,6 +44,9 @@ class UNetConfig:
   noise_embedding: str = "logsnr"
   dtype: str = "float32"
   remat: bool = False
+  # Weight gradient of the stride-1 convolutions (sr3_jax/models/conv.py): auto (row-chunked
+  # im2col matmuls on a single CPU device, XLA's gradient convolution elsewhere) | xla | im2col.
+  weight_grad: str = "auto"
   # Block style. SR3/BigGAN (default): resampling inside residual blocks, FiLM scale-and-shift,
   # residual sums scaled by 1/√2, a 4·channels embedding. DDPM style (the widely used PyTorch
   # SR3 port): resample="conv", film="shift", skip_scale=1.0, emb_channels=channels.
@@ -94,6 +99,8 @@ class UNetConfig:
       raise ValueError(f"model.resample={self.resample!r}; choose 'resblock' or 'conv'")
     if self.film not in ("scale_shift", "shift"):
       raise ValueError(f"model.film={self.film!r}; choose 'scale_shift' or 'shift'")
+    if self.weight_grad not in WEIGHT_GRADS:
+      raise ValueError(f"model.weight_grad={self.weight_grad!r}; choose one of {WEIGHT_GRADS}")
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"model.dtype={self.dtype!r}; choose float32, bfloat16 or float16")
 
@@ -167,11 +174,12 @@ class ResBlock(nn.Module):
   resample: str | None = None  # None, "up" or "down"
   film: str = "scale_shift"
   skip_scale: float = INV_SQRT2
+  weight_grad: str = "auto"
 
   @nn.compact
   def __call__(self, x, emb, train: bool):
-    conv = lambda c, k, name, init=nn.initializers.lecun_normal(): nn.Conv(
-        c, (k, k), padding="SAME", dtype=self.dtype, kernel_init=init, name=name)
+    conv = lambda c, k, name, init=nn.initializers.lecun_normal(): Conv(
+        c, k, dtype=self.dtype, kernel_init=init, weight_grad=self.weight_grad, name=name)
     h = nn.silu(GroupNorm32(self.num_groups, name="norm_in")(x))
     if self.resample == "up":
       h, x = upsample_nearest(h), upsample_nearest(x)
@@ -197,11 +205,12 @@ class Resample(nn.Module):
   """DDPM-style resampling outside the residual blocks: stride-2 3×3 conv, or nearest ×2 + 3×3 conv."""
   direction: str
   dtype: Any
+  weight_grad: str = "auto"
 
   @nn.compact
   def __call__(self, x):
     if self.direction == "up":
-      return nn.Conv(x.shape[-1], (3, 3), padding="SAME", dtype=self.dtype, name="conv")(upsample_nearest(x))
+      return Conv(x.shape[-1], 3, dtype=self.dtype, weight_grad=self.weight_grad, name="conv")(upsample_nearest(x))
     return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
                    name="conv")(x)
 
@@ -279,12 +288,12 @@ class UNet(nn.Module):
     dtype = cfg.compute_dtype
     block_cls = nn.remat(ResBlock, static_argnums=(3,)) if cfg.remat else ResBlock
     res_block = lambda c, name, resample=None: block_cls(
-        c, cfg.num_groups, cfg.dropout, dtype, resample, cfg.film, cfg.skip_scale, name=name)
+        c, cfg.num_groups, cfg.dropout, dtype, resample, cfg.film, cfg.skip_scale, cfg.weight_grad, name=name)
     attn = lambda name: AttnBlock(cfg.head_dim, cfg.num_groups, dtype, cfg.skip_scale, name=name)
 
     def resample(h, direction, name):
       if cfg.resample == "conv":
-        return Resample(direction, dtype, name=name)(h)
+        return Resample(direction, dtype, cfg.weight_grad, name=name)(h)
       return res_block(h.shape[-1], name, direction)(h, emb, train)
 
     # Noise-level embedding: sinusoidal features of λ (or √γ), then a two-layer MLP.
@@ -322,13 +331,13 @@ class UNet(nn.Module):
     def inject(h, level, name):
       if cfg.conditioning != "injection":
         return h
-      return h + nn.Conv(h.shape[-1], (1, 1), dtype=dtype, name=name)(feats[level])
+      return h + Conv(h.shape[-1], 1, dtype=dtype, weight_grad=cfg.weight_grad, name=name)(feats[level])
 
     def cross(h, level, res, name):
       if cfg.conditioning != "cross_attention" or res not in cross_res:
         return h
       return CrossAttnBlock(cfg.head_dim, cfg.num_groups, dtype, cfg.skip_scale, name=name)(h, feats[level])
-    h = nn.Conv(cfg.channels, (3, 3), padding="SAME", dtype=dtype, name="conv_in")(x.astype(dtype))
+    h = Conv(cfg.channels, 3, dtype=dtype, weight_grad=cfg.weight_grad, name="conv_in")(x.astype(dtype))
 
     skips = [h]
     res = cfg.image_size
@@ -364,8 +373,8 @@ class UNet(nn.Module):
     assert not skips
 
     h = nn.silu(GroupNorm32(cfg.num_groups, name="norm_out")(h))
-    out = nn.Conv(cfg.out_channels, (3, 3), padding="SAME", dtype=dtype,
-                  kernel_init=nn.initializers.zeros, name="conv_out")(h)
+    out = Conv(cfg.out_channels, 3, dtype=dtype, kernel_init=nn.initializers.zeros,
+               weight_grad=cfg.weight_grad, name="conv_out")(h)
     return out.astype(jnp.float32)
 
 
