@@ -19,7 +19,7 @@ import numpy as np
 
 from sr3_jax import configs, inference, train
 from sr3_jax.data import loader
-from sr3_jax.models import unet
+from sr3_jax.models import conv, unet
 
 # Dense peak TFLOP/s per chip, by compute dtype (GPU float32 runs matmuls as TF32 by default).
 PEAK_TFLOPS = {
@@ -126,6 +126,12 @@ def run(config_spec: str, what: str = "train", batch: int | None = None, iters: 
     step = train.make_train_step(config, model, mesh)
     lowered = step.lower(state, {"hr": hr})
     flops = _flops(lowered)
+    if conv.use_im2col(config.model.weight_grad):
+      # XLA's cost analysis counts a loop body once, and the im2col weight gradient is a loop:
+      # count the same step written with XLA's gradient convolutions (the same arithmetic).
+      counted = config.copy_and_resolve_references()
+      counted.model.weight_grad = "xla"
+      flops = _flops(train.make_train_step(counted, unet.build(counted.model), mesh).lower(state, {"hr": hr}))
     t = time.perf_counter()
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t
