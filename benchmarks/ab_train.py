@@ -63,7 +63,8 @@ def main():
       times.append(time.perf_counter() - t)
   for name, bs, _, times in steps:
     med = statistics.median(times)
-    print(f"{name}: median {med:.2f} s (min {min(times):.2f}, max {max(times):.2f}), {bs / med:.3f} examples/s")
+    print(f"{name}: median {med:.2f} s (min {min(times):.2f}, max {max(times):.2f}), "
+          f"{bs / med:.3f} examples/s")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ CHUNK_POSITIONS = 512
 
 
 def _conv(x, w):
-  if w.shape[:2] == (1, 1):  # a matmul over channels: XLA's CPU 1×1 convolution runs at ~70 GFLOP/s, its dot at ~230
+  if w.shape[:2] == (1, 1):  # a matmul over channels (XLA's CPU 1×1 convolution: ~70 GFLOP/s, dot ~230)
     return lax.dot_general(x, w[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
   return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DIMS)
 

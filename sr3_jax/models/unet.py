@@ -210,7 +210,8 @@ class Resample(nn.Module):
   @nn.compact
   def __call__(self, x):
     if self.direction == "up":
-      return Conv(x.shape[-1], 3, dtype=self.dtype, weight_grad=self.weight_grad, name="conv")(upsample_nearest(x))
+      up = Conv(x.shape[-1], 3, dtype=self.dtype, weight_grad=self.weight_grad, name="conv")
+      return up(upsample_nearest(x))
     return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
                    name="conv")(x)
 
