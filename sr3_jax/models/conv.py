@@ -16,7 +16,6 @@ initialisers), so params and checkpoints do not depend on which weight gradient 
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -74,20 +73,20 @@ def use_im2col(weight_grad: str) -> bool:
   return weight_grad == "im2col"
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv_im2col_grad(x: jax.Array, w: jax.Array, rows: int | None = None) -> jax.Array:
+@jax.custom_vjp
+def conv_im2col_grad(x: jax.Array, w: jax.Array) -> jax.Array:
   """A stride-1 'SAME' convolution (odd square kernel) whose weight gradient is `im2col_weight_grad`."""
   return _conv(x, w)
 
 
-def _fwd(x, w, rows):
+def _fwd(x, w):
   return _conv(x, w), (x, w)
 
 
-def _bwd(rows, res, dy):
+def _bwd(res, dy):
   x, w = res
   dx = jax.vjp(lambda x: _conv(x, w), x)[1](dy)[0]  # XLA's input gradient is already fast
-  return dx, im2col_weight_grad(x, dy, w.shape[0], rows)
+  return dx, im2col_weight_grad(x, dy, w.shape[0])
 
 
 conv_im2col_grad.defvjp(_fwd, _bwd)
