@@ -29,6 +29,7 @@ def parse_arg(arg: str | None, **defaults):
   return out
 
 
+DROPOUT_RNGS = ("threefry", "hash", "rbg", "unsafe_rbg")
 LOGSNR_FIELDS = dict(logsnr_min=-15.0, logsnr_max=15.0, image_size=64, base=64)
 
 
@@ -91,7 +92,8 @@ def base_config() -> ml_collections.ConfigDict:
                                     # held-out crops and their PSNR/SSIM/consistency; 0: off
       sample_steps=20,              # sampler steps for those grids
       max_consecutive_skips=20,     # stop after this many non-finite steps in a row
-      dropout_rng="threefry",       # threefry | rbg | unsafe_rbg (XLA's RngBitGenerator for dropout masks)
+      dropout_rng="hash",           # dropout masks: hash (counter hash, sr3_jax/hash_prng.py) |
+                                    # threefry | rbg | unsafe_rbg (XLA's RngBitGenerator)
   ))
   c.checkpoint = ml_collections.ConfigDict(dict(every=1000, keep=3, keep_every=0, async_save=True))
   # Mesh axes: data-parallel × FSDP. rules: [(regex on the state path, axis sharded over fsdp or None)].
@@ -119,8 +121,8 @@ def validate(config) -> None:
                      f"(e.g. 'label')")
   if not 0.0 <= config.diffusion.get("p_uncond", 0.0) < 1.0:
     raise ValueError(f"diffusion.p_uncond={config.diffusion.p_uncond} must lie in [0, 1)")
-  if config.train.get("dropout_rng", "threefry") not in ("threefry", "rbg", "unsafe_rbg"):
-    raise ValueError(f"train.dropout_rng={config.train.dropout_rng!r}; choose threefry, rbg or unsafe_rbg")
+  if config.train.get("dropout_rng", "threefry") not in DROPOUT_RNGS:
+    raise ValueError(f"train.dropout_rng={config.train.dropout_rng!r}; choose one of {DROPOUT_RNGS}")
   augment.validate(config)
   frequency.validate(config)
   if config.sampling.get("project_consistency") and model.conditioning == "none":

@@ -76,8 +76,8 @@ def test_loss_fn_is_finite_and_per_example():
   assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
 
 
-def test_rbg_dropout_masks_are_deterministic_and_differ_from_threefry():
-  """train.dropout_rng='rbg' draws the dropout masks with XLA's RngBitGenerator: same key, same loss."""
+def test_other_dropout_rngs_are_deterministic_and_differ_from_threefry():
+  """train.dropout_rng='rbg' (XLA's RngBitGenerator) or 'hash' (hash_prng): same key, same loss."""
   from sr3_jax import train
   c = configs.load("experiments/configs/demo.py:runlocal")
   c.model.update(dict(dropout=0.5, channels=8, channel_mult=(1,), num_groups=4))
@@ -86,11 +86,12 @@ def test_rbg_dropout_masks_are_deterministic_and_differ_from_threefry():
   params = jax.tree_util.tree_map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), params)
   hr = jax.random.uniform(jax.random.key(2), (2, 32, 32, 3), minval=-1, maxval=1)
   losses = {}
-  for impl in ("threefry", "rbg"):
+  for impl in ("threefry", "rbg", "hash"):
     c.train.dropout_rng = impl
     f = jax.jit(lambda p: diffusion.make_loss_fn(train.apply_fn_for(model), c)(p, {"hr": hr}, jax.random.key(3))[0])
     losses[impl] = (float(f(params)), float(f(params)))
-  assert losses["rbg"][0] == losses["rbg"][1] and losses["threefry"][0] != losses["rbg"][0]
+  for impl in ("rbg", "hash"):
+    assert losses[impl][0] == losses[impl][1] and losses["threefry"][0] != losses[impl][0]
   c.train.dropout_rng = "mersenne"
   with pytest.raises(ValueError, match="train.dropout_rng"):
     configs.validate(c)
