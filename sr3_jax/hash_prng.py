@@ -2,7 +2,7 @@
 
 Every bit stream of a key is a keyed hash of each element's global row-major index,
     bits[i] = mix(mix(i·φ ⊕ k0) + k1),
-with `mix` a 32-bit avalanche mixer (xorshift–multiply, three rounds of each) and φ the 32-bit
+with `mix` a 32-bit avalanche mixer (three xorshifts around two multiplies) and φ the 32-bit
 golden-ratio constant. The index comes from broadcasted iotas, so XLA partitions it: the same key
 gives the same mask whatever the sharding (as Threefry does and XLA's RngBitGenerator does not).
 On the 2-core dev CPU a dropout mask over (4, 128, 128, 64) costs about 4 ms, against about 50 ms
