@@ -65,10 +65,14 @@ def _seed(seed: jax.Array) -> jax.Array:
   return jnp.stack([mix(s ^ jnp.uint32(_SALT[0])), mix(mix(s) + jnp.uint32(_SALT[1]))])
 
 
+def _words(key: jax.Array, counter: jax.Array, salts: tuple[int, int]) -> list[jax.Array]:
+  """Two independent 32-bit hashes of `counter`, under salted copies of `key`."""
+  return [keyed(key ^ jnp.uint32(salt), counter) for salt in salts]
+
+
 def _derive(key: jax.Array, counter: jax.Array, salts: tuple[int, int]) -> jax.Array:
-  """A new key (…, 2) for each counter value: two hashes under salted copies of `key`."""
-  words = [keyed(key ^ jnp.uint32(salt), counter) for salt in salts]
-  return jnp.stack(words, axis=-1)
+  """A new key (…, 2) for each counter value."""
+  return jnp.stack(_words(key, counter, salts), axis=-1)
 
 
 def _split(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -82,7 +86,7 @@ def _fold_in(key: jax.Array, data) -> jax.Array:
 def _random_bits(key: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.Array:
   shape = tuple(shape)
   if bit_width == 64:  # two independent 32-bit streams for the high and low words
-    hi, lo = (keyed(key ^ jnp.uint32(salt), _index(shape)).astype(jnp.uint64) for salt in _SALT)
+    hi, lo = (w.astype(jnp.uint64) for w in _words(key, _index(shape), _SALT))
     return (hi << jnp.uint64(32)) | lo
   bits = keyed(key, _index(shape))
   return bits if bit_width == 32 else bits.astype(jnp.dtype(f"uint{bit_width}"))
