@@ -95,6 +95,19 @@ class BenchResult:
   sampler: str | None = None
 
 
+def _direct_convolutions(config):
+  """`config` with XLA's own convolutions, when it uses the CPU's im2col or Winograd ones.
+
+  FLOP counts (and MFU) refer to the direct convolution's arithmetic: XLA's cost analysis counts
+  the im2col weight gradient's loop body once, and Winograd does fewer multiplies by design.
+  """
+  if not conv.custom_convs_active(config.model.weight_grad, config.model.winograd):
+    return config
+  direct = config.copy_and_resolve_references()
+  direct.model.weight_grad, direct.model.winograd = "xla", "off"
+  return direct
+
+
 def run(config_spec: str, what: str = "train", batch: int | None = None, iters: int = 5,
         dtype: str | None = None, steps: int | None = None, sampler: str | None = None,
         overrides: dict | None = None, log=sys.stderr) -> BenchResult:
@@ -112,6 +125,8 @@ def run(config_spec: str, what: str = "train", batch: int | None = None, iters: 
   size = config.data.image_size
   mesh = train.make_mesh(config)
   model = unet.build(config.model)
+  direct = _direct_convolutions(config)
+  direct_model = model if direct is config else unet.build(direct.model)
   devices = jax.devices()
   kind = devices[0].device_kind
   n_params = unet.count_params(config.model)
@@ -126,12 +141,8 @@ def run(config_spec: str, what: str = "train", batch: int | None = None, iters: 
     step = train.make_train_step(config, model, mesh)
     lowered = step.lower(state, {"hr": hr})
     flops = _flops(lowered)
-    if conv.use_im2col(config.model.weight_grad):
-      # XLA's cost analysis counts a loop body once, and the im2col weight gradient is a loop:
-      # count the same step written with XLA's gradient convolutions (the same arithmetic).
-      counted = config.copy_and_resolve_references()
-      counted.model.weight_grad = "xla"
-      flops = _flops(train.make_train_step(counted, unet.build(counted.model), mesh).lower(state, {"hr": hr}))
+    if direct is not config:
+      flops = _flops(train.make_train_step(direct, direct_model, mesh).lower(state, {"hr": hr}))
     t = time.perf_counter()
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t
@@ -152,15 +163,14 @@ def run(config_spec: str, what: str = "train", batch: int | None = None, iters: 
       fn = jax.jit(lambda p, z, g, c: model.apply({"params": p}, z, g, c))
       args = (params, hr, jnp.full((bs,), 0.5), hr)
     lowered = fn.lower(*args)
-    flops = _flops(lowered)
     t = time.perf_counter()
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t
+    # XLA counts a loop body once: a sampler reports the forward's FLOPs times the number of steps.
+    fwd = jax.jit(lambda p, z, g, c: direct_model.apply({"params": p}, z, g, c))
+    flops = _flops(fwd.lower(params, hr, jnp.full((bs,), 0.5), hr))
     if what == "sample":
-      # XLA counts a loop body once: report the forward's FLOPs times the number of steps.
-      fwd = jax.jit(lambda p, z, g, c: model.apply({"params": p}, z, g, c))
-      f1 = _flops(fwd.lower(params, hr, jnp.full((bs,), 0.5), hr))
-      flops = f1 * n_steps if f1 else None
+      flops = flops * n_steps if flops else None
     call = lambda: compiled(*args)
   else:  # data: the Grain loader's HR crops per second, each batch placed on the mesh
     batches = iter(loader.make_dataset(config.data, config.data.train_split, bs, seed=config.seed))

@@ -33,10 +33,11 @@ def test_peak_table(kind, dtype, peak):
   assert bench.peak_tflops(kind, dtype) == peak
 
 
-def test_train_flops_count_the_im2col_loop_in_full():
-  """The im2col weight gradient loops over row chunks; its step must report XLA's full count."""
+def test_train_flops_count_the_direct_convolutions():
+  """im2col loops over row chunks and Winograd multiplies less: both report the direct count."""
   spec = "experiments/configs/bench_reference_16_128.py:runlocal"
-  runs = [bench.run(spec, "train", batch=2, iters=1, overrides={"model.weight_grad": wg})
-          for wg in ("xla", "im2col")]
+  runs = [bench.run(spec, "train", batch=2, iters=1, overrides={"model.weight_grad": wg, "model.winograd": wi})
+          for wg, wi in (("xla", "off"), ("im2col", "off"), ("im2col", "on"))]
   assert runs[0].flops_per_step > 0
   assert runs[1].flops_per_step == runs[0].flops_per_step
+  assert runs[2].flops_per_step == runs[0].flops_per_step

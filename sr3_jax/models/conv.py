@@ -23,7 +23,17 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from sr3_jax.models import winograd
+
 WEIGHT_GRADS = ("auto", "xla", "im2col")
+WINOGRADS = ("auto", "off", "on")
+# Where `winograd="auto"` uses F(4×4, 3×3) on a single CPU device: maps of at most 32×32 (larger
+# ones make its memory-bound transforms dominate), at least 4096 positions in the batch (few tiles
+# leave the 4×-larger transformed kernel dominating) and at least 256 channels in and out (fewer
+# leave too little matmul work to save). Measured on the 2-core dev CPU: BENCHMARKS.md.
+WINOGRAD_MAX_MAP = 32 * 32
+WINOGRAD_MIN_POSITIONS = 4096
+WINOGRAD_MIN_CHANNELS = 256
 DIMS = ("NHWC", "HWIO", "NHWC")
 # Positions per scan step: the (positions, k·k·C_in) patch matrix of a 64-channel layer is then
 # about 1 MB, inside a core's L2 cache. Measured best of 512/1024/2048 on the 2-core dev CPU.
@@ -65,12 +75,29 @@ def im2col_weight_grad(x: jax.Array, dy: jax.Array, kernel_size: int, rows: int 
   return acc.reshape(k, k, ci, co).astype(x.dtype)
 
 
+def _single_cpu_device() -> bool:
+  return jax.default_backend() == "cpu" and jax.device_count() == 1
+
+
 def use_im2col(weight_grad: str) -> bool:
   if weight_grad not in WEIGHT_GRADS:
     raise ValueError(f"model.weight_grad={weight_grad!r}; choose one of {WEIGHT_GRADS}")
   if weight_grad == "auto":  # with the batch sharded, every chunk's partial sum would be all-reduced
-    return jax.default_backend() == "cpu" and jax.device_count() == 1
+    return _single_cpu_device()
   return weight_grad == "im2col"
+
+
+def use_winograd(mode: str, x_shape, kernel_shape) -> bool:
+  """Whether `Conv` runs F(4×4, 3×3) Winograd for this input and kernel (module docstring)."""
+  if mode not in WINOGRADS:
+    raise ValueError(f"model.winograd={mode!r}; choose one of {WINOGRADS}")
+  if mode == "off" or not winograd.supports(x_shape, kernel_shape):
+    return False
+  if mode == "auto":  # XLA's GPU/TPU convolutions are the fast path there
+    n, h, w = x_shape[:3]
+    return (_single_cpu_device() and h * w <= WINOGRAD_MAX_MAP and n * h * w >= WINOGRAD_MIN_POSITIONS
+            and min(kernel_shape[2:]) >= WINOGRAD_MIN_CHANNELS)
+  return True
 
 
 @jax.custom_vjp
@@ -91,6 +118,14 @@ def _bwd(res, dy):
 
 conv_im2col_grad.defvjp(_fwd, _bwd)
 
+conv_winograd_im2col = winograd.make_conv(lambda x, dy, w: im2col_weight_grad(x, dy, w.shape[0]))
+conv_winograd_xla = winograd.make_conv(lambda x, dy, w: jax.vjp(lambda w: _conv(x, w), w)[1](dy)[0])
+
+
+def custom_convs_active(weight_grad: str, winograd_mode: str) -> bool:
+  """Whether some convolution of a model with these settings may leave XLA's own (im2col, Winograd)."""
+  return use_im2col(weight_grad) or winograd_mode == "on" or (winograd_mode == "auto" and _single_cpu_device())
+
 
 class Conv(nn.Module):
   """nn.Conv(features, (k, k), padding='SAME') with a choice of weight gradient (module docstring)."""
@@ -100,6 +135,7 @@ class Conv(nn.Module):
   kernel_init: Any = nn.initializers.lecun_normal()
   bias_init: Any = nn.initializers.zeros
   weight_grad: str = "auto"
+  winograd: str = "auto"
 
   @nn.compact
   def __call__(self, x):
@@ -109,7 +145,10 @@ class Conv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32)
     bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    if use_im2col(self.weight_grad):
+    im2col = use_im2col(self.weight_grad)
+    if use_winograd(self.winograd, x.shape, kernel.shape):
+      y = (conv_winograd_im2col if im2col else conv_winograd_xla)(x, kernel)
+    elif im2col:
       y = conv_im2col_grad(x, kernel)
     else:
       y = _conv(x, kernel)

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sr3_jax.models.conv import WEIGHT_GRADS, Conv
+from sr3_jax.models.conv import WEIGHT_GRADS, WINOGRADS, Conv
 
 Array = jax.Array
 INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -47,6 +47,9 @@ class UNetConfig:
   # Weight gradient of the stride-1 convolutions (sr3_jax/models/conv.py): auto (row-chunked
   # im2col matmuls on a single CPU device, XLA's gradient convolution elsewhere) | xla | im2col.
   weight_grad: str = "auto"
+  # Forward and input-gradient algorithm of the 3×3 convolutions: auto (Winograd F(4×4, 3×3) on maps
+  # of ≤ 32×32 positions on a single CPU device, XLA's convolution elsewhere) | off | on.
+  winograd: str = "auto"
   # Block style. SR3/BigGAN (default): resampling inside residual blocks, FiLM scale-and-shift,
   # residual sums scaled by 1/√2, a 4·channels embedding. DDPM style (the widely used PyTorch
   # SR3 port): resample="conv", film="shift", skip_scale=1.0, emb_channels=channels.
@@ -101,6 +104,8 @@ class UNetConfig:
       raise ValueError(f"model.film={self.film!r}; choose 'scale_shift' or 'shift'")
     if self.weight_grad not in WEIGHT_GRADS:
       raise ValueError(f"model.weight_grad={self.weight_grad!r}; choose one of {WEIGHT_GRADS}")
+    if self.winograd not in WINOGRADS:
+      raise ValueError(f"model.winograd={self.winograd!r}; choose one of {WINOGRADS}")
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"model.dtype={self.dtype!r}; choose float32, bfloat16 or float16")
 
@@ -175,11 +180,13 @@ class ResBlock(nn.Module):
   film: str = "scale_shift"
   skip_scale: float = INV_SQRT2
   weight_grad: str = "auto"
+  winograd: str = "auto"
 
   @nn.compact
   def __call__(self, x, emb, train: bool):
     conv = lambda c, k, name, init=nn.initializers.lecun_normal(): Conv(
-        c, k, dtype=self.dtype, kernel_init=init, weight_grad=self.weight_grad, name=name)
+        c, k, dtype=self.dtype, kernel_init=init, weight_grad=self.weight_grad, winograd=self.winograd,
+        name=name)
     h = nn.silu(GroupNorm32(self.num_groups, name="norm_in")(x))
     if self.resample == "up":
       h, x = upsample_nearest(h), upsample_nearest(x)
@@ -206,11 +213,13 @@ class Resample(nn.Module):
   direction: str
   dtype: Any
   weight_grad: str = "auto"
+  winograd: str = "auto"
 
   @nn.compact
   def __call__(self, x):
     if self.direction == "up":
-      up = Conv(x.shape[-1], 3, dtype=self.dtype, weight_grad=self.weight_grad, name="conv")
+      up = Conv(x.shape[-1], 3, dtype=self.dtype, weight_grad=self.weight_grad, winograd=self.winograd,
+                name="conv")
       return up(upsample_nearest(x))
     return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
                    name="conv")(x)
@@ -289,12 +298,13 @@ class UNet(nn.Module):
     dtype = cfg.compute_dtype
     block_cls = nn.remat(ResBlock, static_argnums=(3,)) if cfg.remat else ResBlock
     res_block = lambda c, name, resample=None: block_cls(
-        c, cfg.num_groups, cfg.dropout, dtype, resample, cfg.film, cfg.skip_scale, cfg.weight_grad, name=name)
+        c, cfg.num_groups, cfg.dropout, dtype, resample, cfg.film, cfg.skip_scale, cfg.weight_grad, cfg.winograd,
+        name=name)
     attn = lambda name: AttnBlock(cfg.head_dim, cfg.num_groups, dtype, cfg.skip_scale, name=name)
 
     def resample(h, direction, name):
       if cfg.resample == "conv":
-        return Resample(direction, dtype, cfg.weight_grad, name=name)(h)
+        return Resample(direction, dtype, cfg.weight_grad, cfg.winograd, name=name)(h)
       return res_block(h.shape[-1], name, direction)(h, emb, train)
 
     # Noise-level embedding: sinusoidal features of λ (or √γ), then a two-layer MLP.
@@ -338,7 +348,8 @@ class UNet(nn.Module):
       if cfg.conditioning != "cross_attention" or res not in cross_res:
         return h
       return CrossAttnBlock(cfg.head_dim, cfg.num_groups, dtype, cfg.skip_scale, name=name)(h, feats[level])
-    h = Conv(cfg.channels, 3, dtype=dtype, weight_grad=cfg.weight_grad, name="conv_in")(x.astype(dtype))
+    h = Conv(cfg.channels, 3, dtype=dtype, weight_grad=cfg.weight_grad, winograd=cfg.winograd,
+             name="conv_in")(x.astype(dtype))
 
     skips = [h]
     res = cfg.image_size
@@ -375,7 +386,7 @@ class UNet(nn.Module):
 
     h = nn.silu(GroupNorm32(cfg.num_groups, name="norm_out")(h))
     out = Conv(cfg.out_channels, 3, dtype=dtype, kernel_init=nn.initializers.zeros,
-               weight_grad=cfg.weight_grad, name="conv_out")(h)
+               weight_grad=cfg.weight_grad, winograd=cfg.winograd, name="conv_out")(h)
     return out.astype(jnp.float32)
 
 
