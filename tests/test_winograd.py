@@ -93,6 +93,7 @@ def test_policy():
   assert not conv.use_winograd("auto", (4, 64, 64, 256), k3)        # large maps: XLA's convolution
   assert not conv.use_winograd("auto", (4, 16, 16, 256), k3)        # few tiles in the batch
   assert not conv.use_winograd("auto", (8, 32, 32, 64), (3, 3, 64, 64))  # few channels
+  assert not conv.use_winograd("auto", (4, 32, 32, 256), k3, jnp.bfloat16)  # bf16 transforms lose too much
   assert conv.use_winograd("on", (4, 64, 64, 256), k3)
   assert not conv.use_winograd("on", (4, 30, 32, 8), (3, 3, 8, 8))   # height not a multiple of 4
   assert not conv.use_winograd("on", (4, 32, 32, 8), (1, 1, 8, 8))   # not a 3×3 kernel

@@ -1,4 +1,4 @@
-"""Stride-1 'SAME' convolutions whose weight gradient can run as row-chunked im2col matmuls.
+"""Stride-1 'SAME' convolutions: im2col weight gradients and Winograd forwards on the CPU.
 
 The weight gradient of a k×k convolution is a sum over every position of the batch,
     ∂L/∂w[a, b, i, o] = Σ_{n,h,w} x_pad[n, h+a, w+b, i] · ∂L/∂y[n, h, w, o],
@@ -10,6 +10,11 @@ image rows: each step gathers the k·k shifted windows of ~`CHUNK_POSITIONS` pos
 matrix that stays in cache) and multiplies it by that chunk of ∂L/∂y — 2–2.5× faster on the CPU.
 On TPU and GPU the native gradient convolution is the right one; `weight_grad="auto"` keeps it there,
 and on a CPU mesh of several devices too (a sharded batch would all-reduce every chunk's partial sum).
+
+The forward and input gradient of a 3×3 convolution can run as Winograd F(4×4, 3×3)
+(sr3_jax/models/winograd.py): `winograd="auto"` picks it on a single CPU device for float32 maps of
+at most 32×32 with at least 256 channels in and out and 4096 positions in the batch, where XLA's
+CPU convolution leaves the most matmul speed unused; elsewhere XLA's convolution stays.
 
 `Conv` has nn.Conv's parameters (`kernel` (k, k, C_in, C_out) and `bias`, float32, the same
 initialisers), so params and checkpoints do not depend on which weight gradient is used.
@@ -87,7 +92,7 @@ def use_im2col(weight_grad: str) -> bool:
   return weight_grad == "im2col"
 
 
-def use_winograd(mode: str, x_shape, kernel_shape) -> bool:
+def use_winograd(mode: str, x_shape, kernel_shape, dtype=jnp.float32) -> bool:
   """Whether `Conv` runs F(4×4, 3×3) Winograd for this input and kernel (module docstring)."""
   if mode not in WINOGRADS:
     raise ValueError(f"model.winograd={mode!r}; choose one of {WINOGRADS}")
@@ -95,7 +100,8 @@ def use_winograd(mode: str, x_shape, kernel_shape) -> bool:
     return False
   if mode == "auto":  # XLA's GPU/TPU convolutions are the fast path there
     n, h, w = x_shape[:3]
-    return (_single_cpu_device() and h * w <= WINOGRAD_MAX_MAP and n * h * w >= WINOGRAD_MIN_POSITIONS
+    return (_single_cpu_device() and jnp.dtype(dtype) == jnp.float32  # its transforms need float32
+            and h * w <= WINOGRAD_MAX_MAP and n * h * w >= WINOGRAD_MIN_POSITIONS
             and min(kernel_shape[2:]) >= WINOGRAD_MIN_CHANNELS)
   return True
 
@@ -146,7 +152,7 @@ class Conv(nn.Module):
     bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     im2col = use_im2col(self.weight_grad)
-    if use_winograd(self.winograd, x.shape, kernel.shape):
+    if use_winograd(self.winograd, x.shape, kernel.shape, x.dtype):
       y = (conv_winograd_im2col if im2col else conv_winograd_xla)(x, kernel)
     elif im2col:
       y = conv_im2col_grad(x, kernel)
