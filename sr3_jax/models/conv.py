@@ -11,10 +11,10 @@ matrix that stays in cache) and multiplies it by that chunk of ∂L/∂y — 2�
 On TPU and GPU the native gradient convolution is the right one; `weight_grad="auto"` keeps it there,
 and on a CPU mesh of several devices too (a sharded batch would all-reduce every chunk's partial sum).
 
-The forward and input gradient of a 3×3 convolution can run as Winograd F(4×4, 3×3)
-(sr3_jax/models/winograd.py): `winograd="auto"` picks it on a single CPU device for float32 maps of
-at most 32×32 with at least 256 channels in and out and 4096 positions in the batch, where XLA's
-CPU convolution leaves the most matmul speed unused; elsewhere XLA's convolution stays.
+A 3×3 convolution, its input gradient and its weight gradient can all run as Winograd
+F(4×4, 3×3) (sr3_jax/models/winograd.py): `winograd="auto"` picks it on a single CPU device for float32 maps of
+at most 32×32 with at least 256 channels in and out, where XLA's CPU convolution leaves the most
+matmul speed unused; elsewhere XLA's convolution stays.
 
 `Conv` has nn.Conv's parameters (`kernel` (k, k, C_in, C_out) and `bias`, float32, the same
 initialisers), so params and checkpoints do not depend on which weight gradient is used.
@@ -32,12 +32,10 @@ from sr3_jax.models import winograd
 
 WEIGHT_GRADS = ("auto", "xla", "im2col")
 WINOGRADS = ("auto", "off", "on")
-# Where `winograd="auto"` uses F(4×4, 3×3) on a single CPU device: maps of at most 32×32 (larger
-# ones make its memory-bound transforms dominate), at least 4096 positions in the batch (few tiles
-# leave the 4×-larger transformed kernel dominating) and at least 256 channels in and out (fewer
-# leave too little matmul work to save). Measured on the 2-core dev CPU: BENCHMARKS.md.
+# Where `winograd="auto"` uses F(4×4, 3×3) on a single CPU device: float32 maps of at most 32×32
+# (on larger ones its memory-bound transforms dominate) with at least 256 channels in and out (with
+# fewer there is too little matmul work to save). Measured on the 2-core dev CPU: BENCHMARKS.md.
 WINOGRAD_MAX_MAP = 32 * 32
-WINOGRAD_MIN_POSITIONS = 4096
 WINOGRAD_MIN_CHANNELS = 256
 DIMS = ("NHWC", "HWIO", "NHWC")
 # Positions per scan step: the (positions, k·k·C_in) patch matrix of a 64-channel layer is then
@@ -99,10 +97,8 @@ def use_winograd(mode: str, x_shape, kernel_shape, dtype=jnp.float32) -> bool:
   if mode == "off" or not winograd.supports(x_shape, kernel_shape):
     return False
   if mode == "auto":  # XLA's GPU/TPU convolutions are the fast path there
-    n, h, w = x_shape[:3]
     return (_single_cpu_device() and jnp.dtype(dtype) == jnp.float32  # its transforms need float32
-            and h * w <= WINOGRAD_MAX_MAP and n * h * w >= WINOGRAD_MIN_POSITIONS
-            and min(kernel_shape[2:]) >= WINOGRAD_MIN_CHANNELS)
+            and x_shape[1] * x_shape[2] <= WINOGRAD_MAX_MAP and min(kernel_shape[2:]) >= WINOGRAD_MIN_CHANNELS)
   return True
 
 
@@ -123,9 +119,6 @@ def _bwd(res, dy):
 
 
 conv_im2col_grad.defvjp(_fwd, _bwd)
-
-conv_winograd_im2col = winograd.make_conv(lambda x, dy, w: im2col_weight_grad(x, dy, w.shape[0]))
-conv_winograd_xla = winograd.make_conv(lambda x, dy, w: jax.vjp(lambda w: _conv(x, w), w)[1](dy)[0])
 
 
 def custom_convs_active(weight_grad: str, winograd_mode: str) -> bool:
@@ -151,10 +144,9 @@ class Conv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32)
     bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    im2col = use_im2col(self.weight_grad)
     if use_winograd(self.winograd, x.shape, kernel.shape, x.dtype):
-      y = (conv_winograd_im2col if im2col else conv_winograd_xla)(x, kernel)
-    elif im2col:
+      y = winograd.conv(x, kernel)
+    elif use_im2col(self.weight_grad):
       y = conv_im2col_grad(x, kernel)
     else:
       y = _conv(x, kernel)

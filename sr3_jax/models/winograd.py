@@ -9,8 +9,9 @@ rational coefficients that XLA fuses into loops; their cost is memory traffic, s
 on small feature maps with many channels (the 32×32 and 16×16 levels of an SR3 U-Net), where the
 matmuls dominate. Float32 error grows to ~2e-5 relative (the direct convolution: ~1e-6).
 
-`conv_winograd(x, w, weight_grad)` has a custom VJP: the input gradient is the same transform with
-the kernel flipped and its channels swapped; the weight gradient is `weight_grad(x, dy, w)`.
+`conv(x, w)` has a custom VJP made of the same pieces: the input gradient is the forward transform
+with the kernel flipped and its channels swapped, and the weight gradient contracts the input's
+transform (kept from the forward pass) with a transform of the output gradient over tiles.
 """
 from __future__ import annotations
 
@@ -86,41 +87,74 @@ def output_transform(m: jax.Array, n: int, th: int, tw: int) -> jax.Array:
   return y.transpose(2, 3, 0, 4, 1, 5).reshape(n, TILE * th, TILE * tw, o)
 
 
+def output_gradient_transform(dy: jax.Array) -> jax.Array:
+  """(N, H, W, O) → (36, N·H/4·W/4, O): A dY Aᵀ for every 4×4 tile of an output gradient."""
+  n, h, w, o = dy.shape
+  th, tw = h // TILE, w // TILE
+  t = dy.reshape(n, th, TILE, tw, TILE, o)
+  rows = _combine(A_T.T, [t[:, :, p] for p in range(TILE)])                     # 6 × (N, th, tw, 4, O)
+  tiles = [z for r in rows for z in _combine(A_T.T, [r[:, :, :, q] for q in range(TILE)])]
+  return jnp.stack(tiles).reshape(36, n * th * tw, o)
+
+
 def _tiles_matmul(v, u, contract_out: bool):
   # v (36, P, K) · u (36, K, O) → (36, P, O); contract_out: u is (36, O, K) and K is its last axis.
   return lax.dot_general(v, u, (((2,), (2 if contract_out else 1,)), ((0,), (0,))))
 
 
+def _check(x_shape, w_shape):
+  if not supports(x_shape, w_shape):
+    raise ValueError(f"winograd_conv: needs a 3×3 kernel and H, W divisible by {TILE}; "
+                     f"got input {x_shape}, kernel {w_shape}")
+
+
+def _forward(v, w, x_shape):
+  n, h, wd, _ = x_shape
+  return output_transform(_tiles_matmul(v, kernel_transform(w), contract_out=False), n, h // TILE, wd // TILE)
+
+
 def winograd_conv(x: jax.Array, w: jax.Array) -> jax.Array:
   """y[n,h,w,o] = Σ_{a,b,i} x_pad[n, h+a, w+b, i] · w[a, b, i, o] (stride 1, 'SAME'), via F(4×4, 3×3)."""
-  if not supports(x.shape, w.shape):
-    raise ValueError(f"winograd_conv: needs a 3×3 kernel and H, W divisible by {TILE}; "
-                     f"got input {x.shape}, kernel {w.shape}")
-  n, h, wd, _ = x.shape
-  m = _tiles_matmul(input_transform(x), kernel_transform(w), contract_out=False)
-  return output_transform(m, n, h // TILE, wd // TILE)
+  _check(x.shape, w.shape)
+  return _forward(input_transform(x), w, x.shape)
 
 
-def _input_grad(dy: jax.Array, w: jax.Array) -> jax.Array:
+def input_grad(dy: jax.Array, w: jax.Array) -> jax.Array:
   """∂L/∂x = the 'SAME' convolution of dy with w flipped and its channel axes swapped."""
   n, h, wd, _ = dy.shape
   m = _tiles_matmul(input_transform(dy), kernel_transform(w, flip=True), contract_out=True)
   return output_transform(m, n, h // TILE, wd // TILE)
 
 
-def make_conv(weight_grad):
-  """A convolution by `winograd_conv` whose VJP is (Winograd input gradient, weight_grad(x, dy, w))."""
+def weight_grad(v: jax.Array, dy: jax.Array) -> jax.Array:
+  """∂L/∂w from the input's transform v = input_transform(x): Σ_tiles Gᵀ[(Bᵀ d B) ⊙ (A dY Aᵀ)]G.
 
-  @jax.custom_vjp
-  def conv(x, w):
-    return winograd_conv(x, w)
+  y is linear in g through Aᵀ diag(Bᵀ d) G, so ∂L/∂g = Gᵀ diag(Bᵀ d) A ∂L/∂y: per tile position, a
+  matmul over tiles (36, P, I)ᵀ · (36, P, O), then the (9 × 36) map Gᵀ · G back to the 3×3 taps.
+  """
+  m = lax.dot_general(v, output_gradient_transform(dy), (((1,), (1,)), ((0,), (0,))))   # (36, I, O)
+  i, o = m.shape[1:]
+  gg = np.kron(G, G).T.astype(m.dtype)   # (9, 36)
+  return lax.dot_general(jnp.asarray(gg), m.reshape(36, i * o), (((1,), (0,)), ((), ())),
+                         precision=lax.Precision.HIGHEST).reshape(3, 3, i, o)
 
-  def fwd(x, w):
-    return winograd_conv(x, w), (x, w)
 
-  def bwd(res, dy):
-    x, w = res
-    return _input_grad(dy, w), weight_grad(x, dy, w)
+@jax.custom_vjp
+def conv(x: jax.Array, w: jax.Array) -> jax.Array:
+  """`winograd_conv` whose input and weight gradients are Winograd transforms too (the input's
+  transform, 2.25× the input's size, is kept from the forward pass for the weight gradient)."""
+  return winograd_conv(x, w)
 
-  conv.defvjp(fwd, bwd)
-  return conv
+
+def _conv_fwd(x, w):
+  _check(x.shape, w.shape)
+  v = input_transform(x)
+  return _forward(v, w, x.shape), (v, w)
+
+
+def _conv_bwd(res, dy):
+  v, w = res
+  return input_grad(dy, w), weight_grad(v, dy)
+
+
+conv.defvjp(_conv_fwd, _conv_bwd)
