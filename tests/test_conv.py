@@ -78,13 +78,17 @@ def test_bad_weight_grad_names_the_field():
     conv.Conv(3, 2).init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
 
 
-def test_unet_gradients_agree_between_weight_grads():
-  """A whole (tiny) U-Net: parameter gradients with im2col equal XLA's."""
+@pytest.mark.parametrize("field,values,rtol,atol", [
+    ("weight_grad", ("xla", "im2col"), 1e-4, 1e-6),
+    ("winograd", ("off", "on"), 2e-4, 2e-6),   # Winograd's float32 error is ~10× the direct sum's
+])
+def test_unet_gradients_agree_between_conv_algorithms(field, values, rtol, atol):
+  """A whole (tiny) U-Net: parameter gradients with im2col or Winograd equal XLA's convolutions'."""
   cfg = dict(image_size=16, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
              num_groups=4, head_dim=8)
   grads = []
-  for wg in ("xla", "im2col"):
-    model = unet.UNet(unet.UNetConfig(weight_grad=wg, **cfg))
+  for value in values:
+    model = unet.UNet(unet.UNetConfig(**{field: value}, **cfg))
     params = unet.init_params(model, jax.random.key(0))
     # Zero-initialised output layers would stop most gradients: perturb every parameter.
     leaves, tree = jax.tree.flatten(params)
@@ -94,4 +98,4 @@ def test_unet_gradients_agree_between_weight_grads():
     loss = lambda p: jnp.mean(jnp.square(model.apply({"params": p}, z, jnp.full((2,), 0.3), z) - z))
     grads.append(jax.jit(jax.grad(loss))(params))
   for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
