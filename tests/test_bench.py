@@ -41,3 +41,19 @@ def test_train_flops_count_the_direct_convolutions():
   assert runs[0].flops_per_step > 0
   assert runs[1].flops_per_step == runs[0].flops_per_step
   assert runs[2].flops_per_step == runs[0].flops_per_step
+
+
+def test_flops_where_the_backend_cannot_analyse_a_lowering():
+  """GPU and TPU plugins raise NotImplementedError for Lowered.cost_analysis: the CPU client counts."""
+  import jax
+  import jax.numpy as jnp
+  lowered = jax.jit(lambda a, b: a @ b).lower(jnp.ones((64, 128)), jnp.ones((128, 32)))
+
+  class PluginLowered:
+    def cost_analysis(self):
+      raise NotImplementedError("Lowered.cost_analysis not implemented on platform 'cuda'")
+
+    def compiler_ir(self, dialect):
+      return lowered.compiler_ir(dialect)
+
+  assert bench._flops(lowered) == bench._flops(PluginLowered()) == 2 * 64 * 128 * 32
