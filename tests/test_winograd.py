@@ -101,7 +101,10 @@ def test_policy():
   assert conv.use_winograd("auto", (4, 32, 32, 256), k3) == single_cpu
   assert not conv.use_winograd("auto", (4, 64, 64, 256), k3)        # large maps: XLA's convolution
   assert conv.use_winograd("auto", (4, 16, 16, 256), k3) == single_cpu
-  assert not conv.use_winograd("auto", (4, 8, 8, 256), k3)          # few tiles: the kernel transform dominates
+  assert conv.use_winograd("auto", (4, 8, 8, 256), k3) == single_cpu
+  assert conv.use_winograd("auto", (4, 8, 8, 1024), (3, 3, 1024, 512)) == single_cpu  # a concatenated skip
+  assert not conv.use_winograd("auto", (2, 8, 8, 256), k3)          # few tiles: the kernel transform dominates
+  assert not conv.use_winograd("auto", (4, 16, 16, 1024), (3, 3, 1024, 1024))  # transformed kernel > 113 MB
   assert not conv.use_winograd("auto", (8, 32, 32, 64), (3, 3, 64, 64))  # few channels
   assert not conv.use_winograd("auto", (4, 32, 32, 256), k3, jnp.bfloat16)  # bf16 transforms lose too much
   assert conv.use_winograd("on", (4, 64, 64, 256), k3)

@@ -13,8 +13,9 @@ and on a CPU mesh of several devices too (a sharded batch would all-reduce every
 
 A 3×3 convolution, its input gradient and its weight gradient can all run as Winograd
 F(4×4, 3×3) (sr3_jax/models/winograd.py): `winograd="auto"` picks it on a single CPU device for
-float32 maps of at most 32×32 with at least 256 channels in and out and 1024 positions in the
-batch, where XLA's CPU convolution leaves the most matmul speed unused; elsewhere XLA's stays.
+float32 maps of at most 32×32 with at least 256 channels in and out, 256 positions in the batch
+and a transformed kernel of at most 113 MB, where XLA's CPU convolution leaves the most matmul
+speed unused; elsewhere XLA's stays.
 
 `Conv` has nn.Conv's parameters (`kernel` (k, k, C_in, C_out) and `bias`, float32, the same
 initialisers), so params and checkpoints do not depend on which weight gradient is used.
@@ -34,12 +35,15 @@ WEIGHT_GRADS = ("auto", "xla", "im2col")
 WINOGRADS = ("auto", "off", "on")
 # Where `winograd="auto"` uses F(4×4, 3×3) on a single CPU device: float32 maps of at most 32×32
 # (on larger ones its memory-bound transforms dominate) with at least 256 channels in and out (with
-# fewer there is too little matmul work to save) and at least 1024 positions in the batch (with
-# fewer tiles the transformed kernels, 4× the kernel each, dominate time and memory: the paper
-# 16→128 model at batch 1 ran out of 24 GB without this bound). Measured: BENCHMARKS.md.
+# fewer there is too little matmul work to save), at least 256 positions in the batch (with fewer
+# tiles the kernel transform costs as much as the convolution) and C_in·C_out of at most 1536·512,
+# that is a transformed kernel (36·C_in·C_out float32, 4× the kernel) of at most 113 MB: the paper
+# 16→128 model's 1024-channel layers, with few tiles at batch 1, ran it out of 24 GB without this
+# bound. Measured: BENCHMARKS.md.
 WINOGRAD_MAX_MAP = 32 * 32
 WINOGRAD_MIN_CHANNELS = 256
-WINOGRAD_MIN_POSITIONS = 1024
+WINOGRAD_MIN_POSITIONS = 256
+WINOGRAD_MAX_KERNEL = 1536 * 512  # C_in·C_out
 DIMS = ("NHWC", "HWIO", "NHWC")
 # Positions per scan step: the (positions, k·k·C_in) patch matrix of a 64-channel layer is then
 # about 1 MB, inside a core's L2 cache. Measured best of 512/1024/2048 on the 2-core dev CPU.
@@ -102,7 +106,8 @@ def use_winograd(mode: str, x_shape, kernel_shape, dtype=jnp.float32) -> bool:
   if mode == "auto":  # XLA's GPU/TPU convolutions are the fast path there
     return (_single_cpu_device() and jnp.dtype(dtype) == jnp.float32  # its transforms need float32
             and x_shape[1] * x_shape[2] <= WINOGRAD_MAX_MAP and min(kernel_shape[2:]) >= WINOGRAD_MIN_CHANNELS
-            and x_shape[0] * x_shape[1] * x_shape[2] >= WINOGRAD_MIN_POSITIONS)
+            and x_shape[0] * x_shape[1] * x_shape[2] >= WINOGRAD_MIN_POSITIONS
+            and kernel_shape[2] * kernel_shape[3] <= WINOGRAD_MAX_KERNEL)
   return True
 
 

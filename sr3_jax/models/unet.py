@@ -48,7 +48,8 @@ class UNetConfig:
   # im2col matmuls on a single CPU device, XLA's gradient convolution elsewhere) | xla | im2col.
   weight_grad: str = "auto"
   # Algorithm of the 3×3 convolutions and their gradients: auto (Winograd F(4×4, 3×3) for float32
-  # maps of ≤ 32×32, ≥ 256 channels, ≥ 1024 positions, on a single CPU device; XLA's elsewhere) | off | on.
+  # maps of ≤ 32×32, ≥ 256 channels, ≥ 256 positions, C_in·C_out ≤ 1536·512, on a single CPU
+  # device; XLA's elsewhere) | off | on.
   winograd: str = "auto"
   # Block style. SR3/BigGAN (default): resampling inside residual blocks, FiLM scale-and-shift,
   # residual sums scaled by 1/√2, a 4·channels embedding. DDPM style (the widely used PyTorch
