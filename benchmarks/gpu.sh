@@ -7,6 +7,9 @@
 # take minutes); the sampler gets what is left of TOTAL_SECONDS.
 # Batch sizes: TRAIN_BATCH (default 128: ~85 GB in bf16, for an H200; use 64 on an H100) and
 # SAMPLE_BATCH (default 128).
+# Beyond JAX, Flax, Optax and Orbax, `sr3 bench` imports grain (with array_record and portpicker) and
+# ml_collections; on a host with no package index, `pip download` those wheels elsewhere and
+# `pip install --no-index --no-deps` them first.
 set -u
 out=${1:-/tmp/gpu_bench}
 total=${2:-560}
