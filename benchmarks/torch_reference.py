@@ -99,34 +99,43 @@ class UNet(nn.Module):
       h = m(torch.cat([h, skips.pop()], 1), e) if isinstance(m, Res) else m(h)
     return self.out(h)
 
-torch.manual_seed(0)
-model = UNet()
-print("params", sum(p.numel() for p in model.parameters()))
-opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 B = 4
-hr = torch.rand(B, 3, 128, 128) * 2 - 1; lr_up = torch.rand(B, 3, 128, 128) * 2 - 1
-
-def step():
-  g = torch.rand(B)
-  eps = torch.randn_like(hr)
-  z = g.sqrt()[:, None, None, None] * hr + (1 - g).sqrt()[:, None, None, None] * eps
-  loss = (model(torch.cat([lr_up, z], 1), g) - eps).abs().mean()
-  opt.zero_grad()
-  loss.backward()
-  opt.step()
 
 
-def fwd():
-  with torch.no_grad():
-    model(torch.cat([lr_up, hr], 1), torch.full((B,), 0.5))
+def build(batch: int = B):
+  """(train step, forward pass) closures over a seeded model, Adam and fixed random inputs."""
+  torch.manual_seed(0)
+  model = UNet()
+  opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+  hr = torch.rand(batch, 3, 128, 128) * 2 - 1
+  lr_up = torch.rand(batch, 3, 128, 128) * 2 - 1
+
+  def step():
+    g = torch.rand(batch)
+    eps = torch.randn_like(hr)
+    z = g.sqrt()[:, None, None, None] * hr + (1 - g).sqrt()[:, None, None, None] * eps
+    loss = (model(torch.cat([lr_up, z], 1), g) - eps).abs().mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+  def fwd():
+    with torch.no_grad():
+      model(torch.cat([lr_up, hr], 1), torch.full((batch,), 0.5))
+
+  return model, step, fwd
 
 
-rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-for name, fn in (("train", step), ("forward", fwd)):
-  fn()  # warm-up
-  ts = []
-  for _ in range(rounds):
-    t = time.perf_counter()
-    fn()
-    ts.append(time.perf_counter() - t)
-  print(f"{name}: median {statistics.median(ts):.2f} s (min {min(ts):.2f}, max {max(ts):.2f}), {B / statistics.median(ts):.3f} examples/s", flush=True)
+if __name__ == "__main__":
+  model, step, fwd = build()
+  print("params", sum(p.numel() for p in model.parameters()))
+  rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+  for name, fn in (("train", step), ("forward", fwd)):
+    fn()  # warm-up
+    ts = []
+    for _ in range(rounds):
+      t = time.perf_counter()
+      fn()
+      ts.append(time.perf_counter() - t)
+    print(f"{name}: median {statistics.median(ts):.2f} s (min {min(ts):.2f}, max {max(ts):.2f}), "
+          f"{B / statistics.median(ts):.3f} examples/s", flush=True)
