@@ -65,24 +65,32 @@ def rows_per_chunk(batch: int, height: int, width: int, positions: int = CHUNK_P
 
 
 def im2col_weight_grad(x: jax.Array, dy: jax.Array, kernel_size: int, rows: int | None = None) -> jax.Array:
-  """∂L/∂w of a stride-1 'SAME' k×k convolution (x (N,H,W,I), dy (N,H,W,O)) → (k, k, I, O)."""
+  """∂L/∂w of a stride-1 'SAME' k×k convolution (x (N,H,W,I), dy (N,H,W,O)) → (k, k, I, O).
+
+  A scan over chunks of `rows` image rows of one example: each step gathers the chunk's
+  (positions, k·k·I) patch matrix and adds ∂L/∂y's chunk, channel-major (O, positions), times it.
+  Both operands of that matmul are in the row-major (M, K)·(K, N) form; contracting the patch
+  matrix over its leading axis instead ran at half the speed on the CPU.
+  """
   n, h, w, ci = x.shape
   co = dy.shape[-1]
   k = kernel_size
   lo = (k - 1) // 2
-  rows = rows or rows_per_chunk(n, h, w)
+  rows = rows or rows_per_chunk(1, h, w)
+  chunks = h // rows
   xp = jnp.pad(x, ((0, 0), (lo, k - 1 - lo), (lo, k - 1 - lo), (0, 0)))
+  dy_t = dy.transpose(0, 3, 1, 2)                                              # (N, O, H, W)
 
   def step(acc, i):
-    window = lax.dynamic_slice_in_dim(xp, i * rows, rows + k - 1, axis=1)   # (N, rows+k-1, W+k-1, I)
-    dy_rows = lax.dynamic_slice_in_dim(dy, i * rows, rows, axis=1).reshape(-1, co)
-    cols = jnp.concatenate([window[:, a:a + rows, b:b + w, :] for a in range(k) for b in range(k)],
-                           axis=-1).reshape(-1, k * k * ci)                 # (positions, k·k·I)
-    part = lax.dot_general(cols, dy_rows, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
-    return acc + part, None
+    b, r = i // chunks, (i % chunks) * rows
+    window = lax.dynamic_slice(xp, (b, r, 0, 0), (1, rows + k - 1, w + k - 1, ci))[0]
+    cols = jnp.concatenate([window[a:a + rows, c:c + w, :] for a in range(k) for c in range(k)],
+                           axis=-1).reshape(rows * w, k * k * ci)                # (positions, k·k·I)
+    dy_rows = lax.dynamic_slice(dy_t, (b, 0, r, 0), (1, co, rows, w)).reshape(co, rows * w)
+    return acc + jnp.dot(dy_rows, cols, preferred_element_type=jnp.float32), None
 
-  acc, _ = lax.scan(step, jnp.zeros((k * k * ci, co), jnp.float32), jnp.arange(h // rows))
-  return acc.reshape(k, k, ci, co).astype(x.dtype)
+  acc, _ = lax.scan(step, jnp.zeros((co, k * k * ci), jnp.float32), jnp.arange(n * chunks))
+  return acc.reshape(co, k, k, ci).transpose(1, 2, 3, 0).astype(x.dtype)
 
 
 def _single_cpu_device() -> bool:
