@@ -34,6 +34,32 @@ PEAK_TFLOPS = {
     "H200": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
 }
 WHAT = ("train", "sample", "forward", "data")
+# Allocators a process may have preloaded in place of glibc's malloc, by the library's file name.
+ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
+
+
+def host_allocator(maps: str | None = None, environ=None) -> str | None:
+  """The malloc this process runs on: 'glibc', or a preloaded jemalloc/tcmalloc/mimalloc (with its
+  MALLOC_CONF / MIMALLOC_* settings); None where /proc/self/maps cannot be read (not Linux).
+
+  XLA's CPU runtime allocates each execution's temporaries afresh: with glibc those blocks are
+  mmap'ed and every page faults in again on every step; jemalloc with dirty pages kept
+  (MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1) reuses them. BENCHMARKS.md has the effect.
+  """
+  import os
+  environ = os.environ if environ is None else environ
+  if maps is None:
+    try:
+      with open("/proc/self/maps") as f:
+        maps = f.read()
+    except OSError:
+      return None
+  for name in ALLOCATORS:
+    if f"lib{name}" in maps:
+      prefix = "MALLOC_CONF" if name == "jemalloc" else name.upper() + "_"
+      settings = [f"{k}={v}" for k, v in sorted(environ.items()) if k.startswith(prefix)]
+      return " ".join([name] + settings)
+  return "glibc"
 
 
 def peak_tflops(device_kind: str, dtype: str) -> float | None:
@@ -114,6 +140,7 @@ class BenchResult:
   peak_memory_bytes: int | None
   sampling_steps: int | None = None
   sampler: str | None = None
+  host_allocator: str | None = None
 
 
 def _direct_convolutions(config):
@@ -153,6 +180,11 @@ def run(config_spec: str, what: str = "train", batch: int | None = None, iters: 
   n_params = unet.count_params(config.model)
   print(f"bench {what}: {config_spec} on {len(devices)} × {kind}, batch {bs}, {size}², "
         f"{config.model.dtype}, {n_params / 1e6:.2f}M params", file=log)
+  allocator = host_allocator()
+  if jax.default_backend() == "cpu" and allocator == "glibc" and what != "data":
+    print("bench: on glibc's malloc every step faults its temporaries in afresh; preloading jemalloc "
+          "(LD_PRELOAD=.../libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1) "
+          "is faster on CPU: BENCHMARKS.md", file=log)
 
   rng = np.random.default_rng(0)
   hr = jax.device_put(rng.uniform(-1, 1, (bs, size, size, 3)).astype(np.float32), train.batch_sharding(mesh))
@@ -210,7 +242,7 @@ def run(config_spec: str, what: str = "train", batch: int | None = None, iters: 
       step_s=med, step_s_min=min(times), step_s_max=max(times), iters=iters,
       examples_per_s=bs / med, flops_per_step=flops, tflops_per_s=achieved, mfu=mfu,
       peak_memory_bytes=_peak_memory(), sampling_steps=n_steps,
-      sampler=config.sampling.sampler if what == "sample" else None)
+      sampler=config.sampling.sampler if what == "sample" else None, host_allocator=allocator)
 
 
 def report(result: BenchResult, as_json: bool, out=sys.stdout) -> None:

@@ -9,7 +9,7 @@ from sr3_jax import bench
 
 FIELDS = {"what", "device_kind", "device_count", "params", "batch", "image_size", "compile_s", "step_s",
           "step_s_min", "step_s_max", "examples_per_s", "flops_per_step", "tflops_per_s", "mfu",
-          "peak_memory_bytes", "dtype"}
+          "peak_memory_bytes", "dtype", "host_allocator"}
 
 
 def test_bench_json_fields():
@@ -57,3 +57,14 @@ def test_flops_where_the_backend_cannot_analyse_a_lowering():
       return lowered.compiler_ir(dialect)
 
   assert bench._flops(lowered) == bench._flops(PluginLowered()) == 2 * 64 * 128 * 32
+
+
+def test_host_allocator_names_a_preloaded_malloc_and_its_settings():
+  jemalloc = "7f00-7f10 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n"
+  plain = "7f00-7f10 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+  env = {"MALLOC_CONF": "dirty_decay_ms:-1", "HOME": "/root", "MIMALLOC_PURGE_DELAY": "-1"}
+  assert bench.host_allocator(jemalloc, env) == "jemalloc MALLOC_CONF=dirty_decay_ms:-1"
+  assert bench.host_allocator(plain, env) == "glibc"
+  assert bench.host_allocator(plain.replace("libc.so.6", "libmimalloc.so.3"), env) == "mimalloc MIMALLOC_PURGE_DELAY=-1"
+  mine = bench.host_allocator(None)  # this process, read from /proc
+  assert mine is None or mine.split()[0] in {"glibc", *bench.ALLOCATORS}
