@@ -99,3 +99,20 @@ def test_unet_gradients_agree_between_conv_algorithms(field, values, rtol, atol)
     grads.append(jax.jit(jax.grad(loss))(params))
   for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+def test_chunk_shape_takes_rows_of_one_example_or_whole_maps_of_several():
+  assert conv.chunk_shape(4, 128, 128) == (1, 4)     # 4 rows × 128 = 512 positions
+  assert conv.chunk_shape(32, 16, 16) == (2, 16)     # two whole 16×16 maps
+  assert conv.chunk_shape(6, 4, 4) == (6, 4)         # the whole batch in one step
+  assert conv.chunk_shape(7, 8, 8) == (7, 8)         # 7 divides 7
+  assert conv.chunk_shape(9, 16, 16) == (1, 16)      # 2 does not divide 9
+
+
+def test_im2col_weight_grad_over_whole_maps_of_several_examples():
+  rng = np.random.default_rng(1)
+  x = rng.standard_normal((40, 4, 4, 3)).astype(np.float32)   # two steps of 20 whole 4×4 maps
+  dy = rng.standard_normal((40, 4, 4, 2)).astype(np.float32)
+  assert conv.chunk_shape(40, 4, 4) == (20, 4)
+  got = conv.im2col_weight_grad(jnp.asarray(x), jnp.asarray(dy), 3)
+  np.testing.assert_allclose(np.asarray(got), _weight_grad_numpy(x, dy, 3), rtol=1e-5, atol=1e-4)

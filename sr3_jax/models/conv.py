@@ -64,32 +64,45 @@ def rows_per_chunk(batch: int, height: int, width: int, positions: int = CHUNK_P
   return rows
 
 
+def chunk_shape(batch: int, height: int, width: int, positions: int = CHUNK_POSITIONS) -> tuple[int, int]:
+  """(examples, rows) per scan step: `rows` image rows (a divisor of `height`) of one example when a
+  map holds at least `positions` positions, else whole maps of as many examples (a divisor of
+  `batch`) as fit in `positions`."""
+  if height * width >= positions:
+    return 1, rows_per_chunk(1, height, width, positions)
+  examples = max(1, min(batch, positions // (height * width)))
+  while batch % examples:
+    examples -= 1
+  return examples, height
+
+
 def im2col_weight_grad(x: jax.Array, dy: jax.Array, kernel_size: int, rows: int | None = None) -> jax.Array:
   """∂L/∂w of a stride-1 'SAME' k×k convolution (x (N,H,W,I), dy (N,H,W,O)) → (k, k, I, O).
 
-  A scan over chunks of `rows` image rows of one example: each step gathers the chunk's
-  (positions, k·k·I) patch matrix and adds ∂L/∂y's chunk, channel-major (O, positions), times it.
-  Both operands of that matmul are in the row-major (M, K)·(K, N) form; contracting the patch
-  matrix over its leading axis instead ran at half the speed on the CPU.
+  A scan over chunks of ~`CHUNK_POSITIONS` positions (`chunk_shape`; `rows` forces chunks of that
+  many rows of one example): each step gathers the chunk's (positions, k·k·I) patch matrix and
+  adds ∂L/∂y's chunk, channel-major (O, positions), times it. Both operands of that matmul are in
+  the row-major (M, K)·(K, N) form; contracting the patch matrix over its leading axis instead ran
+  at half the speed on the CPU.
   """
   n, h, w, ci = x.shape
   co = dy.shape[-1]
   k = kernel_size
   lo = (k - 1) // 2
-  rows = rows or rows_per_chunk(1, h, w)
+  examples, rows = (1, rows) if rows else chunk_shape(n, h, w)
   chunks = h // rows
   xp = jnp.pad(x, ((0, 0), (lo, k - 1 - lo), (lo, k - 1 - lo), (0, 0)))
-  dy_t = dy.transpose(0, 3, 1, 2)                                              # (N, O, H, W)
+  dy_t = dy.transpose(3, 0, 1, 2)                                              # (O, N, H, W)
 
   def step(acc, i):
-    b, r = i // chunks, (i % chunks) * rows
-    window = lax.dynamic_slice(xp, (b, r, 0, 0), (1, rows + k - 1, w + k - 1, ci))[0]
-    cols = jnp.concatenate([window[a:a + rows, c:c + w, :] for a in range(k) for c in range(k)],
-                           axis=-1).reshape(rows * w, k * k * ci)                # (positions, k·k·I)
-    dy_rows = lax.dynamic_slice(dy_t, (b, 0, r, 0), (1, co, rows, w)).reshape(co, rows * w)
+    b, r = (i // chunks) * examples, (i % chunks) * rows
+    window = lax.dynamic_slice(xp, (b, r, 0, 0), (examples, rows + k - 1, w + k - 1, ci))
+    cols = jnp.concatenate([window[:, a:a + rows, c:c + w, :] for a in range(k) for c in range(k)],
+                           axis=-1).reshape(-1, k * k * ci)                    # (positions, k·k·I)
+    dy_rows = lax.dynamic_slice(dy_t, (0, b, r, 0), (co, examples, rows, w)).reshape(co, -1)
     return acc + jnp.dot(dy_rows, cols, preferred_element_type=jnp.float32), None
 
-  acc, _ = lax.scan(step, jnp.zeros((co, k * k * ci), jnp.float32), jnp.arange(n * chunks))
+  acc, _ = lax.scan(step, jnp.zeros((co, k * k * ci), jnp.float32), jnp.arange(n // examples * chunks))
   return acc.reshape(co, k, k, ci).transpose(1, 2, 3, 0).astype(x.dtype)
 
 
