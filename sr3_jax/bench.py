@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import statistics
 import sys
 import time
@@ -46,7 +47,6 @@ def host_allocator(maps: str | None = None, environ=None) -> str | None:
   mmap'ed and every page faults in again on every step; jemalloc with dirty pages kept
   (MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1) reuses them. BENCHMARKS.md has the effect.
   """
-  import os
   environ = os.environ if environ is None else environ
   if maps is None:
     try:
