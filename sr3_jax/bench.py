@@ -212,9 +212,11 @@ def run(config_spec: str, what: str = "train", batch: int | None = None, iters: 
       gammas = inference.inference_gammas(config, n_steps)
       fn = inference.make_super_resolve(config, model)
       args = (params, lr, gammas, jax.random.key(0))
-    else:
-      fn = jax.jit(lambda p, z, g, c: model.apply({"params": p}, z, g, c))
-      args = (params, hr, jnp.full((bs,), 0.5), hr)
+    else:  # one sampling step's network call: Winograd kernels transformed beforehand, as samplers do
+      gamma = jnp.full((bs,), 0.5)
+      variables = jax.jit(lambda p: unet.prepare_inference(model, p, hr, gamma, hr))(params)
+      fn = jax.jit(lambda v, z, g, c: model.apply(v, z, g, c))
+      args = (variables, hr, gamma, hr)
     lowered = fn.lower(*args)
     t = time.perf_counter()
     compiled = lowered.compile()

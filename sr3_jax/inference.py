@@ -74,7 +74,8 @@ def make_super_resolve(config, model: unet.UNet, sampler: samplers.SamplerConfig
     lr = lr.astype(jnp.float32)
     lr_up = degrade.upsample(lr, factor, value_range=(-1.0, 1.0))
     extra = {"aug_level": jnp.full((lr.shape[0],), aug_level, jnp.float32)} if aug else {}
-    denoise = lambda z, g: model.apply({"params": params}, z, g, lr_up, train=False, **extra)
+    variables = unet.prepare_inference(model, params, lr_up, jnp.zeros(lr.shape[:1]), lr_up, **extra)
+    denoise = lambda z, g: model.apply(variables, z, g, lr_up, train=False, **extra)
     if process != "gaussian":  # the DCT-diagonal process walks t = 1 → 0 in len(gammas) − 1 steps
       x0_fn = (lambda y: consistency.project_target(y, lr, lr_up, factor, config.diffusion, project, clip)
                ) if (project or clip is not None) else None
@@ -102,10 +103,14 @@ def make_generate(config, model: unet.UNet, sampler: samplers.SamplerConfig | No
   num_classes = model.config.num_classes
 
   def run(params: Any, labels: Array, gammas: Array, rng: Array, guidance: float = 1.0):
-    apply = lambda z, g, y: model.apply({"params": params}, z, g, None, train=False,
-                                        **({"label": y} if num_classes else {}))
-    denoise = guided(apply, labels, num_classes, guidance) if num_classes else (lambda z, g: apply(z, g, None))
     shape = (labels.shape[0], size, size, channels)
+    # The shapes the denoiser is called with: guidance batches the conditional and null passes.
+    calls = labels.shape[0] * (2 if num_classes and guidance != 1.0 else 1)
+    label_kw = lambda y: {"label": y} if num_classes else {}
+    variables = unet.prepare_inference(model, params, jnp.zeros((calls, *shape[1:])), jnp.zeros((calls,)), None,
+                                       **label_kw(jnp.zeros((calls,), jnp.int32)))
+    apply = lambda z, g, y: model.apply(variables, z, g, None, train=False, **label_kw(y))
+    denoise = guided(apply, labels, num_classes, guidance) if num_classes else (lambda z, g: apply(z, g, None))
     y, x0, _ = samplers.sample_with_x0(denoise, shape, gammas, rng, sampler)
     if sampler.final == "z":
       return y, jnp.clip(x0, -1.0, 1.0)

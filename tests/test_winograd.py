@@ -115,3 +115,88 @@ def test_policy():
     unet.UNetConfig(winograd="fast").validate()
   with pytest.raises(ValueError, match="divisible by 4"):
     winograd.winograd_conv(jnp.zeros((1, 6, 8, 2)), jnp.zeros((3, 3, 2, 2)))
+
+
+def test_forward_from_a_transformed_kernel_matches_float64_sum():
+  rng = np.random.default_rng(4)
+  x = rng.standard_normal((2, 8, 12, 5)).astype(np.float32)
+  w = (rng.standard_normal((3, 3, 5, 7)) / np.sqrt(45)).astype(np.float32)
+  u = np.kron(winograd.G, winograd.G) @ np.float64(w).reshape(9, -1)   # G g Gᵀ for every channel pair
+  np.testing.assert_allclose(np.asarray(winograd.kernel_transform(jnp.asarray(w))).reshape(36, -1), u,
+                             rtol=1e-5, atol=1e-7)
+  y = _conv_numpy(x, w)
+  got = winograd.conv_transformed(jnp.asarray(x), jnp.asarray(u.reshape(36, 5, 7), np.float32))
+  np.testing.assert_allclose(np.asarray(got), y, rtol=1e-4, atol=2e-5 * np.abs(y).max())
+  with pytest.raises(ValueError, match="needs u"):
+    winograd.conv_transformed(jnp.asarray(x), jnp.zeros((36, 4, 7)))
+
+
+def test_conv_module_stores_its_transformed_kernel_and_uses_the_stored_one():
+  x = jax.random.normal(jax.random.key(0), (2, 12, 8, 5))
+  ours = conv.Conv(7, 3, winograd="on")
+  params = nn.Conv(7, (3, 3), padding="SAME").init(jax.random.key(1), x)
+  y = ours.apply(params, x)
+  y_fill, prepared = ours.apply(params, x, mutable=[conv.PREPARED])
+  u = prepared[conv.PREPARED]["kernel"]
+  w = np.float64(params["params"]["kernel"])
+  np.testing.assert_allclose(np.asarray(u).reshape(36, -1), np.kron(winograd.G, winograd.G) @ w.reshape(9, -1),
+                             rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(y_fill, y, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(ours.apply({**params, **prepared}, x), y, rtol=1e-6, atol=1e-6)
+  # The stored transform is what runs: twice it doubles the output (the bias is zero).
+  doubled = {**params, conv.PREPARED: {"kernel": 2 * u}}
+  np.testing.assert_allclose(ours.apply(doubled, x), 2 * y, rtol=1e-5, atol=1e-5)
+  # A convolution that does not run as Winograd stores nothing.
+  _, none = conv.Conv(7, 3, winograd="off").apply(params, x, mutable=[conv.PREPARED])
+  assert not none
+
+
+def test_prepared_unet_matches_xla_convolutions_and_prepares_only_kernel_transforms():
+  cfg = dict(image_size=16, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
+             num_groups=4, head_dim=8)
+  fast, ref = (unet.UNet(unet.UNetConfig(winograd=m, **cfg)) for m in ("on", "off"))
+  params = unet.init_params(ref, jax.random.key(0))
+  leaves, tree = jax.tree.flatten(params)   # a zero-initialised output layer would hide everything
+  keys = jax.random.split(jax.random.key(2), len(leaves))
+  params = tree.unflatten([p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+  z = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+  g = jnp.full((2,), 0.3)
+  prepare = jax.jit(lambda p: unet.prepare_inference(fast, p, z, g, z))
+  variables = prepare(params)
+  kernels = jax.tree.leaves(variables[conv.PREPARED])
+  n_3x3 = sum(1 for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+              if leaf.ndim == 4 and leaf.shape[:2] == (3, 3))
+  assert len(kernels) == n_3x3 and all(k.shape[0] == 36 for k in kernels)
+  np.testing.assert_allclose(jax.jit(fast.apply)(variables, z, g, z), ref.apply({"params": params}, z, g, z),
+                             rtol=2e-4, atol=2e-5)
+  # Under jit the traced forward pass has no used output: the compiled program is the kernel
+  # transforms alone, a (36 × 9)·(9 × C_in·C_out) matmul each, 2·9 flops per transformed entry.
+  flops = prepare.lower(params).compile().cost_analysis()
+  flops = (flops[0] if isinstance(flops, (list, tuple)) else flops)["flops"]
+  assert flops <= 1.05 * 18 * sum(k.size for k in kernels)
+
+
+@pytest.mark.parametrize("base", [False, True])
+def test_samplers_with_prepared_kernels_match_xla_convolutions(base):
+  """make_super_resolve, and make_generate with guidance (which doubles the batch), transform the
+  Winograd kernels once per call; their samples equal those of XLA's convolutions."""
+  from sr3_jax import configs, inference
+  c = configs.load("experiments/configs/demo.py:runlocal")
+  c.data.image_size = c.model.image_size = 16
+  c.model.update(dict(channels=8, channel_mult=(1, 2), num_groups=4))
+  if base:
+    c.model.update(dict(conditioning="none", num_classes=3))
+  outs = []
+  for mode in ("on", "off"):
+    c.model.winograd = mode
+    model = unet.build(c.model)
+    params = unet.init_params(model, jax.random.key(0))
+    params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), params)
+    gammas = inference.inference_gammas(c, 3)
+    if base:
+      outs.append(inference.make_generate(c, model)(params, jnp.array([0, 2]), gammas, jax.random.key(3), 2.0))
+    else:
+      lr = jax.random.uniform(jax.random.key(2), (2, 4, 4, 3), minval=-1, maxval=1)
+      outs.append(inference.make_super_resolve(c, model)(params, lr, gammas, jax.random.key(3)))
+  assert outs[0].shape == (2, 16, 16, 3)
+  np.testing.assert_allclose(outs[0], outs[1], rtol=1e-3, atol=1e-3)

@@ -45,6 +45,8 @@ WINOGRAD_MIN_CHANNELS = 256
 WINOGRAD_MIN_POSITIONS = 256
 WINOGRAD_MAX_KERNEL = 1536 * 512  # C_in·C_out
 DIMS = ("NHWC", "HWIO", "NHWC")
+# The variable collection of Winograd kernels transformed ahead of inference (`Conv`; unet.prepare_inference).
+PREPARED = "winograd_kernels"
 # Positions per scan step: the (positions, k·k·C_in) patch matrix of a 64-channel layer is then
 # about 1 MB, inside a core's L2 cache. Measured best of 512/1024/2048 on the 2-core dev CPU.
 CHUNK_POSITIONS = 512
@@ -157,7 +159,13 @@ def custom_convs_active(weight_grad: str, winograd_mode: str) -> bool:
 
 
 class Conv(nn.Module):
-  """nn.Conv(features, (k, k), padding='SAME') with a choice of algorithms (module docstring)."""
+  """nn.Conv(features, (k, k), padding='SAME') with a choice of algorithms (module docstring).
+
+  A Winograd convolution applied with the `PREPARED` collection mutable stores its transformed
+  kernel there ("kernel", (36, C_in, C_out)); applied with that collection given, it uses the
+  stored transform instead of making it again. That is for inference, where one kernel serves every
+  sampling step; gradients do not reach params through a stored transform.
+  """
   features: int
   kernel_size: int = 3
   dtype: Any = None
@@ -175,7 +183,14 @@ class Conv(nn.Module):
     bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     if use_winograd(self.winograd, x.shape, kernel.shape, x.dtype):
-      y = winograd.conv(x, kernel)
+      if self.has_variable(PREPARED, "kernel"):
+        y = winograd.conv_transformed(x, self.get_variable(PREPARED, "kernel"))
+      elif self.is_mutable_collection(PREPARED):
+        u = winograd.kernel_transform(kernel)
+        self.put_variable(PREPARED, "kernel", u)
+        y = winograd.conv_transformed(x, u)
+      else:
+        y = winograd.conv(x, kernel)
     elif use_im2col(self.weight_grad):
       y = conv_im2col_grad(x, kernel)
     else:

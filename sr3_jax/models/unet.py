@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sr3_jax.models.conv import WEIGHT_GRADS, WINOGRADS, Conv
+from sr3_jax.models.conv import PREPARED, WEIGHT_GRADS, WINOGRADS, Conv
 
 Array = jax.Array
 INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -418,6 +418,18 @@ def init_params(model: UNet, rng: Array, batch: int = 1) -> Any:
     return model.init({"params": rng}, z, jnp.full((batch,), 0.5), cond, train=False, **extra)["params"]
   # One compiled call instead of hundreds of eager ops; under an outer jit this simply inlines.
   return jax.jit(init)(rng)
+
+
+def prepare_inference(model: UNet, params: Any, z: Array, gamma: Array, cond: Array | None = None,
+                      **extra) -> dict:
+  """The variables for `model.apply` at inference: {"params": params} plus, where a convolution runs
+  as Winograd on inputs of these shapes, its transformed kernel (conv.PREPARED), made once here
+  instead of at every sampling step. Call it under the same jit as the sampler: only the kernel
+  transforms are then computed; the forward pass it traces has no used output and is removed.
+  `z`, `cond` and `extra` need only the shapes the sampler's calls will have.
+  """
+  _, prepared = model.apply({"params": params}, z, gamma, cond, train=False, mutable=[PREPARED], **extra)
+  return {"params": params, **prepared}
 
 
 def count_params(model_cfg) -> int:

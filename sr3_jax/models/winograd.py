@@ -108,15 +108,28 @@ def _check(x_shape, w_shape):
                      f"got input {x_shape}, kernel {w_shape}")
 
 
-def _forward(v, w, x_shape):
+def _forward(v, u, x_shape):
   n, h, wd, _ = x_shape
-  return output_transform(_tiles_matmul(v, kernel_transform(w), contract_out=False), n, h // TILE, wd // TILE)
+  return output_transform(_tiles_matmul(v, u, contract_out=False), n, h // TILE, wd // TILE)
 
 
 def winograd_conv(x: jax.Array, w: jax.Array) -> jax.Array:
   """y[n,h,w,o] = Σ_{a,b,i} x_pad[n, h+a, w+b, i] · w[a, b, i, o] (stride 1, 'SAME'), via F(4×4, 3×3)."""
   _check(x.shape, w.shape)
-  return _forward(input_transform(x), w, x.shape)
+  return _forward(input_transform(x), kernel_transform(w), x.shape)
+
+
+def conv_transformed(x: jax.Array, u: jax.Array) -> jax.Array:
+  """`winograd_conv` with the kernel given already transformed, u = kernel_transform(w) (36, I, O).
+
+  For inference, where the same kernel serves every sampling step: its transform (4× the kernel's
+  size, a memory-bound pass over it) is then made once per sampler call instead of once per step.
+  No gradient is defined with respect to u.
+  """
+  if u.shape[0] != 36 or u.shape[1] != x.shape[-1] or x.shape[1] % TILE or x.shape[2] % TILE:
+    raise ValueError(f"winograd.conv_transformed: needs u (36, {x.shape[-1]}, O) and H, W divisible by "
+                     f"{TILE}; got input {x.shape}, u {u.shape}")
+  return _forward(input_transform(x), u, x.shape)
 
 
 def input_grad(dy: jax.Array, w: jax.Array) -> jax.Array:
@@ -149,7 +162,7 @@ def conv(x: jax.Array, w: jax.Array) -> jax.Array:
 def _conv_fwd(x, w):
   _check(x.shape, w.shape)
   v = input_transform(x)
-  return _forward(v, w, x.shape), (v, w)
+  return _forward(v, kernel_transform(w), x.shape), (v, w)
 
 
 def _conv_bwd(res, dy):
