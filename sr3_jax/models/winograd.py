@@ -124,7 +124,7 @@ def conv_transformed(x: jax.Array, u: jax.Array) -> jax.Array:
 
   For inference, where the same kernel serves every sampling step: its transform (4× the kernel's
   size, a memory-bound pass over it) is then made once per sampler call instead of once per step.
-  No gradient is defined with respect to u.
+  Training keeps `conv`, whose custom gradients reuse the input's transform.
   """
   if u.shape[0] != 36 or u.shape[1] != x.shape[-1] or x.shape[1] % TILE or x.shape[2] % TILE:
     raise ValueError(f"winograd.conv_transformed: needs u (36, {x.shape[-1]}, O) and H, W divisible by "
