@@ -4,8 +4,9 @@ Lavin & Gray's minimal filtering: each 6×6 input tile d and 3×3 kernel g give 
     Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A,
 so a tile costs 36 multiplies per (C_in, C_out) pair where the direct sum costs 144. Over channels
 the elementwise product becomes, for each of the 36 tile positions, a matmul
-(tiles, C_in) × (C_in, C_out). The transforms are sums of shifted slices with small integer or
-rational coefficients that XLA fuses into loops; their cost is memory traffic, so the scheme pays
+(tiles, C_in) × (C_in, C_out). The input transform is sums of shifted slices with small integer
+coefficients that XLA fuses into loops; the output-side ones are one small (16 × 36) or (36 × 16)
+matmul over each tile's entries. Their cost is memory traffic, so the scheme pays
 on small feature maps with many channels (the 32×32 and 16×16 levels of an SR3 U-Net), where the
 matmuls dominate. Float32 error grows to ~2e-5 relative (the direct convolution: ~1e-6).
 
@@ -59,13 +60,17 @@ def _combine(matrix: np.ndarray, parts: list) -> list:
   return out
 
 
+def _leading_matmul(matrix: np.ndarray, t: jax.Array) -> jax.Array:
+  """matrix (R, K) applied over the leading axis of t (K, ...): one (R, K)·(K, rest) matmul."""
+  y = lax.dot_general(jnp.asarray(matrix.astype(t.dtype)), t.reshape(t.shape[0], -1), (((1,), (0,)), ((), ())),
+                      precision=lax.Precision.HIGHEST)
+  return y.reshape(matrix.shape[0], *t.shape[1:])
+
+
 def kernel_transform(w: jax.Array, flip: bool = False) -> jax.Array:
   """(3, 3, I, O) → (36, I, O): U[(k,l)] = Σ_{a,b} G[k,a] G[l,b] w[a,b] (`flip`: w[2-a, 2-b])."""
   g = G[:, ::-1] if flip else G
-  gg = np.kron(g, g).astype(w.dtype)   # (36, 9): row (k, l), column (a, b)
-  i, o = w.shape[2:]
-  return lax.dot_general(jnp.asarray(gg), w.reshape(9, i * o), (((1,), (0,)), ((), ())),
-                         precision=lax.Precision.HIGHEST).reshape(36, i, o)
+  return _leading_matmul(np.kron(g, g), w.reshape(9, *w.shape[2:]))   # (36, 9): row (k, l), column (a, b)
 
 
 def input_transform(x: jax.Array) -> jax.Array:
@@ -78,12 +83,18 @@ def input_transform(x: jax.Array) -> jax.Array:
   return jnp.stack(tiles).reshape(36, n * th * tw, c)
 
 
+# Both output-side transforms act on a tile's 36 (or 16) entries at once through the Kronecker
+# product of the 1-D matrix with itself: one small matmul per layer. Written as sums of shifted
+# slices instead, XLA's CPU backend made each slice its own copy (6–36 per layer), and the train
+# step ran ~6% slower (BENCHMARKS.md).
+A_T_2D = np.kron(A_T, A_T)        # (16, 36): row (p, q), column (k, l)
+A_2D = np.kron(A_T.T, A_T.T)      # (36, 16): row (k, l), column (p, q)
+
+
 def output_transform(m: jax.Array, n: int, th: int, tw: int) -> jax.Array:
   """(36, N·th·tw, O) → (N, 4·th, 4·tw, O): Aᵀ M A for every tile, tiles put back in place."""
   o = m.shape[-1]
-  m = m.reshape(6, 6, n, th, tw, o)
-  rows = _combine(A_T, [m[k] for k in range(6)])                                # 4 × (6, n, th, tw, O)
-  y = jnp.stack([jnp.stack(_combine(A_T, [r[l] for l in range(6)])) for r in rows])  # (4, 4, n, th, tw, O)
+  y = _leading_matmul(A_T_2D, m).reshape(TILE, TILE, n, th, tw, o)
   return y.transpose(2, 3, 0, 4, 1, 5).reshape(n, TILE * th, TILE * tw, o)
 
 
@@ -91,10 +102,8 @@ def output_gradient_transform(dy: jax.Array) -> jax.Array:
   """(N, H, W, O) → (36, N·H/4·W/4, O): A dY Aᵀ for every 4×4 tile of an output gradient."""
   n, h, w, o = dy.shape
   th, tw = h // TILE, w // TILE
-  t = dy.reshape(n, th, TILE, tw, TILE, o)
-  rows = _combine(A_T.T, [t[:, :, p] for p in range(TILE)])                     # 6 × (N, th, tw, 4, O)
-  tiles = [z for r in rows for z in _combine(A_T.T, [r[:, :, :, q] for q in range(TILE)])]
-  return jnp.stack(tiles).reshape(36, n * th * tw, o)
+  t = dy.reshape(n, th, TILE, tw, TILE, o).transpose(2, 4, 0, 1, 3, 5).reshape(TILE * TILE, n * th * tw, o)
+  return _leading_matmul(A_2D, t)
 
 
 def _tiles_matmul(v, u, contract_out: bool):
@@ -146,10 +155,7 @@ def weight_grad(v: jax.Array, dy: jax.Array) -> jax.Array:
   matmul over tiles (36, P, I)ᵀ · (36, P, O), then the (9 × 36) map Gᵀ · G back to the 3×3 taps.
   """
   m = lax.dot_general(v, output_gradient_transform(dy), (((1,), (1,)), ((0,), (0,))))   # (36, I, O)
-  i, o = m.shape[1:]
-  gg = np.kron(G, G).T.astype(m.dtype)   # (9, 36)
-  return lax.dot_general(jnp.asarray(gg), m.reshape(36, i * o), (((1,), (0,)), ((), ())),
-                         precision=lax.Precision.HIGHEST).reshape(3, 3, i, o)
+  return _leading_matmul(np.kron(G, G).T, m).reshape(3, 3, *m.shape[1:])                    # (9, 36) map
 
 
 @jax.custom_vjp
