@@ -306,6 +306,20 @@ def _sample_grid(config, model, mesh, params, hr: np.ndarray, sampler_fn, gammas
   return np.concatenate(rows, axis=0), scores
 
 
+def wait_for_all_processes(name: str, timeout_s: int = 600) -> None:
+  """Returns once every process has called it with `name`: a barrier of the coordination service.
+
+  A process's first collective on the CPU (Gloo) gives up after 30 s if a peer has not reached it
+  yet. Processes start seconds apart (imports, restoring a workdir), and Orbax's first sync is
+  such a collective, so they line up here first. `name` must not repeat within a run.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed
+  if distributed.global_state.client is not None:
+    distributed.global_state.client.wait_at_barrier(name, timeout_s * 1000)
+
+
 def train_and_evaluate(config, workdir, log=None) -> TrainState:
   """Trains config.train.num_steps steps in `workdir`, resuming from its latest checkpoint.
 
@@ -331,6 +345,7 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
   check_workdir_config(config, workdir)
   model = unet.build(config.model)
   abstract, _ = abstract_train_state(config, model, mesh)
+  wait_for_all_processes("sr3_train_start")
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint)
   local_bs = config.train.batch_size // jax.process_count()
   data_iter = iter(loader.make_dataset(config.data, config.data.train_split, local_bs, seed=config.seed))
