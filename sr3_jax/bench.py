@@ -144,15 +144,18 @@ class BenchResult:
 
 
 def _direct_convolutions(config):
-  """`config` with XLA's own convolutions, when it uses the CPU's im2col or Winograd ones.
+  """`config` with XLA's own convolutions, when it uses the CPU's im2col, Winograd or subpixel ones.
 
   FLOP counts (and MFU) refer to the direct convolution's arithmetic: XLA's cost analysis counts
-  the im2col weight gradient's loop body once, and Winograd does fewer multiplies by design.
+  the im2col weight gradient's loop body once, and Winograd and the subpixel upsampling
+  convolution do fewer multiplies by design.
   """
-  if not conv.custom_convs_active(config.model.weight_grad, config.model.winograd):
+  model = config.model
+  if not conv.custom_convs_active(model.weight_grad, model.winograd, model.upsample_conv):
     return config
   direct = config.copy_and_resolve_references()
   direct.model.weight_grad, direct.model.winograd = "xla", "off"
+  direct.model.upsample_conv = "direct"
   return direct
 
 

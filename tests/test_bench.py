@@ -34,10 +34,12 @@ def test_peak_table(kind, dtype, peak):
 
 
 def test_train_flops_count_the_direct_convolutions():
-  """im2col loops over row chunks and Winograd multiplies less: both report the direct count."""
+  """im2col loops over row chunks, Winograd and the subpixel upsampling convolution multiply less:
+  all report the direct count."""
   spec = "experiments/configs/bench_reference_16_128.py:runlocal"
-  runs = [bench.run(spec, "train", batch=2, iters=1, overrides={"model.weight_grad": wg, "model.winograd": wi})
-          for wg, wi in (("xla", "off"), ("im2col", "off"), ("im2col", "on"))]
+  runs = [bench.run(spec, "train", batch=2, iters=1,
+                    overrides={"model.weight_grad": wg, "model.winograd": wi, "model.upsample_conv": up})
+          for wg, wi, up in (("xla", "off", "direct"), ("im2col", "off", "direct"), ("im2col", "on", "subpixel"))]
   assert runs[0].flops_per_step > 0
   assert runs[1].flops_per_step == runs[0].flops_per_step
   assert runs[2].flops_per_step == runs[0].flops_per_step

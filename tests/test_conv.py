@@ -8,12 +8,12 @@ import pytest
 from sr3_jax.models import conv, unet
 
 
-def _weight_grad_numpy(x, dy, k):
+def _weight_grad_numpy(x, dy, k, padding=None):
   """∂L/∂w[a, b, i, o] = Σ_{n,h,w} x_pad[n, h+a, w+b, i] · dy[n, h, w, o], summed in float64."""
   x, dy = np.float64(x), np.float64(dy)
-  _, h, w, _ = x.shape
-  lo = (k - 1) // 2
-  xp = np.pad(x, ((0, 0), (lo, k - 1 - lo), (lo, k - 1 - lo), (0, 0)))
+  _, h, w, _ = dy.shape
+  lo, hi = ((k - 1) // 2, k - 1 - (k - 1) // 2) if padding is None else padding
+  xp = np.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
   out = np.zeros((k, k, x.shape[-1], dy.shape[-1]))
   for a in range(k):
     for b in range(k):
@@ -34,6 +34,22 @@ def test_im2col_weight_grad_matches_float64_sum(shape, k, rows):
   dy = rng.standard_normal((n, h, w, co)).astype(np.float32)
   got = conv.im2col_weight_grad(jnp.asarray(x), jnp.asarray(dy), k, rows)
   np.testing.assert_allclose(np.asarray(got), _weight_grad_numpy(x, dy, k), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,k,padding", [
+    ((2, 6, 5, 3, 8), 2, (1, 1)),   # the subpixel upsampling convolution's 2×2 kernel: dy is (H+1, W+1)
+    ((1, 7, 9, 2, 3), 3, (0, 0)),   # 'VALID': dy is (H-2, W-2)
+])
+def test_im2col_weight_grad_with_explicit_padding(shape, k, padding):
+  n, h, w, ci, co = shape
+  ho, wo = h + sum(padding) - k + 1, w + sum(padding) - k + 1
+  rng = np.random.default_rng(1)
+  x = rng.standard_normal((n, h, w, ci)).astype(np.float32)
+  dy = rng.standard_normal((n, ho, wo, co)).astype(np.float32)
+  got = conv.im2col_weight_grad(jnp.asarray(x), jnp.asarray(dy), k, padding=padding)
+  np.testing.assert_allclose(np.asarray(got), _weight_grad_numpy(x, dy, k, padding), rtol=1e-5, atol=1e-4)
+  with pytest.raises(ValueError, match="im2col_weight_grad"):
+    conv.im2col_weight_grad(jnp.asarray(x), jnp.asarray(dy), k + 2, padding=padding)
 
 
 def test_rows_per_chunk_divides_the_height():

@@ -17,6 +17,11 @@ float32 maps of at most 32×32 with at least 256 channels in and out, 256 positi
 and a transformed kernel of at most 113 MB, where XLA's CPU convolution leaves the most matmul
 speed unused; elsewhere XLA's stays.
 
+`Conv(upsample=True)` is the 3×3 convolution after a 2× nearest upsampling. `upsample_conv="auto"`
+runs it, on a single CPU device, at the low resolution as one 2×2 convolution of the four output
+phases (sr3_jax/models/subpixel.py: 16 multiplies per pixel pair where the direct form has 36),
+unless the upsampled map's convolution is Winograd's.
+
 `Conv` has nn.Conv's parameters (`kernel` (k, k, C_in, C_out) and `bias`, float32, the same
 initialisers), so params and checkpoints do not depend on which weight gradient is used.
 """
@@ -29,10 +34,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from sr3_jax.models import winograd
+from sr3_jax.models import subpixel, winograd
 
 WEIGHT_GRADS = ("auto", "xla", "im2col")
 WINOGRADS = ("auto", "off", "on")
+UPSAMPLE_CONVS = ("auto", "direct", "subpixel")
 # Where `winograd="auto"` uses F(4×4, 3×3) on a single CPU device: float32 maps of at most 32×32
 # (on larger ones its memory-bound transforms dominate) with at least 256 channels in and out (with
 # fewer there is too little matmul work to save), at least 256 positions in the batch (with fewer
@@ -78,8 +84,12 @@ def chunk_shape(batch: int, height: int, width: int, positions: int = CHUNK_POSI
   return examples, height
 
 
-def im2col_weight_grad(x: jax.Array, dy: jax.Array, kernel_size: int, rows: int | None = None) -> jax.Array:
-  """∂L/∂w of a stride-1 'SAME' k×k convolution (x (N,H,W,I), dy (N,H,W,O)) → (k, k, I, O).
+def im2col_weight_grad(x: jax.Array, dy: jax.Array, kernel_size: int, rows: int | None = None,
+                       padding: tuple[int, int] | None = None) -> jax.Array:
+  """∂L/∂w of a stride-1 k×k convolution (x (N,H,W,I), dy (N,H',W',O)) → (k, k, I, O).
+
+  `padding` (before, after), on both spatial axes, is 'SAME''s when None (then H' = H); the output
+  is whatever size dy has, H' = H + before + after - k + 1.
 
   A scan over chunks of ~`CHUNK_POSITIONS` positions (`chunk_shape`; `rows` forces chunks of that
   many rows of one example): each step gathers the chunk's (positions, k·k·I) patch matrix and
@@ -87,13 +97,16 @@ def im2col_weight_grad(x: jax.Array, dy: jax.Array, kernel_size: int, rows: int 
   the row-major (M, K)·(K, N) form; contracting the patch matrix over its leading axis instead ran
   at half the speed on the CPU.
   """
-  n, h, w, ci = x.shape
-  co = dy.shape[-1]
+  n, _, _, ci = x.shape
+  _, h, w, co = dy.shape
   k = kernel_size
-  lo = (k - 1) // 2
+  lo, hi = ((k - 1) // 2, k - 1 - (k - 1) // 2) if padding is None else padding
+  if x.shape[1] + lo + hi - k + 1 != h or x.shape[2] + lo + hi - k + 1 != w:
+    raise ValueError(f"im2col_weight_grad: a {k}×{k} kernel with padding {(lo, hi)} maps {x.shape} "
+                     f"to another size than dy {dy.shape}")
   examples, rows = (1, rows) if rows else chunk_shape(n, h, w)
   chunks = h // rows
-  xp = jnp.pad(x, ((0, 0), (lo, k - 1 - lo), (lo, k - 1 - lo), (0, 0)))
+  xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
   dy_t = dy.transpose(3, 0, 1, 2)                                              # (O, N, H, W)
 
   def step(acc, i):
@@ -153,9 +166,25 @@ def _bwd(res, dy):
 conv_im2col_grad.defvjp(_fwd, _bwd)
 
 
-def custom_convs_active(weight_grad: str, winograd_mode: str) -> bool:
-  """Whether some convolution of a model with these settings may leave XLA's own (im2col, Winograd)."""
-  return use_im2col(weight_grad) or winograd_mode == "on" or (winograd_mode == "auto" and _single_cpu_device())
+def use_subpixel(mode: str, winograd_mode: str, x_shape, kernel_shape, dtype=jnp.float32) -> bool:
+  """Whether `Conv(upsample=True)` runs `subpixel.upsample_conv` on x rather than convolving the
+  upsampled map. `auto`: on a single CPU device (where it was measured), for 3×3 kernels, unless the
+  upsampled map's convolution would be Winograd (fewer multiplies still)."""
+  if mode not in UPSAMPLE_CONVS:
+    raise ValueError(f"model.upsample_conv={mode!r}; choose one of {UPSAMPLE_CONVS}")
+  if mode == "direct" or tuple(kernel_shape[:2]) != (3, 3):
+    return False
+  if mode == "auto":
+    up_shape = (x_shape[0], 2 * x_shape[1], 2 * x_shape[2], x_shape[3])
+    return _single_cpu_device() and not use_winograd(winograd_mode, up_shape, kernel_shape, dtype)
+  return True
+
+
+def custom_convs_active(weight_grad: str, winograd_mode: str, upsample_conv: str = "direct") -> bool:
+  """Whether some convolution of a model with these settings may leave XLA's own (im2col, Winograd,
+  subpixel upsampling)."""
+  return (use_im2col(weight_grad) or winograd_mode == "on" or upsample_conv == "subpixel"
+          or ((winograd_mode == "auto" or upsample_conv == "auto") and _single_cpu_device()))
 
 
 class Conv(nn.Module):
@@ -165,6 +194,9 @@ class Conv(nn.Module):
   kernel there ("kernel", (36, C_in, C_out)); applied with that collection given, it uses the
   stored transform instead of making it again. That is for inference, where one kernel serves every
   sampling step; gradients do not reach params through a stored transform.
+
+  With `upsample=True` the layer is this convolution of `subpixel.upsample_nearest(x)`; where
+  `use_subpixel` says so it runs at x's resolution instead (`subpixel.upsample_conv`, same kernel).
   """
   features: int
   kernel_size: int = 3
@@ -173,6 +205,8 @@ class Conv(nn.Module):
   bias_init: Any = nn.initializers.zeros
   weight_grad: str = "auto"
   winograd: str = "auto"
+  upsample: bool = False
+  upsample_conv: str = "auto"
 
   @nn.compact
   def __call__(self, x):
@@ -182,6 +216,11 @@ class Conv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32)
     bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    if self.upsample:
+      if use_subpixel(self.upsample_conv, self.winograd, x.shape, kernel.shape, x.dtype):
+        grad = im2col_weight_grad if use_im2col(self.weight_grad) else None
+        return subpixel.upsample_conv(x, kernel, grad) + bias
+      x = subpixel.upsample_nearest(x)
     if use_winograd(self.winograd, x.shape, kernel.shape, x.dtype):
       if self.has_variable(PREPARED, "kernel"):
         y = winograd.conv_transformed(x, self.get_variable(PREPARED, "kernel"))

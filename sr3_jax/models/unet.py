@@ -20,7 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sr3_jax.models.conv import PREPARED, WEIGHT_GRADS, WINOGRADS, Conv
+from sr3_jax.models.conv import PREPARED, UPSAMPLE_CONVS, WEIGHT_GRADS, WINOGRADS, Conv
+from sr3_jax.models.subpixel import upsample_nearest
 
 Array = jax.Array
 INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -51,6 +52,11 @@ class UNetConfig:
   # maps of ≤ 32×32, ≥ 256 channels, ≥ 256 positions, C_in·C_out ≤ 1536·512, on a single CPU
   # device; XLA's elsewhere) | off | on.
   winograd: str = "auto"
+  # The 3×3 convolution after each 2× nearest upsampling: auto (at the low resolution as one 2×2
+  # convolution of the four output phases, 16 multiplies per pixel pair where the direct form has
+  # 36 (sr3_jax/models/subpixel.py), on a single CPU device unless Winograd takes that layer;
+  # the direct form elsewhere) | direct | subpixel. The same params either way.
+  upsample_conv: str = "auto"
   # Block style. SR3/BigGAN (default): resampling inside residual blocks, FiLM scale-and-shift,
   # residual sums scaled by 1/√2, a 4·channels embedding. DDPM style (the widely used PyTorch
   # SR3 port): resample="conv", film="shift", skip_scale=1.0, emb_channels=channels.
@@ -107,6 +113,8 @@ class UNetConfig:
       raise ValueError(f"model.weight_grad={self.weight_grad!r}; choose one of {WEIGHT_GRADS}")
     if self.winograd not in WINOGRADS:
       raise ValueError(f"model.winograd={self.winograd!r}; choose one of {WINOGRADS}")
+    if self.upsample_conv not in UPSAMPLE_CONVS:
+      raise ValueError(f"model.upsample_conv={self.upsample_conv!r}; choose one of {UPSAMPLE_CONVS}")
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"model.dtype={self.dtype!r}; choose float32, bfloat16 or float16")
 
@@ -159,13 +167,6 @@ class GroupNorm32(nn.Module):
     return y.astype(x.dtype)
 
 
-def upsample_nearest(x: Array) -> Array:
-  """2× nearest-neighbour upsampling by broadcast + reshape (no gather, no transposed conv)."""
-  b, h, w, c = x.shape
-  x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
-  return x.reshape(b, 2 * h, 2 * w, c)
-
-
 def downsample_avg(x: Array) -> Array:
   b, h, w, c = x.shape
   return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
@@ -182,18 +183,19 @@ class ResBlock(nn.Module):
   skip_scale: float = INV_SQRT2
   weight_grad: str = "auto"
   winograd: str = "auto"
+  upsample_conv: str = "auto"
 
   @nn.compact
   def __call__(self, x, emb, train: bool):
-    conv = lambda c, k, name, init=nn.initializers.lecun_normal(): Conv(
+    conv = lambda c, k, name, init=nn.initializers.lecun_normal(), upsample=False: Conv(
         c, k, dtype=self.dtype, kernel_init=init, weight_grad=self.weight_grad, winograd=self.winograd,
-        name=name)
+        upsample=upsample, upsample_conv=self.upsample_conv, name=name)
     h = nn.silu(GroupNorm32(self.num_groups, name="norm_in")(x))
-    if self.resample == "up":
-      h, x = upsample_nearest(h), upsample_nearest(x)
+    if self.resample == "up":  # h is upsampled inside conv_in
+      x = upsample_nearest(x)
     elif self.resample == "down":
       h, x = downsample_avg(h), downsample_avg(x)
-    h = conv(self.out_channels, 3, "conv_in")(h)
+    h = conv(self.out_channels, 3, "conv_in", upsample=self.resample == "up")(h)
     if self.film == "scale_shift":
       scale_shift = nn.Dense(2 * self.out_channels, dtype=self.dtype, name="film")(nn.silu(emb))
       scale, shift = jnp.split(scale_shift[:, None, None, :], 2, axis=-1)
@@ -215,13 +217,13 @@ class Resample(nn.Module):
   dtype: Any
   weight_grad: str = "auto"
   winograd: str = "auto"
+  upsample_conv: str = "auto"
 
   @nn.compact
   def __call__(self, x):
     if self.direction == "up":
-      up = Conv(x.shape[-1], 3, dtype=self.dtype, weight_grad=self.weight_grad, winograd=self.winograd,
-                name="conv")
-      return up(upsample_nearest(x))
+      return Conv(x.shape[-1], 3, dtype=self.dtype, weight_grad=self.weight_grad, winograd=self.winograd,
+                  upsample=True, upsample_conv=self.upsample_conv, name="conv")(x)
     return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
                    name="conv")(x)
 
@@ -300,12 +302,12 @@ class UNet(nn.Module):
     block_cls = nn.remat(ResBlock, static_argnums=(3,)) if cfg.remat else ResBlock
     res_block = lambda c, name, resample=None: block_cls(
         c, cfg.num_groups, cfg.dropout, dtype, resample, cfg.film, cfg.skip_scale, cfg.weight_grad, cfg.winograd,
-        name=name)
+        cfg.upsample_conv, name=name)
     attn = lambda name: AttnBlock(cfg.head_dim, cfg.num_groups, dtype, cfg.skip_scale, name=name)
 
     def resample(h, direction, name):
       if cfg.resample == "conv":
-        return Resample(direction, dtype, cfg.weight_grad, cfg.winograd, name=name)(h)
+        return Resample(direction, dtype, cfg.weight_grad, cfg.winograd, cfg.upsample_conv, name=name)(h)
       return res_block(h.shape[-1], name, direction)(h, emb, train)
 
     # Noise-level embedding: sinusoidal features of λ (or √γ), then a two-layer MLP.
