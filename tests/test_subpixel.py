@@ -47,7 +47,7 @@ def test_upsample_conv_matches_float64_sum_over_the_upsampled_map(shape):
   np.testing.assert_allclose(np.asarray(got), _upsampled_conv_numpy(x, k), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES[:2])
 @pytest.mark.parametrize("weight_grad", [None, conv.im2col_weight_grad])
 def test_upsample_conv_gradients_match_float64(shape, weight_grad):
   n, h, w, ci, co = shape

@@ -11,9 +11,10 @@ where the direct form costs 4·9 = 36, and never builds the upsampled input.
 
 `upsample_conv(x, w)` has the parameters of the direct form, a (3, 3, C_in, C_out) kernel, and a
 custom VJP: the input gradient is the 2×2 convolution's transpose (of the output gradient with its
-phases taken apart; one matmul and a sum of shifted slices), and the weight gradient is the 2×2 kernel's, folded back onto the 3×3 taps by the
-adjoint of `TAPS`. XLA's CPU backend runs its own gradient of this 2×2 convolution more than 50×
-slower than the forward, hence the explicit one.
+phases taken apart; one matmul and a sum of shifted slices), and the weight gradient is the 2×2
+kernel's, folded back onto the 3×3 taps by the adjoint of `TAPS`. XLA's CPU backend runs its own
+weight gradient of this 2×2 convolution more than 100× slower than the forward pass, hence the
+explicit one.
 """
 from __future__ import annotations
 
