@@ -105,13 +105,18 @@ def upsample_conv(x: jax.Array, w: jax.Array, weight_grad: Callable | None = Non
   `weight_grad(x, dy, kernel_size, padding=(1, 1))` → (2, 2, I, 4·O), if given, computes the 2×2
   kernel's gradient (conv.im2col_weight_grad on the CPU); else XLA's gradient of the direct form.
   """
-  if w.shape[:2] != (3, 3):
-    raise ValueError(f"upsample_conv: needs a 3×3 kernel, got {w.shape}")
+  _check(w.shape)
   return _forward(x, w)
 
 
+def _check(w_shape):
+  if tuple(w_shape[:2]) != (3, 3):
+    raise ValueError(f"upsample_conv: needs a 3×3 kernel, got {w_shape}")
+
+
 def _fwd(x, w, weight_grad):
-  return upsample_conv(x, w, weight_grad), (x, w)
+  _check(w.shape)
+  return _forward(x, w), (x, w)
 
 
 def _bwd(weight_grad, res, dy):
