@@ -18,12 +18,13 @@ config as it is).
 import argparse
 import ast
 import statistics
+import sys
 import time
 
 import jax
 import numpy as np
 
-from sr3_jax import configs, train
+from sr3_jax import configs, host_malloc, train
 from sr3_jax.models import unet
 
 
@@ -43,6 +44,7 @@ def main():
   ap.add_argument("--what", choices=("train", "forward"), default="train")
   ap.add_argument("variants", nargs="+")
   args = ap.parse_args()
+  print(f"malloc: {host_malloc.keep_freed_memory()}", file=sys.stderr)  # before JAX starts, as `sr3` does
   steps = []
   params = None
   for name, overrides in map(parse_variant, args.variants):

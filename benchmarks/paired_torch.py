@@ -4,7 +4,9 @@ This CPU's speed drifts by up to 1.5× within an hour, so two programs timed one
 can differ by more than the gap between them. Here each round runs one PyTorch step, then one
 sr3_jax step of the same network (`bench_reference_16_128.py`, batch 4), with a pause between them
 so that neither framework's worker threads are still spinning when the other starts; the ratio
-of each round pairs two steps taken seconds apart. Needs torch and sr3_jax importable together:
+of each round pairs two steps taken seconds apart. Both run under the same malloc settings: glibc
+told to keep freed memory, as `sr3` does (host_malloc), or with SR3_MALLOC=system glibc's defaults.
+Needs torch and sr3_jax importable together:
 
   PYTHONPATH=.venv/lib/python3.11/site-packages:. /tmp/torch/bin/python benchmarks/paired_torch.py 8
   (add `forward` after the round count to time forward passes instead of train steps)
@@ -20,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import torch_reference  # noqa: E402
 
-from sr3_jax import configs, train  # noqa: E402
+from sr3_jax import configs, host_malloc, train  # noqa: E402
 from sr3_jax.models import unet  # noqa: E402
 
 PAUSE_S = 1.0
@@ -50,6 +52,7 @@ def jax_step(what: str):
 
 
 def main(rounds: int, what: str) -> None:
+  print(f"malloc: {host_malloc.keep_freed_memory()}", file=sys.stderr)  # before JAX starts, as `sr3` does
   _, t_step, t_fwd = torch_reference.build()
   torch_fn = t_fwd if what == "forward" else t_step
   jax_fn = jax_step(what)

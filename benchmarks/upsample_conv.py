@@ -14,6 +14,7 @@ import time
 import jax
 import numpy as np
 
+from sr3_jax import host_malloc
 from sr3_jax.models import conv, subpixel
 
 LAYERS = ((4, 64, 64, 128), (4, 32, 32, 256))
@@ -32,6 +33,7 @@ def variants():
 
 
 def main(rounds: int) -> None:
+  print(f"malloc: {host_malloc.keep_freed_memory()}", file=sys.stderr)  # before JAX starts, as `sr3` does
   rng = np.random.default_rng(0)
   fns = variants()
   for shape in LAYERS:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sr3_jax import configs, inference, train
+from sr3_jax import configs, host_malloc, inference, train
 from sr3_jax.data import loader
 from sr3_jax.models import conv, unet
 
@@ -43,9 +43,10 @@ def host_allocator(maps: str | None = None, environ=None) -> str | None:
   """The malloc this process runs on: 'glibc', or a preloaded jemalloc/tcmalloc/mimalloc (with its
   MALLOC_CONF / MIMALLOC_* settings); None where /proc/self/maps cannot be read (not Linux).
 
-  XLA's CPU runtime allocates each execution's temporaries afresh: with glibc those blocks are
-  mmap'ed and every page faults in again on every step; jemalloc with dirty pages kept
-  (MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1) reuses them. BENCHMARKS.md has the effect.
+  XLA's CPU runtime allocates each execution's temporaries afresh: with glibc's default settings
+  those blocks are mmap'ed and every page faults in again on every step. `sr3` tells glibc to keep
+  them (host_malloc); jemalloc with dirty pages kept (MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1)
+  reuses them too. BENCHMARKS.md has the effect.
   """
   environ = os.environ if environ is None else environ
   if maps is None:
@@ -59,7 +60,7 @@ def host_allocator(maps: str | None = None, environ=None) -> str | None:
       prefix = "MALLOC_CONF" if name == "jemalloc" else name.upper() + "_"
       settings = [f"{k}={v}" for k, v in sorted(environ.items()) if k.startswith(prefix)]
       return " ".join([name] + settings)
-  return "glibc"
+  return f"glibc ({host_malloc.KEPT})" if host_malloc.applied() else "glibc"
 
 
 def peak_tflops(device_kind: str, dtype: str) -> float | None:
@@ -185,9 +186,8 @@ def run(config_spec: str, what: str = "train", batch: int | None = None, iters: 
         f"{config.model.dtype}, {n_params / 1e6:.2f}M params", file=log)
   allocator = host_allocator()
   if jax.default_backend() == "cpu" and allocator == "glibc" and what != "data":
-    print("bench: on glibc's malloc every step faults its temporaries in afresh; preloading jemalloc "
-          "(LD_PRELOAD=.../libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1) "
-          "is faster on CPU: BENCHMARKS.md", file=log)
+    print("bench: glibc's malloc with its default settings faults every step's temporaries in afresh; "
+          "unset SR3_MALLOC (or SR3_MALLOC=keep) to keep them: BENCHMARKS.md", file=log)
 
   rng = np.random.default_rng(0)
   hr = jax.device_put(rng.uniform(-1, 1, (bs, size, size, 3)).astype(np.float32), train.batch_sharding(mesh))

@@ -116,6 +116,12 @@ def _tune(args) -> int:
 
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
+  from sr3_jax import host_malloc  # before JAX starts a thread: see host_malloc
+  try:
+    host_malloc.keep_freed_memory()
+  except ValueError as e:
+    print(f"sr3: {e}", file=sys.stderr)
+    return 2
   if argv and argv[0] == "train":  # absl flags with --config.a.b=v overrides
     from sr3_jax import train_cli
     train_cli.main(["sr3 train"] + argv[1:])

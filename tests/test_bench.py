@@ -23,6 +23,8 @@ def test_bench_json_fields():
   assert out["what"] == "forward" and out["batch"] == 2 and out["device_kind"] == "cpu"
   assert out["step_s_min"] <= out["step_s"] <= out["step_s_max"]
   assert out["flops_per_step"] > 0 and out["mfu"] is None  # no peak is defined for a CPU
+  if out["host_allocator"].startswith("glibc"):  # sr3 keeps freed memory on a CPU-only JAX
+    assert "heap kept" in out["host_allocator"]
 
 
 @pytest.mark.parametrize("kind,dtype,peak", [
@@ -61,7 +63,9 @@ def test_flops_where_the_backend_cannot_analyse_a_lowering():
   assert bench._flops(lowered) == bench._flops(PluginLowered()) == 2 * 64 * 128 * 32
 
 
-def test_host_allocator_names_a_preloaded_malloc_and_its_settings():
+def test_host_allocator_names_a_preloaded_malloc_and_its_settings(monkeypatch):
+  from sr3_jax import host_malloc
+  monkeypatch.setattr(host_malloc, "_applied", False)
   jemalloc = "7f00-7f10 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n"
   plain = "7f00-7f10 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
   env = {"MALLOC_CONF": "dirty_decay_ms:-1", "HOME": "/root", "MIMALLOC_PURGE_DELAY": "-1"}
@@ -70,3 +74,5 @@ def test_host_allocator_names_a_preloaded_malloc_and_its_settings():
   assert bench.host_allocator(plain.replace("libc.so.6", "libmimalloc.so.3"), env) == "mimalloc MIMALLOC_PURGE_DELAY=-1"
   mine = bench.host_allocator(None)  # this process, read from /proc
   assert mine is None or mine.split()[0] in {"glibc", *bench.ALLOCATORS}
+  monkeypatch.setattr(host_malloc, "_applied", True)
+  assert bench.host_allocator(plain, env) == f"glibc ({host_malloc.KEPT})"
