@@ -3,6 +3,9 @@ import tempfile
 
 # Tests run on the CPU.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# `sr3` subprocesses leave glibc's malloc as it is: with one arena, the many small compiles of the
+# suite take longer (host_malloc; BENCHMARKS.md). test_host_malloc and test_bench set it themselves.
+os.environ.setdefault("SR3_MALLOC", "system")
 # Identical programs compiled by several tests and their subprocesses are compiled once: JAX's
 # persistent cache, shared through the environment with every `sr3` subprocess a test starts.
 _CACHE = os.path.join(tempfile.gettempdir(), "sr3_jax_test_jit_cache")

@@ -1,5 +1,6 @@
 """`sr3 bench --json` emits the documented fields (timings are never asserted)."""
 import json
+import os
 import subprocess
 import sys
 
@@ -16,7 +17,8 @@ def test_bench_json_fields():
   cmd = [sys.executable, "-m", "sr3_jax", "bench", "--config",
          "experiments/configs/bench_reference_16_128.py:runlocal", "--what", "forward",
          "--batch", "2", "--iters", "2", "--json"]
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                        env=dict(os.environ, SR3_MALLOC="auto"))  # sr3's default
   assert proc.returncode == 0, proc.stderr[-2000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert FIELDS <= set(out)
