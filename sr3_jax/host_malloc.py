@@ -3,17 +3,21 @@
 XLA's CPU runtime allocates each execution's temporaries afresh (several GB per train step of the
 reference net). With glibc's default settings, blocks that large come from mmap (always so from a
 worker thread's arena, which cannot hold a block above 64 MB), go back to the kernel when freed, and
-every page faults in zero-filled again on the next step: ~800,000 minor faults and ~15% of a
-train step on a 2-core CPU (BENCHMARKS.md). Three mallopt(3) settings keep that memory instead:
+every page faults in zero-filled again on the next step: ~800,000 minor faults per step of the
+reference net on a 2-core CPU, whose step these settings make 1.16–1.30× faster (BENCHMARKS.md).
+Three mallopt(3) settings keep that memory instead:
 
 - M_ARENA_MAX = 1: every thread allocates from the main arena, which grows with brk and has no
   size limit on a block;
 - M_MMAP_MAX = 0: no block is mmap'ed on its own;
 - M_TRIM_THRESHOLD = SIZE_MAX: freed memory at the top of the heap is never handed back.
 
-Peak resident memory stays that of the largest step (it is not returned between steps). A thread
-binds to an arena at its first malloc, so these only take effect when set before JAX starts its
-backend: `sr3` does it first thing; a script calls `keep_freed_memory()` before any JAX computation.
+Costs: freed memory stays in the process, and the heap grows until it holds every layout the steps
+need (a step that starts before the last one's temporaries are freed takes new memory once: 6.5
+then 9.8 GB for the reference net, where glibc's defaults peak at 7.2 GB); compilation, whose
+threads now share one arena, takes about a quarter longer. A thread binds to an arena at its first
+malloc, so these only take effect when set before JAX starts its backend: `sr3` does it first
+thing; a script calls `keep_freed_memory()` before any JAX computation.
 
 SR3_MALLOC (environment): `auto` (default: keep, where glibc's malloc is in use and JAX will run on
 the CPU, i.e. JAX_PLATFORMS names only cpu or no accelerator plugin is installed), `keep` (whatever
