@@ -1,5 +1,5 @@
 import sys
 
-from sr3_jax.cli import main
+from sr3_jax.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

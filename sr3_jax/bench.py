@@ -40,8 +40,9 @@ ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 
 
 def host_allocator(maps: str | None = None, environ=None) -> str | None:
-  """The malloc this process runs on: 'glibc', or a preloaded jemalloc/tcmalloc/mimalloc (with its
-  MALLOC_CONF / MIMALLOC_* settings); None where /proc/self/maps cannot be read (not Linux).
+  """The malloc this process runs on: 'glibc' (with host_malloc's settings and GLIBC_TUNABLES), or a
+  preloaded jemalloc/tcmalloc/mimalloc (with its MALLOC_CONF / MIMALLOC_* settings); None where
+  /proc/self/maps cannot be read (not Linux).
 
   XLA's CPU runtime allocates each execution's temporaries afresh: with glibc's default settings
   those blocks are mmap'ed and every page faults in again on every step. `sr3` tells glibc to keep
@@ -60,7 +61,9 @@ def host_allocator(maps: str | None = None, environ=None) -> str | None:
       prefix = "MALLOC_CONF" if name == "jemalloc" else name.upper() + "_"
       settings = [f"{k}={v}" for k, v in sorted(environ.items()) if k.startswith(prefix)]
       return " ".join([name] + settings)
-  return f"glibc ({host_malloc.KEPT})" if host_malloc.applied() else "glibc"
+  name = f"glibc ({host_malloc.KEPT})" if host_malloc.applied() else "glibc"
+  tunables = environ.get("GLIBC_TUNABLES")
+  return f"{name} GLIBC_TUNABLES={tunables}" if tunables else name
 
 
 def peak_tflops(device_kind: str, dtype: str) -> float | None:

@@ -26,7 +26,7 @@ def test_bench_json_fields():
   assert out["step_s_min"] <= out["step_s"] <= out["step_s_max"]
   assert out["flops_per_step"] > 0 and out["mfu"] is None  # no peak is defined for a CPU
   if out["host_allocator"].startswith("glibc"):  # sr3 keeps freed memory on a CPU-only JAX
-    assert "heap kept" in out["host_allocator"]
+    assert "heap kept" in out["host_allocator"] and "tcache_count=1000" in out["host_allocator"]
 
 
 @pytest.mark.parametrize("kind,dtype,peak", [
@@ -73,6 +73,8 @@ def test_host_allocator_names_a_preloaded_malloc_and_its_settings(monkeypatch):
   env = {"MALLOC_CONF": "dirty_decay_ms:-1", "HOME": "/root", "MIMALLOC_PURGE_DELAY": "-1"}
   assert bench.host_allocator(jemalloc, env) == "jemalloc MALLOC_CONF=dirty_decay_ms:-1"
   assert bench.host_allocator(plain, env) == "glibc"
+  tuned = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=1000"}
+  assert bench.host_allocator(plain, tuned) == "glibc GLIBC_TUNABLES=glibc.malloc.tcache_count=1000"
   assert bench.host_allocator(plain.replace("libc.so.6", "libmimalloc.so.3"), env) == "mimalloc MIMALLOC_PURGE_DELAY=-1"
   mine = bench.host_allocator(None)  # this process, read from /proc
   assert mine is None or mine.split()[0] in {"glibc", *bench.ALLOCATORS}
