@@ -107,6 +107,14 @@ def test_policy():
   assert not conv.use_winograd("auto", (4, 16, 16, 1024), (3, 3, 1024, 1024))  # transformed kernel > 113 MB
   assert not conv.use_winograd("auto", (8, 32, 32, 64), (3, 3, 64, 64))  # few channels
   assert not conv.use_winograd("auto", (4, 32, 32, 256), k3, jnp.bfloat16)  # bf16 transforms lose too much
+  # Inference from prepared kernels: 64×64 maps with ≥ 128 channels as well.
+  k128 = (3, 3, 128, 128)
+  assert conv.use_winograd("auto", (4, 64, 64, 128), k128, prepared=True) == single_cpu
+  assert not conv.use_winograd("auto", (4, 64, 64, 128), k128)
+  assert not conv.use_winograd("auto", (4, 64, 64, 64), (3, 3, 64, 128), prepared=True)
+  assert not conv.use_winograd("auto", (4, 128, 128, 128), k128, prepared=True)
+  assert conv.use_subpixel("auto", "auto", (4, 32, 32, 128), k128) == single_cpu
+  assert not conv.use_subpixel("auto", "auto", (4, 32, 32, 128), k128, prepared=True)  # Winograd's at 64×64
   assert conv.use_winograd("on", (4, 64, 64, 256), k3)
   assert not conv.use_winograd("on", (4, 30, 32, 8), (3, 3, 8, 8))   # height not a multiple of 4
   assert not conv.use_winograd("on", (4, 32, 32, 8), (1, 1, 8, 8))   # not a 3×3 kernel
@@ -149,6 +157,23 @@ def test_conv_module_stores_its_transformed_kernel_and_uses_the_stored_one():
   # A convolution that does not run as Winograd stores nothing.
   _, none = conv.Conv(7, 3, winograd="off").apply(params, x, mutable=[conv.PREPARED])
   assert not none
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu" or jax.device_count() != 1, reason="auto's rule: one CPU device")
+def test_auto_runs_64x64_maps_as_winograd_for_inference_only():
+  x = jax.random.normal(jax.random.key(0), (1, 64, 64, 128))
+  flax_conv = nn.Conv(128, (3, 3), padding="SAME")
+  params = flax_conv.init(jax.random.key(1), x)
+  y = flax_conv.apply(params, x)
+  ours = conv.Conv(128, 3)   # winograd="auto"
+  y_fill, prepared = ours.apply(params, x, mutable=[conv.PREPARED])
+  assert prepared[conv.PREPARED]["kernel"].shape == (36, 128, 128)
+  scale = float(jnp.abs(y).max())
+  for got in (y_fill, ours.apply({**params, **prepared}, x)):
+    np.testing.assert_allclose(got, y, rtol=1e-4, atol=2e-5 * scale)
+  jaxpr = lambda f: str(jax.make_jaxpr(f)(params))
+  assert "conv_general_dilated" in jaxpr(lambda p: ours.apply(p, x))   # training: XLA's convolution
+  assert "conv_general_dilated" not in jaxpr(lambda p: ours.apply({**p, **prepared}, x))
 
 
 def test_prepared_unet_matches_xla_convolutions_and_prepares_only_kernel_transforms():
