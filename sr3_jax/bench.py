@@ -188,7 +188,8 @@ def run(config_spec: str, what: str = "train", batch: int | None = None, iters: 
   print(f"bench {what}: {config_spec} on {len(devices)} × {kind}, batch {bs}, {size}², "
         f"{config.model.dtype}, {n_params / 1e6:.2f}M params", file=log)
   allocator = host_allocator()
-  if jax.default_backend() == "cpu" and allocator == "glibc" and what != "data":
+  if (jax.default_backend() == "cpu" and allocator is not None and allocator.startswith("glibc")
+      and not host_malloc.applied() and what != "data"):
     print("bench: glibc's malloc with its default settings faults every step's temporaries in afresh; "
           "unset SR3_MALLOC (or SR3_MALLOC=keep) to keep them: BENCHMARKS.md", file=log)
 

@@ -112,13 +112,11 @@ def keep_freed_memory(environ=None) -> str:
   mode = _mode(environ)
   if _applied:
     return KEPT
-  if mode == "system":
-    return _why_not(mode, environ)
-  if _jax_started():
-    return "malloc left as it is (JAX had started its backend already: call this first)"
   why_not = _why_not(mode, environ)
   if why_not is not None:
     return why_not
+  if _jax_started():
+    return "malloc left as it is (JAX had started its backend already: call this first)"
   try:
     mallopt = ctypes.CDLL("libc.so.6").mallopt
   except (OSError, AttributeError):
