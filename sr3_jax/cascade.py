@@ -26,9 +26,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from sr3_jax import augment, inference, metrics, samplers
+from sr3_jax import augment, inference, metrics, paths, samplers
 from sr3_jax.models import unet
 
 Array = jax.Array
@@ -190,7 +191,7 @@ def stage_from_config(scfg, root: str | None = None) -> Stage:
   """A Stage from a cascade config's entry: its workdir (`checkpoint`, default ROOT/NAME) holds
   the trained stage; sampling settings come from the entry."""
   from sr3_jax import evaluate
-  path = scfg.get("checkpoint") or str(pathlib.Path(root or ".") / scfg.name)
+  path = paths.resolve(scfg.get("checkpoint") or str(epath.Path(root or ".") / scfg.name))
   try:
     config, _, params, _ = evaluate.load_for_inference(path)
   except FileNotFoundError as e:
@@ -261,4 +262,4 @@ def run(config_spec: str, output: str, num: int = 4, label: int | None = None, i
   if label is not None and not 0 <= label < stages[0].config.model.num_classes:
     raise ValueError(f"--class {label} is outside [0, {stages[0].config.model.num_classes})")
   result = Cascade(stages).run(jax.random.key(seed), num=num, labels=labels, lr=lr, log=log)
-  return write_outputs(result, pathlib.Path(output), lr)
+  return write_outputs(result, pathlib.Path(paths.resolve(output)), lr)

@@ -4,14 +4,26 @@ A workdir's `checkpoints/<step>/` holds two items: `state` (the TrainState, rest
 the target shardings, so a run saved on 8 devices resumes on 1 or 4) and `data` (the Grain
 iterator's position). Saves are asynchronous; Orbax writes into a temporary folder and renames
 it when complete, so a save killed half-way leaves the previous step as the latest.
+
+A save that fails, in the caller's thread or in Orbax's background threads, raises `SaveError`
+naming the folder, the step and the cause at the next `save`, `check` or `wait`: the training loop
+checks after every step, so a run whose checkpoints cannot be written stops at once instead of
+training on unsaved. Checkpoints completed before it stay as they are.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+
+from sr3_jax import paths
+
+
+class SaveError(RuntimeError):
+  """A checkpoint save failed; the message names the folder, the step and the cause."""
 
 
 def _name(path) -> str:
@@ -31,6 +43,9 @@ class Checkpointer:
   """Thin wrapper over `ocp.CheckpointManager` with the (state, data) layout of a workdir."""
 
   def __init__(self, directory, ccfg):
+    if not paths.is_remote(directory) and not os.path.isabs(os.fspath(directory)):
+      raise ValueError(f"checkpoint folder {directory} is not an absolute path; resolve it where the "
+                       f"command starts (sr3_jax.paths.resolve)")
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=ccfg.every, max_to_keep=ccfg.keep, keep_period=ccfg.get("keep_every") or None,
         enable_async_checkpointing=ccfg.get("async_save", True), cleanup_tmp_directories=True)
@@ -39,12 +54,64 @@ class Checkpointer:
         directory, options=options,
         item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()})
 
+    self._pending: int | None = None      # the step of a save that may still be running
+    self.last_complete: int | None = self.manager.latest_step()
+
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def _error(self, step: int | None, cause: BaseException) -> SaveError:
+    done = (f"The checkpoints up to step {self.last_complete} are complete and kept" if self.last_complete
+            is not None else "No checkpoint of this run was completed")
+    what = f"step {step}" if step is not None else "a checkpoint"
+    return SaveError(f"saving {what} to {self.directory} failed: {type(cause).__name__}: {str(cause)[:500]}. "
+                     f"{done}; fix the cause (a writable folder, free space, credentials for a bucket) and "
+                     f"rerun the same command to resume")
+
+  def check(self) -> None:
+    """Raises SaveError if a save running in the background has failed; cheap, call it every step."""
+    step = self._pending
+    try:
+      self.manager.check_for_errors()
+      # Orbax's finalizing thread (renaming the finished save into place) keeps its own exception.
+      failed = self.manager._finalize_thread.map(  # pylint: disable=protected-access
+          lambda t: t.exception if t is not None and not t.is_alive() else None)
+    except AttributeError:  # another Orbax version: its errors still surface in wait()
+      failed = None
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      raise self._error(step, e) from e
+    if failed is not None:
+      raise self._error(step, failed) from failed
+    if step is not None and not self.manager.is_saving_in_progress():
+      self.last_complete, self._pending = step, None
+
+  def _probe(self, step: int) -> None:
+    """Creates and removes a folder where Orbax will create the step's: a local folder that refuses
+    new entries raises SaveError here (Orbax 0.12 waits forever when its own mkdir fails)."""
+    if paths.is_remote(self.directory):
+      return
+    probe = os.path.join(os.fspath(self.directory), f".sr3-write-probe-{step}")
+    try:
+      os.makedirs(probe, exist_ok=True)
+      os.rmdir(probe)
+    except OSError as e:
+      raise self._error(step, e) from e
+
   def save(self, step: int, state: Any, data_iter: Any, force: bool = False) -> bool:
+    """Starts saving `step` (when due by the interval, or `force`); True if a save was started."""
+    self.check()
+    if force or self.manager.should_save(step):
+      self._probe(step)
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter))
-    return self.manager.save(step, args=args, force=force)
+    try:  # Orbax first waits for the previous save: an error here may be that one's
+      started = self.manager.save(step, args=args, force=force)
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      raise self._error(step if self._pending is None else self._pending, e) from e
+    if started:
+      if self._pending is not None:  # finished without error before this one began
+        self.last_complete = self._pending
+      self._pending = step
+    return started
 
   def reached_preemption(self, step: int) -> bool:
     return self.manager.reached_preemption(step)
@@ -75,7 +142,16 @@ class Checkpointer:
     return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    """Waits for a running save; raises SaveError if it failed."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      raise self._error(self._pending, e) from e
+    self.check()
 
   def close(self) -> None:
-    self.manager.close()
+    """Waits for a running save and closes the manager; raises SaveError if the save failed."""
+    try:
+      self.manager.close()
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      raise self._error(self._pending, e) from e

@@ -6,10 +6,19 @@ import json
 import pathlib
 import sys
 
+from sr3_jax import paths
+
+# Arguments that name files or folders (a local path, relative or with ~, or a gs:// URL).
+PATH_ARGS = ("output", "images", "data_dir", "checkpoint", "input", "workdir")
+
 
 def _demo(args) -> int:
-  from sr3_jax import demo
-  out = demo.run(args.output, steps=args.steps, runlocal=args.runlocal)
+  from sr3_jax import checkpoint, demo
+  try:
+    out = demo.run(args.output, steps=args.steps, runlocal=args.runlocal)
+  except (ValueError, FileNotFoundError, FloatingPointError, checkpoint.SaveError) as e:
+    print(f"sr3 demo: {e}", file=sys.stderr)
+    return 2
   print(out)
   return 0
 
@@ -93,11 +102,11 @@ def _cascade(args) -> int:
 
 
 def _sweep(args) -> int:
-  from sr3_jax import sweep
+  from sr3_jax import checkpoint, sweep
   mode = "dry-run" if args.dry_run else "print-commands" if args.print_commands else "local"
   try:
     return sweep.main(args.sweep, args.workdir, mode, args.tpu, args.zone)
-  except (FileNotFoundError, ValueError, KeyError) as e:
+  except (FileNotFoundError, ValueError, KeyError, FloatingPointError, checkpoint.SaveError) as e:
     print(f"sr3 sweep: {e}", file=sys.stderr)
     return 2
 
@@ -230,6 +239,9 @@ def main(argv=None) -> int:
   p.set_defaults(fn=_bench)
 
   args = parser.parse_args(argv)
+  for name in PATH_ARGS:  # resolved once, here: relative paths and ~ work in every command
+    if getattr(args, name, None):
+      setattr(args, name, paths.resolve(getattr(args, name)))
   return args.fn(args)
 
 

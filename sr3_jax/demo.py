@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from sr3_jax import configs, images, inference, metrics, train
+from sr3_jax import configs, images, inference, metrics, paths, train
 from sr3_jax.data import degrade, embedded, loader
 from sr3_jax.models import unet
 
@@ -56,7 +56,7 @@ def evaluate(config, model, params, out_dir: pathlib.Path, log=sys.stderr) -> di
 def run(output: str, steps: int = 0, runlocal: bool = False, log=sys.stderr) -> pathlib.Path:
   arg = ",".join(a for a in ("runlocal" if runlocal else "", f"steps={steps}" if steps else "") if a)
   config = configs.load("experiments/configs/demo.py" + (f":{arg}" if arg else ""))
-  out_dir = pathlib.Path(output)
+  out_dir = pathlib.Path(paths.resolve(output))  # relative or ~ as typed
   out_dir.mkdir(parents=True, exist_ok=True)
   print(f"devices: {jax.devices()}; training {config.train.num_steps} steps at batch "
         f"{config.train.batch_size}", file=log)

@@ -17,7 +17,7 @@ import numpy as np
 from etils import epath
 from tqdm import tqdm
 
-from sr3_jax import checkpoint, inference, metrics, train
+from sr3_jax import checkpoint, inference, metrics, paths, train
 from sr3_jax.data import degrade, loader
 from sr3_jax.models import unet
 
@@ -27,7 +27,7 @@ METRICS = ("psnr", "ssim", "consistency")
 
 def resolve_checkpoint(path: str) -> tuple[epath.Path, int | None]:
   """A workdir (latest step) or one of its step folders (…/checkpoints/<step>) → (workdir, step)."""
-  p = epath.Path(path)
+  p = epath.Path(paths.resolve(path))
   if (p / "config.json").exists():
     return p, None
   if p.name.isdigit() and p.parent.name == "checkpoints" and (p.parent.parent / "config.json").exists():

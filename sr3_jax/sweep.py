@@ -25,6 +25,8 @@ import shlex
 import sys
 from typing import Any
 
+from sr3_jax import paths
+
 
 @dataclasses.dataclass
 class Sweep:
@@ -218,11 +220,14 @@ def plot(sweep: Sweep, root: pathlib.Path) -> pathlib.Path:
 def main(spec: str, root: str, mode: str, tpu: str = "$TPU_NAME", zone: str = "$ZONE", log=None) -> int:
   log = log or sys.stderr
   sweep = load(spec)
-  root_path = pathlib.Path(root)
   if mode == "print-commands":
+    if not paths.is_remote(root):
+      print(f"sr3 sweep: {root} is a local folder; pod workers write to a bucket (--workdir gs://BUCKET/ROOT)",
+            file=log)
     for line in commands(sweep, root, tpu, zone):
       print(line)
     return 0
+  root_path = pathlib.Path(paths.resolve(root))
   if mode == "dry-run":
     for run in sweep.runs:
       print(f"{run_name(run)}\t{status(root_path / run_name(run))}\t{json.dumps(_overrides(run), default=str)}")

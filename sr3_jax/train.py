@@ -333,7 +333,7 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
   from PIL import Image
   from tqdm import tqdm
 
-  from sr3_jax import checkpoint, configs, inference
+  from sr3_jax import checkpoint, configs, inference, paths
   from sr3_jax.data import embedded, loader
   from sr3_jax.writers import MetricWriter
 
@@ -341,7 +341,7 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
   configs.validate(config)
   mesh = make_mesh(config)
   validate_for_mesh(config, mesh)
-  workdir = epath.Path(workdir)
+  workdir = epath.Path(paths.resolve(workdir))  # relative or ~ as typed; gs:// as it is
   check_workdir_config(config, workdir)
   model = unet.build(config.model)
   abstract, _ = abstract_train_state(config, model, mesh)
@@ -376,6 +376,7 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
   bar = tqdm(total=tcfg.num_steps, initial=start, desc="train", file=log, mininterval=2.0,
              disable=jax.process_index() != 0)
   t_log, steps_since = time.perf_counter(), 0
+  failing = False
   try:
     for step in range(start, tcfg.num_steps):
       state, metrics = step_fn(state, loader.global_batch(next(data_iter), bsharding))
@@ -404,6 +405,7 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
           writer.image(done, "samples", grid)
       if ckpt.save(done, state, data_iter):
         last_saved = done
+      ckpt.check()  # a failed background save stops the run now, not at the end
       if preemption.requested or (jax.process_count() > 1 and ckpt.reached_preemption(done)):
         if last_saved != done:
           ckpt.save(done, state, data_iter, force=True)
@@ -414,8 +416,16 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
       ckpt.save(tcfg.num_steps, state, data_iter, force=True)
     ckpt.wait()
     return state
+  except BaseException:
+    failing = True
+    raise
   finally:
     bar.close()
     preemption.restore()
     writer.close()
-    ckpt.close()
+    try:
+      ckpt.close()
+    except checkpoint.SaveError as e:
+      if not failing:
+        raise
+      print(f"also: {e}", file=log)  # the error in flight is the one to report

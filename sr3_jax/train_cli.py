@@ -32,15 +32,19 @@ def _main(argv) -> None:
                                process_id=_PID.value)
   elif _DIST.value:
     jax.distributed.initialize()
-  from sr3_jax import train
+  from sr3_jax import checkpoint, paths, train
   if _WORKDIR.value is None:
     raise app.UsageError("--workdir is required")
+  workdir = paths.resolve(_WORKDIR.value)
+  config = _CONFIG.value
+  if config.data.get("data_dir"):
+    config.data.data_dir = paths.resolve(config.data.data_dir)
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FloatingPointError, FileNotFoundError) as e:
+    train.train_and_evaluate(config, workdir)
+  except (ValueError, FloatingPointError, FileNotFoundError, checkpoint.SaveError) as e:
     print(f"sr3 train: {e}", file=sys.stderr)
     sys.exit(2)
-  print(_WORKDIR.value)
+  print(workdir)
 
 
 def main(argv: list[str]) -> None:

@@ -7,10 +7,12 @@ from PIL import Image
 
 
 def test_demo_runlocal_writes_grids_and_metrics(tmp_path):
+  """As a new user runs it: a relative --output, from another working directory."""
   out = tmp_path / "demo"
-  proc = subprocess.run([sys.executable, "-m", "sr3_jax", "demo", "--runlocal", "--output", str(out)],
-                        capture_output=True, text=True, timeout=600)
+  proc = subprocess.run([sys.executable, "-m", "sr3_jax", "demo", "--runlocal", "--output", "demo"],
+                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
   assert proc.returncode == 0, proc.stderr[-2000:]
+  assert (out / "run" / "checkpoints" / "10" / "commit_success.txt").exists()
   assert proc.stdout.strip().splitlines()[-1] == str(out)
   summary = json.loads((out / "metrics.json").read_text())
   assert set(summary["photos"]) == {"chelsea", "coffee"}

@@ -2,6 +2,7 @@
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from sr3_jax import configs, train
 from sr3_jax.data import loader
 
 CFG = "experiments/configs/demo.py:runlocal"
+CFG_FILE = str(pathlib.Path(__file__).resolve().parent.parent / CFG)  # for runs from another folder
 
 
 def small_config(**over):
@@ -103,10 +105,11 @@ def test_batch_not_divisible_by_devices_is_named(tmp_path):
 
 
 def test_sigterm_saves_the_step_exits_zero_and_resumes(tmp_path):
+  """Run as a user types it: a relative --workdir, from the folder that will hold it."""
   work = tmp_path / "run"
-  cmd = [sys.executable, "-m", "sr3_jax", "train", "--config", CFG, "--workdir", str(work),
+  cmd = [sys.executable, "-m", "sr3_jax", "train", "--config", CFG_FILE, "--workdir", "run",
          "--config.train.num_steps=100000", "--config.train.log_every=1", "--config.checkpoint.every=1000"]
-  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
   wait_for_logged_steps(work, 3)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=300)
@@ -117,9 +120,10 @@ def test_sigterm_saves_the_step_exits_zero_and_resumes(tmp_path):
   assert (work / "checkpoints" / str(saved[-1]) / "commit_success.txt").exists()
   again = subprocess.run(cmd[:-3] + [f"--config.train.num_steps={saved[-1] + 2}", "--config.train.log_every=1",
                                      "--config.checkpoint.every=1000"],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
   assert again.returncode == 0, again.stderr[-2000:]
   assert f"resumed {work} from step {saved[-1]}" in again.stderr
+  assert again.stdout.strip().splitlines()[-1] == str(work)
 
 
 def test_sigkill_at_any_moment_leaves_a_restorable_run(tmp_path):
@@ -154,3 +158,54 @@ def test_sample_grids_are_written(tmp_path):
   ev = [r for r in rows if "eval/sr3_psnr" in r]
   assert len(ev) == 1 and ev[0]["step"] == 2
   assert ev[0]["eval/bicubic_psnr"] > 15 and 0 < ev[0]["eval/sr3_ssim"] <= 1
+
+
+def _make_unwritable(folder) -> str | None:
+  """Makes `folder` refuse new entries (chattr +i as root, who ignores modes; chmod otherwise);
+  returns the command that undoes it, or None where neither works here."""
+  if os.geteuid() != 0:
+    os.chmod(folder, 0o555)
+    return f"chmod 755 {folder}"
+  if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+    return f"chattr -i {folder}"
+  return None
+
+
+def test_unwritable_checkpoint_folder_stops_the_run_at_once(tmp_path):
+  """The checkpoint folder becomes unwritable mid-run: the run stops at the next save (not at the
+  end of training) with exit status 2 and one message naming the folder and the cause; the
+  checkpoint completed before stays restorable."""
+  work = tmp_path / "run"
+  cmd = [sys.executable, "-m", "sr3_jax", "train", "--config", CFG, "--workdir", str(work),
+         "--config.train.num_steps=100000", "--config.train.log_every=1", "--config.checkpoint.every=5"]
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  undo = None
+  try:
+    first = work / "checkpoints" / "1" / "commit_success.txt"  # Orbax saves a run's first step
+    deadline = time.time() + 300
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+      time.sleep(0.05)
+    undo = _make_unwritable(work / "checkpoints")
+    if undo is None:
+      proc.kill()
+      pytest.skip("neither chattr +i nor a non-root chmod can make a folder unwritable here")
+    locked_at = len((work / "metrics.jsonl").read_text().splitlines())
+    out, err = proc.communicate(timeout=300)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+    if undo:
+      subprocess.run(undo.split(), check=True)
+  assert proc.returncode == 2, err[-2000:]
+  last = err.strip().splitlines()[-1]
+  m = re.match(rf"sr3 train: saving step (\d+) to {re.escape(str(work / 'checkpoints'))} failed: PermissionError", last)
+  assert m, last
+  failed = int(m.group(1))  # the first save due after the folder was locked
+  assert failed % 5 == 0 and failed >= locked_at, (failed, locked_at)
+  assert f"up to step {failed - 5 if failed > 5 else 1} are complete and kept" in last
+  steps = len((work / "metrics.jsonl").read_text().splitlines())
+  assert steps <= failed + 2  # stopped at the failed save, not 100000 steps later
+  assert (work / "checkpoints" / "1" / "commit_success.txt").exists()
+  again = subprocess.run(cmd[:-3] + [f"--config.train.num_steps={failed + 1}", "--config.train.log_every=1",
+                                     "--config.checkpoint.every=5"], capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0 and "resumed" in again.stderr, again.stderr[-2000:]
