@@ -1,5 +1,5 @@
 import sys
 
-from sr3_jax.cli import entry
+from sr3_jax.cli import main
 
-sys.exit(entry())
+sys.exit(main())

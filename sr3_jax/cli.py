@@ -123,18 +123,6 @@ def _tune(args) -> int:
   return 0
 
 
-def entry() -> int:
-  """The `sr3` command: restarts itself once with deeper glibc thread caches where sr3 keeps freed
-  memory (host_malloc.restart_with_thread_caches; compilation then queues less for the one arena's
-  lock), then runs main()."""
-  from sr3_jax import host_malloc
-  try:
-    host_malloc.restart_with_thread_caches()
-  except ValueError:
-    pass  # a bad SR3_MALLOC: main() reports it
-  return main()
-
-
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   from sr3_jax import host_malloc  # before JAX starts a thread: see host_malloc

@@ -15,8 +15,8 @@ Three mallopt(3) settings keep that memory instead:
 Costs: freed memory stays in the process, and the heap grows until it holds every layout the steps
 need (a step that starts before the last one's temporaries are freed takes new memory once: 6.5
 then 9.8 GB for the reference net, where glibc's defaults peak at 7.2 GB); compilation, whose
-threads now share one arena, takes longer: 13–19% with the deeper thread caches below, 37–50%
-without them. A thread binds to an arena at its first malloc, so these only take effect when set
+threads now share one arena, takes longer: 37–50% with glibc's default thread caches, 13–19% with
+the deeper ones below. A thread binds to an arena at its first malloc, so these only take effect when set
 before JAX starts its backend: `sr3` does it first thing; a script calls `keep_freed_memory()`
 before any JAX computation.
 
@@ -24,13 +24,12 @@ SR3_MALLOC (environment): `auto` (default: keep, where glibc's malloc is in use 
 the CPU, i.e. JAX_PLATFORMS names only cpu or no accelerator plugin is installed), `keep` (whatever
 the backend) or `system` (leave malloc as it is).
 
-Deeper per-thread caches. With one arena, the compiler's threads queue for its lock; each thread's
-cache of freed small blocks (tcache, 7 per size by default) is the one path that skips the lock.
-glibc reads its depth only from GLIBC_TUNABLES at process start, so the `sr3` command restarts
-itself once with glibc.malloc.tcache_count=TCACHE_COUNT added (`restart_with_thread_caches`) where
-the heap is to be kept and GLIBC_TUNABLES does not set that tunable already. That takes half or more
-of the compile time the single arena adds (BENCHMARKS.md); far deeper caches hold freed memory per
-thread (65535 per size doubled the reference train step's peak resident memory).
+Deeper per-thread caches (opt-in). With one arena, the compiler's threads queue for its lock; each
+thread's cache of freed small blocks (tcache, 7 per size by default) is the one path that skips the
+lock. glibc reads its depth only from the environment at process start, so no process can set it
+for itself: starting `sr3` as `GLIBC_TUNABLES=glibc.malloc.tcache_count=1000 sr3 …` takes half or
+more of the compile time the single arena adds (BENCHMARKS.md). Far deeper caches hold freed memory
+per thread (65535 per size doubled the reference train step's peak resident memory).
 """
 from __future__ import annotations
 
@@ -49,8 +48,6 @@ M_ARENA_MAX = -8
 SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))  # -1: SIZE_MAX as size_t
 KEPT = "heap kept: arena_max=1 mmap_max=0 trim_threshold=inf"
 MODES = ("auto", "keep", "system")
-TCACHE_TUNABLE = "glibc.malloc.tcache_count"
-TCACHE_COUNT = 1000
 _applied = False
 
 
@@ -128,33 +125,3 @@ def keep_freed_memory(environ=None) -> str:
       return f"malloc left partly as it is (mallopt({param}, {value}) refused)"
   _applied = True
   return KEPT
-
-
-def thread_cache_environ(environ=None) -> dict | None:
-  """The environment to restart under so that glibc's per-thread caches hold TCACHE_COUNT blocks per
-  size: `environ` with TCACHE_TUNABLE added to GLIBC_TUNABLES. None where no restart is wanted: the
-  heap is not to be kept (SR3_MALLOC, see keep_freed_memory) or GLIBC_TUNABLES sets the tunable
-  already (so a restarted process never restarts again). A bad SR3_MALLOC raises ValueError."""
-  environ = os.environ if environ is None else environ
-  if _why_not(_mode(environ), environ) is not None:
-    return None
-  tunables = environ.get("GLIBC_TUNABLES", "")
-  if TCACHE_TUNABLE + "=" in tunables:
-    return None
-  return dict(environ, GLIBC_TUNABLES=":".join(t for t in (tunables, f"{TCACHE_TUNABLE}={TCACHE_COUNT}") if t))
-
-
-def restart_with_thread_caches() -> None:
-  """Replace this process by the same command line run under thread_cache_environ(), where that is
-  not None; returns otherwise, or if the exec fails. For a program's entry point only, before it
-  has done anything: the `sr3` command calls it first. A bad SR3_MALLOC raises ValueError."""
-  environ = thread_cache_environ()
-  argv = getattr(sys, "orig_argv", None)
-  if environ is None or _jax_started() or not argv or not sys.executable:
-    return
-  sys.stdout.flush()
-  sys.stderr.flush()
-  try:
-    os.execve(sys.executable, argv, environ)
-  except OSError:
-    return
