@@ -24,7 +24,7 @@ import time
 import jax
 import numpy as np
 
-from sr3_jax import configs, host_malloc, train
+from sr3_jax import configs, host_malloc, sharding, train
 from sr3_jax.models import unet
 
 
@@ -50,11 +50,11 @@ def main():
   for name, overrides in map(parse_variant, args.variants):
     config = configs.load(args.config, overrides)
     configs.validate(config)
-    mesh = train.make_mesh(config)
+    mesh = sharding.make_mesh(config)
     model = unet.build(config.model)
     bs, size = config.train.batch_size, config.data.image_size
     hr = jax.device_put(np.random.default_rng(0).uniform(-1, 1, (bs, size, size, 3)).astype(np.float32),
-                        train.batch_sharding(mesh))
+                        sharding.batch_sharding(mesh))
     t = time.perf_counter()
     if args.what == "forward":
       if params is None:  # random, not the zero-initialised output layer, so outputs can be compared

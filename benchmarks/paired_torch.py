@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import torch_reference  # noqa: E402
 
-from sr3_jax import configs, host_malloc, train  # noqa: E402
+from sr3_jax import configs, host_malloc, sharding, train  # noqa: E402
 from sr3_jax.models import unet  # noqa: E402
 
 PAUSE_S = 1.0
@@ -30,11 +30,11 @@ PAUSE_S = 1.0
 
 def jax_step(what: str):
   config = configs.load(str(pathlib.Path(__file__).parents[1] / "experiments/configs/bench_reference_16_128.py"))
-  mesh = train.make_mesh(config)
+  mesh = sharding.make_mesh(config)
   model = unet.build(config.model)
   bs, size = config.train.batch_size, config.data.image_size
   rng = np.random.default_rng(0)
-  hr = jax.device_put(rng.uniform(-1, 1, (bs, size, size, 3)).astype(np.float32), train.batch_sharding(mesh))
+  hr = jax.device_put(rng.uniform(-1, 1, (bs, size, size, 3)).astype(np.float32), sharding.batch_sharding(mesh))
   if what == "forward":
     params = jax.jit(lambda k: unet.init_params(model, k))(jax.random.key(0))
     gamma = jax.numpy.full((bs,), 0.5)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sr3_jax import configs, host_malloc, inference, train
+from sr3_jax import configs, host_malloc, inference, sharding, train
 from sr3_jax.data import loader
 from sr3_jax.models import conv, unet
 
@@ -178,7 +178,7 @@ def run(config_spec: str, what: str = "train", batch: int | None = None, iters: 
   configs.validate(config)
   bs = config.train.batch_size
   size = config.data.image_size
-  mesh = train.make_mesh(config)
+  mesh = sharding.make_mesh(config)
   model = unet.build(config.model)
   direct = _direct_convolutions(config)
   direct_model = model if direct is config else unet.build(direct.model)
@@ -194,7 +194,7 @@ def run(config_spec: str, what: str = "train", batch: int | None = None, iters: 
           "unset SR3_MALLOC (or SR3_MALLOC=keep) to keep them: BENCHMARKS.md", file=log)
 
   rng = np.random.default_rng(0)
-  hr = jax.device_put(rng.uniform(-1, 1, (bs, size, size, 3)).astype(np.float32), train.batch_sharding(mesh))
+  hr = jax.device_put(rng.uniform(-1, 1, (bs, size, size, 3)).astype(np.float32), sharding.batch_sharding(mesh))
   n_steps = None
   if what == "train":
     state = train.create_train_state(config, model, mesh)
@@ -236,9 +236,9 @@ def run(config_spec: str, what: str = "train", batch: int | None = None, iters: 
     call = lambda: compiled(*args)
   else:  # data: the Grain loader's HR crops per second, each batch placed on the mesh
     batches = iter(loader.make_dataset(config.data, config.data.train_split, bs, seed=config.seed))
-    sharding = train.batch_sharding(mesh)
+    bsharding = sharding.batch_sharding(mesh)
     compile_s, flops = None, None
-    call = lambda: loader.global_batch(next(batches), sharding)["hr"]
+    call = lambda: loader.global_batch(next(batches), bsharding)["hr"]
 
   times = _time(call, iters)
   med = statistics.median(times)

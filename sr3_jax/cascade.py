@@ -29,7 +29,10 @@ import numpy as np
 from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from sr3_jax import augment, inference, metrics, paths, samplers
+from sr3_jax import augment, configs, inference, metrics, paths, samplers
+from sr3_jax import images as image_io
+from sr3_jax.checkpoint import load_for_inference
+from sr3_jax.upscale import input_files
 from sr3_jax.models import unet
 
 Array = jax.Array
@@ -190,10 +193,9 @@ class Cascade:
 def stage_from_config(scfg, root: str | None = None) -> Stage:
   """A Stage from a cascade config's entry: its workdir (`checkpoint`, default ROOT/NAME) holds
   the trained stage; sampling settings come from the entry."""
-  from sr3_jax import evaluate
   path = paths.resolve(scfg.get("checkpoint") or str(epath.Path(root or ".") / scfg.name))
   try:
-    config, _, params, _ = evaluate.load_for_inference(path)
+    config, _, params, _ = load_for_inference(path)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"cascade stage {scfg.name!r}: {e}. Train it first: sr3 train --config "
                             f"{scfg.config} --workdir {path}") from None
@@ -207,19 +209,17 @@ def write_outputs(result: Result, out_dir: pathlib.Path, lr: np.ndarray | None =
   nearest-upsampled to the final size) and cascade.json."""
   from PIL import Image
 
-  from sr3_jax import images as image_io
-  from sr3_jax.data import embedded
   out_dir.mkdir(parents=True, exist_ok=True)
   columns = ([("input", lr)] if lr is not None else []) + list(zip(result.names, result.images))
   for i, (name, imgs) in enumerate(columns):
     folder = out_dir / f"{i}_{name}"
     folder.mkdir(exist_ok=True)
     for k, img in enumerate(imgs):
-      Image.fromarray(embedded.to_uint8(img)).save(folder / f"{k:04d}.png")
+      Image.fromarray(image_io.to_uint8(img)).save(folder / f"{k:04d}.png")
   size = result.images[-1].shape[1]
   rows = []
   for k in range(result.images[-1].shape[0]):
-    panels = [np.repeat(np.repeat(embedded.to_uint8(imgs[k]), size // imgs.shape[1], 0), size // imgs.shape[2], 1)
+    panels = [np.repeat(np.repeat(image_io.to_uint8(imgs[k]), size // imgs.shape[1], 0), size // imgs.shape[2], 1)
               for _, imgs in columns]
     rows.append(image_io.grid(panels))
   gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
@@ -233,9 +233,6 @@ def write_outputs(result: Result, out_dir: pathlib.Path, lr: np.ndarray | None =
 
 def read_inputs(folder: str) -> np.ndarray:
   """A folder of equal-sized images → (N, h, w, 3) in [−1, 1]."""
-  from sr3_jax import images as image_io
-  from sr3_jax.data import embedded
-  from sr3_jax.upscale import input_files
   arrays, paths = [], input_files(folder)
   for p in paths:
     arrays.append(image_io.load_image(p).rgb)
@@ -243,13 +240,12 @@ def read_inputs(folder: str) -> np.ndarray:
       raise ValueError(f"{p} is {arrays[-1].shape[1]}×{arrays[-1].shape[0]} but {paths[0]} is "
                        f"{arrays[0].shape[1]}×{arrays[0].shape[0]}; a cascade's inputs share one size "
                        f"(resize them, or use sr3 upscale for mixed sizes)")
-  return embedded.to_model_range(np.stack(arrays))
+  return image_io.to_model_range(np.stack(arrays))
 
 
 def run(config_spec: str, output: str, num: int = 4, label: int | None = None, input_dir: str | None = None,
         workdir: str | None = None, seed: int = 0, log=None) -> dict:
   """`sr3 cascade`: loads the cascade config's stages from their workdirs and runs them."""
-  from sr3_jax import configs
   ccfg = configs.load(config_spec)
   if "stages" not in ccfg:
     raise ValueError(f"{config_spec} is not a cascade config (it has no `stages`); a stage's training "

@@ -12,14 +12,18 @@ training on unsaved. Checkpoints completed before it stay as they are.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import grain
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 
-from sr3_jax import paths
+from sr3_jax import paths, sharding, train_state
+from sr3_jax.models import unet
 
 
 class SaveError(RuntimeError):
@@ -155,3 +159,35 @@ class Checkpointer:
       self.manager.close()
     except Exception as e:  # pylint: disable=broad-exception-caught
       raise self._error(self._pending, e) from e
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a run for inference (eval, upscale, cascade, tune-schedule).
+
+
+def resolve_checkpoint(path: str) -> tuple[epath.Path, int | None]:
+  """A workdir (latest step) or one of its step folders (…/checkpoints/<step>) → (workdir, step)."""
+  p = epath.Path(paths.resolve(path))
+  if (p / "config.json").exists():
+    return p, None
+  if p.name.isdigit() and p.parent.name == "checkpoints" and (p.parent.parent / "config.json").exists():
+    return p.parent.parent, int(p.name)
+  raise FileNotFoundError(f"--checkpoint {path} is neither a workdir (with config.json) nor a step "
+                          f"folder WORKDIR/checkpoints/STEP; point it at what `sr3 train --workdir` wrote")
+
+
+def load_for_inference(path: str) -> tuple[ml_collections.ConfigDict, unet.UNet, Any, int]:
+  """(config, model, EMA params, step) from a workdir or step folder, replicated on local devices."""
+  workdir, step = resolve_checkpoint(path)
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  config.mesh.update(dict(data=-1, fsdp=1, rules=()))
+  mesh = sharding.make_mesh(config, jax.local_devices())
+  model = unet.build(config.model)
+  abstract, _ = train_state.abstract_train_state(config, model, mesh)
+  ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint)
+  step = ckpt.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"{workdir} holds no complete checkpoint yet; train longer or pick another workdir")
+  state = ckpt.restore(step, abstract, None)
+  ckpt.close()
+  return config, model, state.ema_params, step

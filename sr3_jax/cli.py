@@ -61,13 +61,14 @@ def _prepare(args) -> int:
 
 def _eval(args) -> int:
   from sr3_jax import evaluate
+  from sr3_jax.checkpoint import resolve_checkpoint
   try:
     evaluate.evaluate(args.checkpoint, args.dataset, args.num_images, args.samples, args.steps,
                       args.sampler, args.seed, args.output, image_size=args.image_size)
   except (FileNotFoundError, ValueError) as e:
     print(f"sr3 eval: {e}", file=sys.stderr)
     return 2
-  out = args.output or str(evaluate.resolve_checkpoint(args.checkpoint)[0])
+  out = args.output or str(resolve_checkpoint(args.checkpoint)[0])
   print(pathlib.Path(out) / "eval.json")
   return 0
 
@@ -112,14 +113,15 @@ def _sweep(args) -> int:
 
 
 def _tune(args) -> int:
-  from sr3_jax import evaluate, tune
+  from sr3_jax import tune
+  from sr3_jax.checkpoint import resolve_checkpoint
   try:
     tune.tune(args.checkpoint, args.grid, args.dataset, args.num_images, args.samples, args.metric, args.seed,
               args.output)
   except (FileNotFoundError, ValueError) as e:
     print(f"sr3 tune-schedule: {e}", file=sys.stderr)
     return 2
-  print(pathlib.Path(args.output or str(evaluate.resolve_checkpoint(args.checkpoint)[0])) / "tune.md")
+  print(pathlib.Path(args.output or str(resolve_checkpoint(args.checkpoint)[0])) / "tune.md")
   return 0
 
 

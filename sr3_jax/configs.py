@@ -5,9 +5,13 @@ Every experiment file defines `get_config(arg=None)`; `arg` is a comma-separated
 """
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+
 import ml_collections
 
 from sr3_jax import augment, frequency
+from sr3_jax.data import embedded
 from sr3_jax.models import unet
 
 
@@ -160,15 +164,12 @@ def paper_config(arg, *, hr, factor, channels, channel_mult, num_res_blocks, dro
 
 def repo_root():
   """The checkout holding experiments/ (the package is installed in development mode)."""
-  import pathlib
   return pathlib.Path(__file__).resolve().parent.parent
 
 
 def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
   """Loads "path/to/file.py[:arg]" (relative to the cwd or to the checkout) and applies
   dotted overrides such as {"train.num_steps": 10}."""
-  import importlib.util
-  import pathlib
   path, _, arg = spec.partition(":")
   p = pathlib.Path(path)
   if not p.exists() and (repo_root() / p).exists():
@@ -222,7 +223,6 @@ def stage_config(*, size: int, factor: int, dataset: str, model: dict, runlocal:
   if runlocal:
     c.data.dataset = "embedded"
     if num_classes:
-      from sr3_jax.data import embedded
       c.model.num_classes = len(embedded.PHOTOS)
     c.model.update(dict(channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
                         num_groups=8, dropout=0.0, dtype="float32"))

@@ -32,7 +32,7 @@ def evaluate(config, model, params, out_dir: pathlib.Path, log=sys.stderr) -> di
   sr_fn = inference.make_super_resolve(config, model)  # convolutional: the same params at any size
   results = {}
   for idx, (name, photo) in enumerate(embedded.load_split("test").items()):
-    hr = embedded.to_model_range(loader.center_crop(photo, size))[None]   # (1, S, S, 3) in [−1, 1]
+    hr = images.to_model_range(loader.center_crop(photo, size))[None]   # (1, S, S, 3) in [−1, 1]
     lr = degrade.downsample(jnp.asarray(hr), factor, value_range=(-1.0, 1.0))
     bicubic = np.asarray(degrade.upsample(lr, factor, value_range=(-1.0, 1.0)))
     samples = np.asarray(sr_fn(params, jnp.repeat(lr, k, axis=0), gammas,
@@ -44,9 +44,9 @@ def evaluate(config, model, params, out_dir: pathlib.Path, log=sys.stderr) -> di
     for label, img in (("bicubic", bicubic), ("sr3_sample", samples[:1]), ("sr3_mean", mean)):
       row[label] = {k: float(v[0]) for k, v in metrics.sr_scores(to01(img), to01(hr), to01(lr), factor).items()}
     results[name] = row
-    lr_big = np.asarray(Image.fromarray(embedded.to_uint8(lr[0])).resize((size, size), Image.NEAREST))
-    panels = ([lr_big] + [embedded.to_uint8(x[0]) for x in (bicubic, samples[:1], mean)]
-              + [images.heat_map(std), embedded.to_uint8(hr[0])])
+    lr_big = np.asarray(Image.fromarray(images.to_uint8(lr[0])).resize((size, size), Image.NEAREST))
+    panels = ([lr_big] + [images.to_uint8(x[0]) for x in (bicubic, samples[:1], mean)]
+              + [images.heat_map(std), images.to_uint8(hr[0])])
     Image.fromarray(images.grid(panels)).save(out_dir / f"{name}.png")
     print(f"{name}: bicubic {row['bicubic']['psnr']:.2f} dB | SR3 sample {row['sr3_sample']['psnr']:.2f} dB"
           f" | SR3 mean of {k} {row['sr3_mean']['psnr']:.2f} dB", file=log)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from sr3_jax import augment, hash_prng, schedules
+from sr3_jax import augment, consistency, frequency, hash_prng, schedules
 from sr3_jax.data import degrade
 
 Array = jax.Array
@@ -145,7 +145,6 @@ def make_loss_fn(apply_fn: Callable[..., Array], config) -> Callable[..., tuple[
   sr3_jax/frequency.py at t ~ U(0, 1). `diffusion.consistency_weight` λ adds λ·‖D(x̂0) − x_lr‖²
   (sr3_jax/consistency.py) against the clean LR input.
   """
-  from sr3_jax import consistency, frequency
   dcfg = config.diffusion
   factor = config.data.factor
   sample_gamma = schedules.make_train_gamma_sampler(config.schedule)

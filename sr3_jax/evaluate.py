@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,40 +16,11 @@ import numpy as np
 from etils import epath
 from tqdm import tqdm
 
-from sr3_jax import checkpoint, inference, metrics, paths, train
+from sr3_jax import checkpoint, inference, metrics
 from sr3_jax.data import degrade, loader
-from sr3_jax.models import unet
 
 METHODS = ("sr3_sample", "sr3_mean", "bicubic")
 METRICS = ("psnr", "ssim", "consistency")
-
-
-def resolve_checkpoint(path: str) -> tuple[epath.Path, int | None]:
-  """A workdir (latest step) or one of its step folders (…/checkpoints/<step>) → (workdir, step)."""
-  p = epath.Path(paths.resolve(path))
-  if (p / "config.json").exists():
-    return p, None
-  if p.name.isdigit() and p.parent.name == "checkpoints" and (p.parent.parent / "config.json").exists():
-    return p.parent.parent, int(p.name)
-  raise FileNotFoundError(f"--checkpoint {path} is neither a workdir (with config.json) nor a step "
-                          f"folder WORKDIR/checkpoints/STEP; point it at what `sr3 train --workdir` wrote")
-
-
-def load_for_inference(path: str) -> tuple[ml_collections.ConfigDict, unet.UNet, Any, int]:
-  """(config, model, EMA params, step) from a workdir or step folder, replicated on local devices."""
-  workdir, step = resolve_checkpoint(path)
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  config.mesh.update(dict(data=-1, fsdp=1, rules=()))
-  mesh = train.make_mesh(config, jax.local_devices())
-  model = unet.build(config.model)
-  abstract, _ = train.abstract_train_state(config, model, mesh)
-  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint)
-  step = ckpt.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"{workdir} holds no complete checkpoint yet; train longer or pick another workdir")
-  state = ckpt.restore(step, abstract, None)
-  ckpt.close()
-  return config, model, state.ema_params, step
 
 
 def bootstrap_ci(values: np.ndarray, seed: int = 0, draws: int = 2000) -> tuple[float, float]:
@@ -112,7 +82,7 @@ def evaluate(checkpoint_path: str, dataset: str | None = None, num_images: int =
   """`image_size` evaluates central crops of that size instead of the training size (the U-Net is
   convolutional); it must be a multiple of data.factor · 2^(levels − 1)."""
   log = log or sys.stderr
-  config, model, params, step = load_for_inference(checkpoint_path)
+  config, model, params, step = checkpoint.load_for_inference(checkpoint_path)
   dcfg, split = eval_data(config, dataset)
   if image_size:
     down = dcfg.factor * 2 ** (len(config.model.channel_mult) - 1)
@@ -127,7 +97,7 @@ def evaluate(checkpoint_path: str, dataset: str | None = None, num_images: int =
             "num_images": n, "samples": samples, "steps": steps, "sampler": config.sampling.sampler,
             "image_size": dcfg.image_size, "factor": dcfg.factor, "metrics": summarize(per_image, seed),
             "per_image": per_image}
-  out_dir = epath.Path(output) if output else resolve_checkpoint(checkpoint_path)[0]
+  out_dir = epath.Path(output) if output else checkpoint.resolve_checkpoint(checkpoint_path)[0]
   out_dir.mkdir(parents=True, exist_ok=True)
   (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
   (out_dir / "eval.md").write_text(markdown_table(result))

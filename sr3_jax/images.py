@@ -74,3 +74,13 @@ def grid(panels: list[np.ndarray], gap: int = 4) -> np.ndarray:
   for p in panels:
     out += [p, space]
   return np.concatenate(out[:-1], axis=1)
+
+
+def to_model_range(images_uint8: np.ndarray) -> np.ndarray:
+  """uint8 [0, 255] → float32 [−1, 1]."""
+  return images_uint8.astype(np.float32) / 127.5 - 1.0
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+  """float [−1, 1] → uint8 [0, 255], rounded and clipped."""
+  return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
-from sr3_jax import diffusion, samplers, schedules
+from sr3_jax import consistency, diffusion, frequency, samplers, schedules
 from sr3_jax.data import degrade
 from sr3_jax.models import unet
 
@@ -55,7 +55,6 @@ def make_super_resolve(config, model: unet.UNet, sampler: samplers.SamplerConfig
   x̂0 applies only when the HR image itself is diffused. With `sampler.final == "z"` (truncated
   sampling) it returns (y at the grid's γ_0, x̂0 of the last step) instead, unclipped.
   """
-  from sr3_jax import consistency, frequency
   factor = config.data.factor
   sampler = sampler or sampler_config(config)
   aug = model.config.aug_embedding
@@ -77,13 +76,13 @@ def make_super_resolve(config, model: unet.UNet, sampler: samplers.SamplerConfig
     variables = unet.prepare_inference(model, params, lr_up, jnp.zeros(lr.shape[:1]), lr_up, **extra)
     denoise = lambda z, g: model.apply(variables, z, g, lr_up, train=False, **extra)
     if process != "gaussian":  # the DCT-diagonal process walks t = 1 → 0 in len(gammas) − 1 steps
-      x0_fn = (lambda y: consistency.project_target(y, lr, lr_up, factor, config.diffusion, project, clip)
+      x0_fn = (lambda y: project_target(y, lr, lr_up, factor, config.diffusion, project, clip)
                ) if (project or clip is not None) else None
       y = frequency.sample(denoise, lr_up.shape, gammas.shape[0] - 1, rng, process, config.frequency,
                            config.diffusion.target, sampler.name, x0_fn=x0_fn)
       return jnp.clip(diffusion.image_from_target(y, lr_up, config.diffusion), -1.0, 1.0)
     if image_space:
-      denoise = consistency.image_space_denoiser(denoise, sampler.target, lr, lr_up, factor, config.diffusion,
+      denoise = image_space_denoiser(denoise, sampler.target, lr, lr_up, factor, config.diffusion,
                                                  project, clip)
     y, x0, _ = samplers.sample_with_x0(denoise, lr_up.shape, gammas, rng, sampler)
     if sampler.final == "z":
@@ -117,3 +116,33 @@ def make_generate(config, model: unet.UNet, sampler: samplers.SamplerConfig | No
     return jnp.clip(y, -1.0, 1.0)
 
   return jax.jit(run, static_argnames=("guidance",))
+
+
+def image_space_denoiser(denoise_fn: Callable[[Array, Array], Array], target: str, lr: Array, lr_up: Array,
+                         factor: int, dcfg, consistent: bool = True, clip: float | None = 1.0
+                         ) -> Callable[[Array, Array], Array]:
+  """Wraps a Gaussian-diffusion denoiser so that its x̂0, read as an HR image, is clipped to
+  [−clip, clip] and (with `consistent`) projected onto the images consistent with `lr`; the output is
+  re-expressed in the model's parameterisation, so every sampler uses the corrected x̂0 unchanged.
+
+  For a residual target this is where x̂0 gets clipped at all: a bound on the residual itself
+  would not keep bicubic(LR) + residual inside the image range.
+  """
+  def fn(z, g):
+    out = denoise_fn(z, g).astype(jnp.float32)
+    x0, _ = diffusion.x0_eps_from_output(out, z, g, target)
+    x0 = project_target(x0, lr, lr_up, factor, dcfg, consistent, clip)
+    return diffusion.target_from_x0_eps(x0, diffusion.eps_from_x0(z, g, x0), g, target)
+  return fn
+
+
+def project_target(y0: Array, lr: Array, lr_up: Array, factor: int, dcfg, consistent: bool = True,
+                   clip: float | None = 1.0) -> Array:
+  """A diffused-target x̂0 (HR, or the scaled residual) corrected through image space: clipped to
+  [−clip, clip] (so that a projection after it stays exact) and optionally projected."""
+  image = diffusion.image_from_target(y0, lr_up, dcfg)
+  if clip is not None:
+    image = jnp.clip(image, -clip, clip)
+  if consistent:
+    image = consistency.project(image, lr, factor)
+  return diffusion.make_target_image(image, lr_up, dcfg)

@@ -14,6 +14,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sr3_jax import diffusion
 
@@ -75,7 +76,6 @@ def _predict(denoise_fn, z: Array, gamma: Array, cfg: SamplerConfig) -> tuple[Ar
 def truncated_grid(gammas, gamma_stop: float):
   """The grid a truncated reverse process walks: γ_0 = gamma_stop, then every level of `gammas`
   noisier than it. Computed on the host (its length depends on the values)."""
-  import numpy as np
   g = np.asarray(gammas, np.float64)
   below = g[g < gamma_stop - 1e-9]
   if below.size == 0:

@@ -25,7 +25,10 @@ import shlex
 import sys
 from typing import Any
 
-from sr3_jax import paths
+import matplotlib
+import matplotlib.pyplot as plt
+
+from sr3_jax import configs, evaluate, paths, train
 
 
 @dataclasses.dataclass
@@ -38,7 +41,6 @@ class Sweep:
 def on_demo(arg: str | None, runs: list[dict]) -> Sweep:
   """A sweep over the demo config: `arg` "runlocal" (smoke run, tiny eval) or "steps=N"; otherwise
   the demo's 500 steps, evaluated on 2 held-out 192-pixel crops with the mean of 4 samples."""
-  from sr3_jax import configs
   a = configs.parse_arg(arg, runlocal=False, steps=0)
   spec = "experiments/configs/demo.py" + (":runlocal" if a.runlocal else f":steps={a.steps}" if a.steps else "")
   ev = dict(num_images=2, samples=2, steps=None) if a.runlocal else dict(num_images=2, samples=4, image_size=192)
@@ -75,7 +77,6 @@ def load(spec: str) -> Sweep:
   path_str, _, arg = spec.partition(":")
   path = pathlib.Path(path_str)
   if not path.exists():
-    from sr3_jax import configs
     if (configs.repo_root() / path).exists():
       path = configs.repo_root() / path
     else:
@@ -128,7 +129,6 @@ def commands(sweep: Sweep, root: str, tpu: str = "$TPU_NAME", zone: str = "$ZONE
 
 def run_local(sweep: Sweep, root: pathlib.Path, log=None) -> list[str]:
   """Trains and evaluates each unfinished run in turn; returns the names it ran."""
-  from sr3_jax import configs, evaluate, train
   log = log or sys.stderr
   ran = []
   for run in sweep.runs:
@@ -192,9 +192,7 @@ def _metrics(workdir: pathlib.Path) -> list[dict]:
 
 def plot(sweep: Sweep, root: pathlib.Path) -> pathlib.Path:
   """Training loss per run, and the periodic eval PSNR (SR3 and bicubic) where logged."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  matplotlib.use("Agg")  # files only; no display
   fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(11, 4))
   for run in sweep.runs:
     name = run_name(run)

@@ -1,85 +1,37 @@
-"""The train state and one SPMD update step over a device mesh.
+"""One SPMD update step over a device mesh, and the training loop around it.
 
-The step is a single `jax.jit` over a `Mesh` with a `data` axis: the batch is sharded over
-`data`, the state is replicated (FSDP rules come with the training-at-scale work), the state is
-donated, and nothing returns to the host inside the step. Randomness is
-`fold_in(key(seed), step)`. EMA parameters live in the state and are updated inside the step.
-A step whose loss or gradients are not finite leaves the state unchanged and is counted.
+The step is a single `jax.jit` over a `Mesh` (sr3_jax/sharding.py): the batch is split over every
+device, the state (sr3_jax/train_state.py) is replicated or FSDP-sharded and donated, and nothing
+returns to the host inside the step. Randomness is `fold_in(key(seed), step)`. A step whose loss or
+gradients are not finite leaves the state unchanged and is counted. The loop saves Orbax
+checkpoints (sr3_jax/checkpoint.py), resumes exactly, and stops cleanly on preemption.
 """
 from __future__ import annotations
 
-import functools
-import re
+import json
+import signal
+import sys
+import time
 from typing import Any, Callable
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from PIL import Image
+from tqdm import tqdm
 
-from sr3_jax import diffusion
+from sr3_jax import checkpoint, configs, diffusion, images, inference, metrics as sr_metrics, paths, sharding
+from sr3_jax.data import degrade, loader
 from sr3_jax.models import unet
+from sr3_jax.train_state import (  # noqa: F401  (the public names of sr3_jax.train)
+    TrainState, abstract_train_state, create_train_state, ema_decay, init_state, learning_rate_schedule,
+    make_optimizer)
+from sr3_jax.writers import MetricWriter
 
 Array = jax.Array
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: Array
-  params: Any
-  ema_params: Any
-  opt_state: Any
-  skipped: Array          # steps skipped so far for non-finite loss or gradients
-  consecutive_skips: Array
-
-
-def learning_rate_schedule(ocfg) -> optax.Schedule:
-  """Linear warmup from 0 to `lr` over `warmup_steps`, then constant (SR3: 10k steps, 1e-4)."""
-  if ocfg.warmup_steps <= 0:
-    return optax.constant_schedule(ocfg.lr)
-  return optax.join_schedules(
-      [optax.linear_schedule(0.0, ocfg.lr, ocfg.warmup_steps), optax.constant_schedule(ocfg.lr)],
-      [ocfg.warmup_steps])
-
-
-def make_optimizer(ocfg) -> optax.GradientTransformation:
-  lr = learning_rate_schedule(ocfg)
-  if ocfg.name == "adam":
-    opt = optax.adam(lr, b1=ocfg.b1, b2=ocfg.b2, eps=ocfg.eps)
-  elif ocfg.name == "adamw":
-    opt = optax.adamw(lr, b1=ocfg.b1, b2=ocfg.b2, eps=ocfg.eps, weight_decay=ocfg.weight_decay)
-  else:
-    raise ValueError(f"optim.name={ocfg.name!r}; choose 'adam' or 'adamw'")
-  if ocfg.grad_clip:
-    opt = optax.chain(optax.clip_by_global_norm(ocfg.grad_clip), opt)
-  return opt
-
-
-def ema_decay(ocfg, step: Array) -> Array:
-  """EMA decay with warm-up: min(decay, (1 + step)/(10 + step)), so early averages are not stuck at init."""
-  step = step.astype(jnp.float32)
-  return jnp.minimum(ocfg.ema_decay, (1.0 + step) / (10.0 + step))
-
-
-def make_mesh(config, devices=None) -> Mesh:
-  """A ('data', 'fsdp') mesh from config.mesh; data = -1 takes every device not used by fsdp."""
-  devices = np.asarray(devices if devices is not None else jax.devices())
-  fsdp = int(config.mesh.get("fsdp", 1))
-  data = int(config.mesh.get("data", -1))
-  if data == -1:
-    if devices.size % fsdp:
-      raise ValueError(f"mesh.fsdp={fsdp} does not divide the {devices.size} devices")
-    data = devices.size // fsdp
-  if data * fsdp != devices.size:
-    raise ValueError(f"mesh.data={data} × mesh.fsdp={fsdp} != {devices.size} devices")
-  return Mesh(devices.reshape(data, fsdp), ("data", "fsdp"))
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Batches are split over every device: the leading axis over ('data', 'fsdp')."""
-  return NamedSharding(mesh, P(("data", "fsdp")))
 
 
 def apply_fn_for(model: unet.UNet) -> Callable[..., Array]:
@@ -87,67 +39,6 @@ def apply_fn_for(model: unet.UNet) -> Callable[..., Array]:
   def apply_fn(params, z, gamma, cond, train=False, rngs=None, **extra):
     return model.apply({"params": params}, z, gamma, cond, train=train, rngs=rngs, **extra)
   return apply_fn
-
-
-def init_state(config, model: unet.UNet, rng: Array) -> TrainState:
-  params = unet.init_params(model, rng)
-  opt_state = make_optimizer(config.optim).init(params)
-  zero = jnp.zeros((), jnp.int32)
-  return TrainState(step=zero, params=params, ema_params=params, opt_state=opt_state,
-                    skipped=zero, consecutive_skips=zero)
-
-
-def partition_spec(path: str, shape: tuple[int, ...], fsdp: int, rules) -> P:
-  """Where one state leaf lives. The first rule (regex, axis) whose regex matches the leaf's path
-  shards `axis` over 'fsdp' (axis None: replicate). Without a matching rule, with fsdp > 1, the
-  largest axis divisible by the fsdp size is sharded; scalars and small leaves stay replicated."""
-  for pattern, axis in rules or ():
-    if re.search(pattern, path):
-      if axis is None:
-        return P()
-      if shape[axis] % fsdp:
-        raise ValueError(f"sharding rule {pattern!r} puts axis {axis} of {path} {shape} on fsdp={fsdp}, "
-                         f"which does not divide it")
-      spec = [None] * len(shape)
-      spec[axis] = "fsdp"
-      return P(*spec)
-  if fsdp <= 1 or not shape or int(np.prod(shape)) < 4096:
-    return P()
-  order = sorted(range(len(shape)), key=lambda a: -shape[a])
-  for axis in order:
-    if shape[axis] % fsdp == 0:
-      spec = [None] * len(shape)
-      spec[axis] = "fsdp"
-      return P(*spec)
-  return P()
-
-
-def state_shardings(abstract_state: Any, mesh: Mesh, rules=()) -> Any:
-  """NamedSharding for every leaf of the (abstract) state: replicated over 'data', FSDP by rule."""
-  fsdp = mesh.shape["fsdp"]
-  return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: NamedSharding(mesh, partition_spec(jax.tree_util.keystr(path), leaf.shape, fsdp, rules)),
-      abstract_state)
-
-
-def sharding_rules(config) -> list[tuple[str, int | None]]:
-  return [(str(r[0]), None if r[1] is None else int(r[1])) for r in config.mesh.get("rules", ())]
-
-
-def abstract_train_state(config, model: unet.UNet, mesh: Mesh) -> tuple[TrainState, Any]:
-  """(abstract state with shardings attached, the shardings) — nothing is allocated."""
-  abstract = jax.eval_shape(functools.partial(init_state, config, model), jax.random.key(config.seed))
-  shardings = state_shardings(abstract, mesh, sharding_rules(config))
-  with_sharding = jax.tree_util.tree_map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-  return with_sharding, shardings
-
-
-def create_train_state(config, model: unet.UNet, mesh: Mesh) -> TrainState:
-  """Abstract state first (jax.eval_shape), then the real one initialised already placed."""
-  _, shardings = abstract_train_state(config, model, mesh)
-  rng = jax.random.key(config.seed)
-  return jax.jit(functools.partial(init_state, config, model), out_shardings=shardings)(rng)
 
 
 def make_train_step(config, model: unet.UNet, mesh: Mesh):
@@ -201,7 +92,7 @@ def make_train_step(config, model: unet.UNet, mesh: Mesh):
 
   _, shardings = abstract_train_state(config, model, mesh)
   replicated = NamedSharding(mesh, P())
-  return jax.jit(step_fn, in_shardings=(shardings, batch_sharding(mesh)),
+  return jax.jit(step_fn, in_shardings=(shardings, sharding.batch_sharding(mesh)),
                  out_shardings=(shardings, replicated), donate_argnums=(0,))
 
 
@@ -222,14 +113,11 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def check_workdir_config(config, workdir) -> None:
   """Writes config.json into a new workdir; in an existing one, a different config is an error."""
-  import json
-  from etils import epath
   path = epath.Path(workdir) / "config.json"
   new = json.loads(config.to_json_best_effort())
   if path.exists():
     old = json.loads(path.read_text())
     # A field the saved config lacks (added to sr3_jax since) is no change if it holds its default.
-    from sr3_jax import configs
     defaults = _flat(json.loads(configs.base_config().to_json_best_effort()))
     flat_old, flat_new = _flat(old), _flat(new)
     diff = sorted(k for k in set(flat_old) | set(flat_new)
@@ -258,7 +146,6 @@ class _Preemption:
   """SIGTERM → a flag the loop checks (single process; with several, Orbax's sync point decides)."""
 
   def __init__(self):
-    import signal
     self.requested = False
     self._previous = None
     if jax.process_count() == 1:
@@ -268,7 +155,6 @@ class _Preemption:
     self.requested = True
 
   def restore(self):
-    import signal
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
 
@@ -277,8 +163,6 @@ def _sample_grid(config, model, mesh, params, hr: np.ndarray, sampler_fn, gammas
                  ) -> tuple[np.ndarray, dict[str, float]]:
   """(LR | bicubic | EMA sample | HR) rows for a few fixed held-out crops, as one uint8 image, and
   the evaluation metrics of those samples (PSNR, SSIM, consistency; bicubic alongside)."""
-  from sr3_jax import metrics as sr_metrics
-  from sr3_jax.data import degrade, embedded
   replicated = NamedSharding(mesh, P())
   rng = jax.random.fold_in(jax.random.key(config.seed + 7), step)
   if config.model.conditioning == "none":  # a base stage: (sample | training-distribution image) rows
@@ -287,7 +171,7 @@ def _sample_grid(config, model, mesh, params, hr: np.ndarray, sampler_fn, gammas
     labels = jax.make_array_from_process_local_data(replicated, labels)
     out = sampler_fn(params, labels, gammas, rng, guidance=config.sampling.get("guidance", 1.0))
     out = np.asarray(out.addressable_data(0))
-    rows = [np.concatenate([embedded.to_uint8(out[i]), embedded.to_uint8(hr[i])], axis=1) for i in range(n)]
+    rows = [np.concatenate([images.to_uint8(out[i]), images.to_uint8(hr[i])], axis=1) for i in range(n)]
     return np.concatenate(rows, axis=0), {}
   hr_g = jax.make_array_from_process_local_data(replicated, hr)
   lr = degrade.downsample(hr_g, config.data.factor, value_range=(-1.0, 1.0))
@@ -296,7 +180,7 @@ def _sample_grid(config, model, mesh, params, hr: np.ndarray, sampler_fn, gammas
   f = config.data.factor
   lr_big = np.repeat(np.repeat(np.asarray(lr.addressable_data(0)), f, axis=1), f, axis=2)
   cols = [lr_big, np.asarray(up.addressable_data(0)), np.asarray(sr.addressable_data(0)), hr]
-  rows = [np.concatenate([embedded.to_uint8(c[i]) for c in cols], axis=1) for i in range(hr.shape[0])]
+  rows = [np.concatenate([images.to_uint8(c[i]) for c in cols], axis=1) for i in range(hr.shape[0])]
   to01 = lambda x: (np.asarray(x, np.float32) + 1.0) / 2.0
   lr01 = to01(lr.addressable_data(0))
   scores = {}
@@ -326,20 +210,9 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
   Returns the final state. On SIGTERM (or Orbax's preemption sync point on a pod) it saves the
   current step, waits for the save and returns early; the caller exits 0 and a rerun resumes.
   """
-  import sys
-  import time
-
-  from etils import epath
-  from PIL import Image
-  from tqdm import tqdm
-
-  from sr3_jax import checkpoint, configs, inference, paths
-  from sr3_jax.data import embedded, loader
-  from sr3_jax.writers import MetricWriter
-
   log = log or sys.stderr
   configs.validate(config)
-  mesh = make_mesh(config)
+  mesh = sharding.make_mesh(config)
   validate_for_mesh(config, mesh)
   workdir = epath.Path(paths.resolve(workdir))  # relative or ~ as typed; gs:// as it is
   check_workdir_config(config, workdir)
@@ -356,7 +229,7 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
     state = ckpt.restore(latest, abstract, data_iter)
     print(f"resumed {workdir} from step {latest}", file=log)
   step_fn = make_train_step(config, model, mesh)
-  bsharding = batch_sharding(mesh)
+  bsharding = sharding.batch_sharding(mesh)
   writer = MetricWriter(workdir)
   preemption = _Preemption()
   tcfg = config.train

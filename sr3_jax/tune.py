@@ -12,6 +12,7 @@ logsnr_sigmoid), `steps`, `start`/`end` (the β range; ignored by log-SNR famili
 from __future__ import annotations
 
 import copy
+import importlib.util
 import itertools
 import json
 import sys
@@ -19,6 +20,7 @@ import sys
 from etils import epath
 
 from sr3_jax import evaluate
+from sr3_jax.checkpoint import load_for_inference, resolve_checkpoint
 
 BETA_FAMILIES = ("linear", "quadratic", "warmup_linear", "cosine")
 LOGSNR_FAMILIES = {"logsnr_cosine": "cosine", "logsnr_sigmoid": "sigmoid"}
@@ -40,7 +42,6 @@ def _value(text: str):
 def parse_grid(spec: str) -> list[dict]:
   """A grid file (get_grid()) or an inline product "key=v1,v2;key=v3" → candidate dicts."""
   if spec.endswith(".py"):
-    import importlib.util
     path = epath.Path(spec)
     if not path.exists():
       raise FileNotFoundError(f"--grid {spec} not found")
@@ -94,7 +95,7 @@ def tune(checkpoint: str, grid: str, dataset: str | None = None, num_images: int
   candidates = parse_grid(grid)
   if not candidates:
     raise ValueError(f"--grid {grid!r} holds no candidates")
-  config, model, params, step = evaluate.load_for_inference(checkpoint)
+  config, model, params, step = load_for_inference(checkpoint)
   dcfg, split = evaluate.eval_data(config, dataset)
   rows, seen = [], set()
   for i, cand in enumerate(candidates):
@@ -112,7 +113,7 @@ def tune(checkpoint: str, grid: str, dataset: str | None = None, num_images: int
                      bicubic_psnr=summary["bicubic"]["psnr"]["mean"], num_images=n))
   _, higher = METRICS[metric]
   rows.sort(key=lambda r: -r[metric] if higher else r[metric])
-  out = epath.Path(output) if output else evaluate.resolve_checkpoint(checkpoint)[0]
+  out = epath.Path(output) if output else resolve_checkpoint(checkpoint)[0]
   out.mkdir(parents=True, exist_ok=True)
   result = {"checkpoint": str(checkpoint), "step": step, "dataset": dcfg.dataset, "split": split,
             "metric": metric, "samples": samples, "seed": seed, "ranked": rows}

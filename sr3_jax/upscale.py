@@ -25,12 +25,11 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from sr3_jax import evaluate, images, inference, train
-from sr3_jax.data import embedded
+from sr3_jax import images, inference, sharding
+from sr3_jax.checkpoint import load_for_inference
 
 
 def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
@@ -109,7 +108,7 @@ class Upscaler:
 
   def __init__(self, checkpoint: str, steps: int | None = None, sampler: str | None = None,
                samples: int = 1, batch: int = 8, tile: int = 64, overlap: int = 8, seed: int = 0):
-    self.config, model, self.params, self.step = evaluate.load_for_inference(checkpoint)
+    self.config, model, self.params, self.step = load_for_inference(checkpoint)
     if sampler:
       self.config.sampling.sampler = sampler
     self.factor = int(self.config.data.factor)
@@ -123,8 +122,8 @@ class Upscaler:
     if self.samples < 1:
       raise ValueError(f"--samples {samples} must be at least 1")
     self.overlap = int(overlap)
-    mesh = train.make_mesh(self.config, jax.local_devices())
-    self.sharding = train.batch_sharding(mesh)
+    mesh = sharding.make_mesh(self.config, jax.local_devices())
+    self.sharding = sharding.batch_sharding(mesh)
     ndev = len(jax.local_devices())
     self.batch = -(-max(1, int(batch)) // ndev) * ndev   # a multiple of the local device count
     self.gammas = inference.inference_gammas(self.config, self.steps)
@@ -135,7 +134,7 @@ class Upscaler:
     """(h, w, 3) uint8 → K super-resolutions (K, h·f, w·f, 3) in [−1, 1]."""
     h, w, _ = rgb.shape
     th, tw, ph, pw = plan(h, w, self.tile, self.multiple, self.overlap)
-    lr = embedded.to_model_range(rgb)
+    lr = images.to_model_range(rgb)
     lr = np.pad(lr, ((0, ph - h), (0, pw - w), (0, 0)), mode="symmetric")
     tiles, pos = split_tiles(lr, th, tw, self.overlap)
     jobs = np.concatenate([tiles] * self.samples)        # job k·N + n: sample k of tile n
@@ -194,11 +193,11 @@ def upscale(checkpoint: str, input_path: str, output: str, steps: int | None = N
       written.append(str(out_dir / name))
 
     if up.samples == 1:
-      save(f"{stem}.png", embedded.to_uint8(sr[0]))
+      save(f"{stem}.png", images.to_uint8(sr[0]))
     else:
       for k, s in enumerate(sr):
-        save(f"{stem}_sample{k}.png", embedded.to_uint8(s))
-      save(f"{stem}_mean.png", embedded.to_uint8(sr.mean(axis=0)))
+        save(f"{stem}_sample{k}.png", images.to_uint8(s))
+      save(f"{stem}_mean.png", images.to_uint8(sr.mean(axis=0)))
       std = (sr / 2.0).std(axis=0).mean(axis=-1)   # on the [0, 1] scale, averaged over channels
       images.save_png(out_dir / f"{stem}_std.png", images.heat_map(std))
       written.append(str(out_dir / f"{stem}_std.png"))

@@ -13,19 +13,19 @@ jax.config.update("jax_num_cpu_devices", 8)
 
 import numpy as np  # noqa: E402
 
-from sr3_jax import checkpoint, configs, train  # noqa: E402
+from sr3_jax import checkpoint, configs, sharding, train  # noqa: E402
 from sr3_jax.data import loader  # noqa: E402
 from sr3_jax.models import unet  # noqa: E402
 
 
 def run(config, devices, steps=2):
-  mesh = train.make_mesh(config, devices)
+  mesh = sharding.make_mesh(config, devices)
   model = unet.build(config.model)
   state = train.create_train_state(config, model, mesh)
   step = train.make_train_step(config, model, mesh)
   it = iter(loader.make_dataset(config.data, "train", config.train.batch_size, seed=0))
   for _ in range(steps):
-    state, _ = step(state, loader.global_batch(next(it), train.batch_sharding(mesh)))
+    state, _ = step(state, loader.global_batch(next(it), sharding.batch_sharding(mesh)))
   return state, mesh, model
 
 
@@ -61,7 +61,7 @@ def main(workdir):
   for n, fs in ((1, 1), (4, 2)):
     cn = configs.load("experiments/configs/demo.py:runlocal")
     cn.mesh.update(dict(data=n // fs, fsdp=fs))
-    mesh_n = train.make_mesh(cn, jax.devices()[:n])
+    mesh_n = sharding.make_mesh(cn, jax.devices()[:n])
     abstract, _ = train.abstract_train_state(cn, model, mesh_n)
     restored = ckpt.restore(2, abstract, None)
     out[f"restore_{n}"] = max_diff(restored.params, fsdp.params)

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from sr3_jax import configs, consistency, diffusion, samplers, train
+from sr3_jax import configs, consistency, diffusion, images, inference, samplers, train
 from sr3_jax.data import degrade, embedded, loader
 from sr3_jax.models import unet
 
@@ -21,7 +21,7 @@ def tiny_config(**model):
 def hr_batch(n=8, size=16):
   photos = list(embedded.load_split("train").values())
   rng = np.random.default_rng(0)
-  return jnp.asarray(np.stack([embedded.to_model_range(loader.random_crop(photos[i % len(photos)], size, rng))
+  return jnp.asarray(np.stack([images.to_model_range(loader.random_crop(photos[i % len(photos)], size, rng))
                                for i in range(n)]))
 
 
@@ -106,7 +106,7 @@ def test_projected_sampling_is_consistent_with_the_lr_input(diffuse):
   lr = degrade.downsample(hr, 4, value_range=(-1.0, 1.0))
   lr_up = degrade.upsample(lr, 4, value_range=(-1.0, 1.0))
   denoise = lambda z, g: model.apply({"params": params}, z, g, lr_up)
-  denoise = consistency.image_space_denoiser(denoise, "eps", lr, lr_up, 4, c.diffusion)
+  denoise = inference.image_space_denoiser(denoise, "eps", lr, lr_up, 4, c.diffusion)
   gammas = jnp.asarray(samplers.truncated_grid(np.linspace(1.0, 1e-3, 9), 1.0))
   y, _, _ = samplers.sample_with_x0(denoise, hr.shape, gammas, jax.random.key(0),
                                     samplers.SamplerConfig(clip_x0=None, variance="posterior"))
@@ -124,7 +124,7 @@ def test_residual_x0_is_clipped_as_an_image():
   wild = lambda z, g: 50.0 * jax.random.normal(jax.random.key(0), z.shape)   # an untrained network at γ ≈ 0
   z = jax.random.normal(jax.random.key(1), hr.shape)
   g = jnp.full((2,), 3e-7)
-  fn = consistency.image_space_denoiser(wild, "eps", lr, lr_up, 4, c.diffusion, consistent=False)
+  fn = inference.image_space_denoiser(wild, "eps", lr, lr_up, 4, c.diffusion, consistent=False)
   x0, _ = diffusion.x0_eps_from_output(fn(z, g), z, g, "eps")
   image = diffusion.image_from_target(x0, lr_up, c.diffusion)
   assert float(jnp.abs(image).max()) <= 1.0 + 1e-3

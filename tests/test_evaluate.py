@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from sr3_jax import evaluate
+from sr3_jax.checkpoint import resolve_checkpoint
 
 
 def test_eval_writes_json_and_table(tiny_workdir, tmp_path):
@@ -34,4 +35,4 @@ def test_bootstrap_interval_covers_the_mean():
 
 def test_bad_checkpoint_paths(tmp_path):
   with pytest.raises(FileNotFoundError, match="neither a workdir"):
-    evaluate.resolve_checkpoint(str(tmp_path))
+    resolve_checkpoint(str(tmp_path))

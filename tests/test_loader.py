@@ -4,7 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from sr3_jax import configs, train
+from sr3_jax import configs, sharding
 from sr3_jax.data import embedded, loader
 
 
@@ -119,9 +119,9 @@ def test_unprepared_tfds_dataset_names_the_fix(tmp_path):
 
 def test_global_batch_on_the_mesh():
   c = configs.load("experiments/configs/demo.py:runlocal")
-  mesh = train.make_mesh(c)
+  mesh = sharding.make_mesh(c)
   local = next(iter(loader.make_dataset(c.data, "train", 4, seed=0)))
-  g = loader.global_batch(local, train.batch_sharding(mesh))
+  g = loader.global_batch(local, sharding.batch_sharding(mesh))
   assert g["hr"].shape == (4 * jax.process_count(), 32, 32, 3)
   np.testing.assert_array_equal(np.asarray(g["hr"]), local["hr"])
 

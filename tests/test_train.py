@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sr3_jax import configs, train
+from sr3_jax import configs, sharding, train
 from sr3_jax.data import loader
 from sr3_jax.models import unet
 
@@ -15,10 +15,10 @@ def setup():
   c = configs.load("experiments/configs/demo.py:runlocal")
   c.train.batch_size = 8
   c.optim.update(dict(lr=2e-3, warmup_steps=5))
-  mesh = train.make_mesh(c)
+  mesh = sharding.make_mesh(c)
   model = unet.build(c.model)
   local = next(iter(loader.make_dataset(c.data, "train", 8, seed=0)))
-  batch = loader.global_batch(local, train.batch_sharding(mesh))
+  batch = loader.global_batch(local, sharding.batch_sharding(mesh))
   chex.clear_trace_counter()
   step = train.make_train_step(c, model, mesh)  # compiled once for the module
   return c, mesh, model, batch, step

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from sr3_jax import configs, train
+from sr3_jax import configs, sharding, train
 from sr3_jax.data import loader
 
 CFG = "experiments/configs/demo.py:runlocal"
@@ -96,7 +96,7 @@ def test_repeated_non_finite_steps_stop_the_run(tmp_path, monkeypatch):
 
 def test_batch_not_divisible_by_devices_is_named(tmp_path):
   c = small_config(**{"train.batch_size": 3, "mesh.data": 1})
-  mesh = train.make_mesh(c)
+  mesh = sharding.make_mesh(c)
   if mesh.size == 1:
     c.train.batch_size = 3
     train.validate_for_mesh(c, mesh)  # one device divides everything

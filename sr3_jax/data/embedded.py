@@ -65,13 +65,3 @@ def load_faces(split: str) -> dict[str, np.ndarray]:
   faces = np.repeat(np.round(arr * 255.0).astype(np.uint8)[..., None], 3, axis=-1)
   idx = range(100 - FACES_HELD_OUT) if split == "train" else range(100 - FACES_HELD_OUT, 100)
   return {f"lfw_{i:03d}": faces[i] for i in idx}
-
-
-def to_model_range(images_uint8: np.ndarray) -> np.ndarray:
-  """uint8 [0, 255] → float32 [−1, 1]."""
-  return images_uint8.astype(np.float32) / 127.5 - 1.0
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-  """float [−1, 1] → uint8 [0, 255], rounded and clipped."""
-  return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)

@@ -7,13 +7,14 @@ epoch, and the Grain iterator's state (a few integers) is enough to resume exact
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import io
 
 import grain
 import jax
 import numpy as np
 from PIL import Image
 
+from sr3_jax import images as image_io
 from sr3_jax.data import embedded
 
 PREPROCESS = ("random_crop", "center_resize")
@@ -92,7 +93,6 @@ class _Examples:
 
 def decode_image(data: bytes) -> np.ndarray:
   """Encoded PNG/JPEG bytes (as `sr3 prepare` stores them) → uint8 RGB, decoded with Pillow."""
-  import io
   with Image.open(io.BytesIO(data)) as im:
     return np.asarray(im.convert("RGB"))
 
@@ -173,7 +173,7 @@ def make_dataset(dcfg, split: str, batch_size: int, *, seed: int, train: bool = 
       image = random_crop(image, size, rng, flip=dcfg.get("flip", True))
     else:
       image = center_crop(image, size)
-    out = {"hr": embedded.to_model_range(image)}
+    out = {"hr": image_io.to_model_range(image)}
     if "label" in example:
       out["label"] = example["label"]
     return out
