@@ -33,7 +33,7 @@ def parse_arg(arg: str | None, **defaults):
   return out
 
 
-DROPOUT_RNGS = ("threefry", "hash", "rbg", "unsafe_rbg")
+DROPOUT_RNGS = ("auto", "threefry", "hash", "rbg", "unsafe_rbg")
 LOGSNR_FIELDS = dict(logsnr_min=-15.0, logsnr_max=15.0, image_size=64, base=64)
 
 
@@ -96,8 +96,13 @@ def base_config() -> ml_collections.ConfigDict:
                                     # held-out crops and their PSNR/SSIM/consistency; 0: off
       sample_steps=20,              # sampler steps for those grids
       max_consecutive_skips=20,     # stop after this many non-finite steps in a row
-      dropout_rng="hash",           # dropout masks: hash (counter hash, sr3_jax/hash_prng.py) |
-                                    # threefry | rbg | unsafe_rbg (XLA's RngBitGenerator)
+      # Dropout masks' random bits: threefry (JAX's default) | hash (a counter hash,
+      # sr3_jax/hash_prng.py) | rbg | unsafe_rbg (XLA's RngBitGenerator) | auto: chosen once by
+      # train.make_train_step from the mesh's devices: hash on a CPU mesh, where a (4, 128, 128, 64)
+      # mask takes 3-4 ms against Threefry's 46-55 ms and the reference train step 11.15 s against
+      # 12.03 s (BENCHMARKS.md, dropout masks); threefry on TPU and GPU, JAX's own default, which
+      # no measurement on those platforms has shown another generator to beat.
+      dropout_rng="auto",
   ))
   c.checkpoint = ml_collections.ConfigDict(dict(every=1000, keep=3, keep_every=0, async_save=True))
   # Mesh axes: data-parallel × FSDP. rules: [(regex on the state path, axis sharded over fsdp or None)].
@@ -125,7 +130,7 @@ def validate(config) -> None:
                      f"(e.g. 'label')")
   if not 0.0 <= config.diffusion.get("p_uncond", 0.0) < 1.0:
     raise ValueError(f"diffusion.p_uncond={config.diffusion.p_uncond} must lie in [0, 1)")
-  if config.train.get("dropout_rng", "threefry") not in DROPOUT_RNGS:
+  if config.train.get("dropout_rng", "auto") not in DROPOUT_RNGS:
     raise ValueError(f"train.dropout_rng={config.train.dropout_rng!r}; choose one of {DROPOUT_RNGS}")
   augment.validate(config)
   frequency.validate(config)

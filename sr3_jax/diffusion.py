@@ -17,7 +17,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from sr3_jax import augment, consistency, frequency, hash_prng, schedules
+from sr3_jax import augment, consistency, frequency, schedules
 from sr3_jax.data import degrade
 
 Array = jax.Array
@@ -132,7 +132,8 @@ jax.tree_util.register_dataclass(LossOutput, data_fields=["loss", "loss_per_exam
                                  meta_fields=[])
 
 
-def make_loss_fn(apply_fn: Callable[..., Array], config) -> Callable[..., tuple[Array, LossOutput]]:
+def make_loss_fn(apply_fn: Callable[..., Array], config, dropout_key_fn: Callable[[Array], Array] = lambda k: k
+                 ) -> Callable[..., tuple[Array, LossOutput]]:
   """Builds loss_fn(params, batch, rng, train=True) → (loss, LossOutput).
 
   `apply_fn(params, z, gamma, cond, train=..., rngs=..., **extra)` is the network (model.apply).
@@ -143,7 +144,8 @@ def make_loss_fn(apply_fn: Callable[..., Array], config) -> Callable[..., tuple[
   Noise levels come from SR3's p(γ) per example (β schedules) or from λ(t), t ~ U(0, 1); with
   `diffusion.process` 'blur' or 'band' the forward process is the DCT-diagonal one of
   sr3_jax/frequency.py at t ~ U(0, 1). `diffusion.consistency_weight` λ adds λ·‖D(x̂0) − x_lr‖²
-  (sr3_jax/consistency.py) against the clean LR input.
+  (sr3_jax/consistency.py) against the clean LR input. `dropout_key_fn` turns the dropout key into
+  the generator the train step chose (`train.dropout_key`); the default keeps Threefry.
   """
   dcfg = config.diffusion
   factor = config.data.factor
@@ -160,17 +162,13 @@ def make_loss_fn(apply_fn: Callable[..., Array], config) -> Callable[..., tuple[
   process = dcfg.get("process", "gaussian")
   fcfg = config.get("frequency")
   cons_weight = float(dcfg.get("consistency_weight", 0.0))
-  dropout_rng = config.get("train", {}).get("dropout_rng", "threefry")
   if cons_weight and not has_lr:
     raise ValueError("diffusion.consistency_weight needs an LR input; a base stage has none")
 
   def loss_fn(params: Any, batch: dict[str, Array], rng: Array, train: bool = True):
     hr = batch["hr"].astype(jnp.float32)
     gamma_key, noise_key, dropout_key, aug_key, label_key = jax.random.split(rng, 5)
-    if dropout_rng == "hash":  # a counter hash: masks ~15× cheaper than Threefry on the CPU
-      dropout_key = hash_prng.key_from(dropout_key)
-    elif dropout_rng != "threefry":  # XLA's RngBitGenerator
-      dropout_key = jax.random.wrap_key_data(jax.random.bits(dropout_key, (4,), jnp.uint32), impl=dropout_rng)
+    dropout_key = dropout_key_fn(dropout_key)
     extra = {}
     lr_up = None
     if has_lr:

@@ -11,7 +11,7 @@ with Threefry or RngBitGenerator (BENCHMARKS.md).
 It is a statistical generator, not a cryptographic one: good enough to decide which activations
 dropout zeroes (tests/test_hash_prng.py checks the keep rate, neighbour correlations, byte
 frequencies and independence of split and folded keys), not a replacement for Threefry where
-streams must be unpredictable. Selected by `train.dropout_rng="hash"`.
+streams must be unpredictable. Selected by `train.dropout_rng="hash"`, and by its default `auto` on a CPU mesh.
 """
 from __future__ import annotations
 

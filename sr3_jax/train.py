@@ -8,6 +8,7 @@ checkpoints (sr3_jax/checkpoint.py), resumes exactly, and stops cleanly on preem
 """
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sys
@@ -23,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 from tqdm import tqdm
 
-from sr3_jax import checkpoint, configs, diffusion, images, inference, metrics as sr_metrics, paths, sharding
+from sr3_jax import checkpoint, configs, diffusion, hash_prng, images, inference, metrics as sr_metrics, paths, sharding
 from sr3_jax.data import degrade, loader
 from sr3_jax.models import unet
 from sr3_jax.train_state import (  # noqa: F401  (the public names of sr3_jax.train)
@@ -41,10 +42,27 @@ def apply_fn_for(model: unet.UNet) -> Callable[..., Array]:
   return apply_fn
 
 
+def resolve_dropout_rng(name: str, devices) -> str:
+  """train.dropout_rng with `auto` decided by the devices the step runs on (see configs.base_config)."""
+  if name != "auto":
+    return name
+  return "hash" if all(d.platform == "cpu" for d in devices) else "threefry"
+
+
+def dropout_key(key: Array, impl: str) -> Array:
+  """A Threefry key as a key of the generator `impl` (threefry, hash, rbg or unsafe_rbg)."""
+  if impl == "threefry":
+    return key
+  if impl == "hash":
+    return hash_prng.key_from(key)
+  return jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl=impl)
+
+
 def make_train_step(config, model: unet.UNet, mesh: Mesh):
   """Returns the jitted step(state, batch) → (state, metrics); the state is donated and keeps its
   shardings (replicated, or FSDP by config.mesh rules); metrics come back replicated."""
-  loss_fn = diffusion.make_loss_fn(apply_fn_for(model), config)
+  impl = resolve_dropout_rng(config.train.get("dropout_rng", "auto"), mesh.devices.flat)
+  loss_fn = diffusion.make_loss_fn(apply_fn_for(model), config, functools.partial(dropout_key, impl=impl))
   optimizer = make_optimizer(config.optim)
   lr_fn = learning_rate_schedule(config.optim)
   base_key = jax.random.key(config.seed)
@@ -120,6 +138,9 @@ def check_workdir_config(config, workdir) -> None:
     # A field the saved config lacks (added to sr3_jax since) is no change if it holds its default.
     defaults = _flat(json.loads(configs.base_config().to_json_best_effort()))
     flat_old, flat_new = _flat(old), _flat(new)
+    for flat in (flat_old, flat_new):  # `auto` is the generator it resolves to here
+      if flat.get("train.dropout_rng") == "auto":
+        flat["train.dropout_rng"] = resolve_dropout_rng("auto", jax.devices())
     diff = sorted(k for k in set(flat_old) | set(flat_new)
                   if flat_old.get(k) != flat_new.get(k) and k not in RESUMABLE_CHANGES
                   and not (k not in flat_old and k in defaults and flat_new.get(k) == defaults[k]))

@@ -1,4 +1,5 @@
 """Forward process, target conversions and the loss."""
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,6 +77,18 @@ def test_loss_fn_is_finite_and_per_example():
   assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
 
 
+def test_auto_dropout_rng_is_hash_on_a_cpu_mesh_and_threefry_elsewhere():
+  from sr3_jax import train
+
+  class Device:
+    def __init__(self, platform):
+      self.platform = platform
+  assert train.resolve_dropout_rng("auto", [Device("cpu")] * 8) == "hash"
+  assert train.resolve_dropout_rng("auto", [Device("tpu")] * 4) == "threefry"
+  assert train.resolve_dropout_rng("auto", [Device("gpu")]) == "threefry"
+  assert train.resolve_dropout_rng("rbg", [Device("cpu")]) == "rbg"
+
+
 def test_other_dropout_rngs_are_deterministic_and_differ_from_threefry():
   """train.dropout_rng='rbg' (XLA's RngBitGenerator) or 'hash' (hash_prng): same key, same loss."""
   from sr3_jax import train
@@ -87,8 +100,8 @@ def test_other_dropout_rngs_are_deterministic_and_differ_from_threefry():
   hr = jax.random.uniform(jax.random.key(2), (2, 32, 32, 3), minval=-1, maxval=1)
   losses = {}
   for impl in ("threefry", "rbg", "hash"):
-    c.train.dropout_rng = impl
-    f = jax.jit(lambda p: diffusion.make_loss_fn(train.apply_fn_for(model), c)(p, {"hr": hr}, jax.random.key(3))[0])
+    key_fn = functools.partial(train.dropout_key, impl=impl)
+    f = jax.jit(lambda p: diffusion.make_loss_fn(train.apply_fn_for(model), c, key_fn)(p, {"hr": hr}, jax.random.key(3))[0])
     losses[impl] = (float(f(params)), float(f(params)))
   for impl in ("rbg", "hash"):
     assert losses[impl][0] == losses[impl][1] and losses["threefry"][0] != losses[impl][0]

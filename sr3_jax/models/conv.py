@@ -191,6 +191,11 @@ def use_subpixel(mode: str, winograd_mode: str, x_shape, kernel_shape, dtype=jnp
   return True
 
 
+def may_use_winograd(winograd_mode: str) -> bool:
+  """Whether some convolution of a model with this `model.winograd` may run as Winograd."""
+  return winograd_mode == "on" or (winograd_mode == "auto" and _single_cpu_device())
+
+
 def custom_convs_active(weight_grad: str, winograd_mode: str, upsample_conv: str = "direct") -> bool:
   """Whether some convolution of a model with these settings may leave XLA's own (im2col, Winograd,
   subpixel upsampling)."""

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sr3_jax.models.conv import PREPARED, UPSAMPLE_CONVS, WEIGHT_GRADS, WINOGRADS, Conv
+from sr3_jax.models.conv import PREPARED, UPSAMPLE_CONVS, WEIGHT_GRADS, WINOGRADS, Conv, may_use_winograd
 from sr3_jax.models.subpixel import upsample_nearest
 
 Array = jax.Array
@@ -428,8 +428,12 @@ def prepare_inference(model: UNet, params: Any, z: Array, gamma: Array, cond: Ar
   as Winograd on inputs of these shapes, its transformed kernel (conv.PREPARED), made once here
   instead of at every sampling step. Call it under the same jit as the sampler: only the kernel
   transforms are then computed; the forward pass it traces has no used output and is removed.
-  `z`, `cond` and `extra` need only the shapes the sampler's calls will have.
+  `z`, `cond` and `extra` need only the shapes the sampler's calls will have. A model none of whose
+  convolutions can be Winograd's (model.winograd off, or auto off a single CPU device: every TPU
+  and GPU) is not traced at all: the variables are {"params": params}.
   """
+  if not may_use_winograd(model.config.winograd):
+    return {"params": params}
   _, prepared = model.apply({"params": params}, z, gamma, cond, train=False, mutable=[PREPARED], **extra)
   return {"params": params, **prepared}
 
