@@ -15,6 +15,7 @@ once, `unet.prepare_inference`), on the same random params for every variant.
 A variant is NAME:KEY=VALUE,KEY=VALUE (values are Python literals; nothing after the colon: the
 config as it is).
 """
+
 import argparse
 import ast
 import statistics
@@ -44,7 +45,9 @@ def main():
   ap.add_argument("--what", choices=("train", "forward"), default="train")
   ap.add_argument("variants", nargs="+")
   args = ap.parse_args()
-  print(f"malloc: {host_malloc.keep_freed_memory()}", file=sys.stderr)  # before JAX starts, as `sr3` does
+  print(
+    f"malloc: {host_malloc.keep_freed_memory()}", file=sys.stderr
+  )  # before JAX starts, as `sr3` does
   steps = []
   params = None
   for name, overrides in map(parse_variant, args.variants):
@@ -53,16 +56,26 @@ def main():
     mesh = sharding.make_mesh(config)
     model = unet.build(config.model)
     bs, size = config.train.batch_size, config.data.image_size
-    hr = jax.device_put(np.random.default_rng(0).uniform(-1, 1, (bs, size, size, 3)).astype(np.float32),
-                        sharding.batch_sharding(mesh))
+    hr = jax.device_put(
+      np.random.default_rng(0).uniform(-1, 1, (bs, size, size, 3)).astype(np.float32),
+      sharding.batch_sharding(mesh),
+    )
     t = time.perf_counter()
     if args.what == "forward":
-      if params is None:  # random, not the zero-initialised output layer, so outputs can be compared
+      if (
+        params is None
+      ):  # random, not the zero-initialised output layer, so outputs can be compared
         params = jax.jit(lambda k: unet.init_params(model, k))(jax.random.key(0))
-        params = jax.tree.map(lambda p: p + 0.02 * jax.random.normal(jax.random.key(1), p.shape), params)
+        params = jax.tree.map(
+          lambda p: p + 0.02 * jax.random.normal(jax.random.key(1), p.shape), params
+        )
       gamma = jax.numpy.full((bs,), 0.5)
-      variables = jax.jit(lambda p, model=model: unet.prepare_inference(model, p, hr, gamma, hr))(params)
-      forward = jax.jit(lambda v, model=model: model.apply(v, hr, gamma, hr)).lower(variables).compile()
+      variables = jax.jit(lambda p, model=model: unet.prepare_inference(model, p, hr, gamma, hr))(
+        params
+      )
+      forward = (
+        jax.jit(lambda v, model=model: model.apply(v, hr, gamma, hr)).lower(variables).compile()
+      )
       call = lambda forward=forward, variables=variables: forward(variables)
     else:
       state = train.create_train_state(config, model, mesh)
@@ -72,12 +85,15 @@ def main():
       def call(step=step, holder=holder, hr=hr):
         holder[0], metrics = step(holder[0], {"hr": hr})
         return metrics
+
     print(f"{name}: compile {time.perf_counter() - t:.1f} s", flush=True)
     out = jax.block_until_ready(call())  # warm-up
     if args.what == "forward" and steps:
       first = steps[0][4]
-      print(f"{name}: max |output - {steps[0][0]}'s| = {float(abs(out - first).max()):.2e} "
-            f"(output scale {float(abs(first).max()):.2f})")
+      print(
+        f"{name}: max |output - {steps[0][0]}'s| = {float(abs(out - first).max()):.2e} "
+        f"(output scale {float(abs(first).max()):.2f})"
+      )
     steps.append((name, bs, call, [], out))
   for _ in range(args.rounds):
     for _, _, call, times, _ in steps:
@@ -86,13 +102,17 @@ def main():
       times.append(time.perf_counter() - t)
   for name, bs, _, times, _ in steps:
     med = statistics.median(times)
-    print(f"{name}: median {med:.2f} s (min {min(times):.2f}, max {max(times):.2f}), "
-          f"{bs / med:.3f} examples/s")
+    print(
+      f"{name}: median {med:.2f} s (min {min(times):.2f}, max {max(times):.2f}), "
+      f"{bs / med:.3f} examples/s"
+    )
   base_name, base = steps[0][0], steps[0][3]
   for name, _, _, times, _ in steps[1:]:
     ratios = [b / t for b, t in zip(base, times)]
-    print(f"{base_name} ÷ {name}, time per round: median {statistics.median(ratios):.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+    print(
+      f"{base_name} ÷ {name}, time per round: median {statistics.median(ratios):.3f} "
+      f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Needs torch and sr3_jax importable together:
   PYTHONPATH=.venv/lib/python3.11/site-packages:. /tmp/torch/bin/python benchmarks/paired_torch.py 8
   (add `forward` after the round count to time forward passes instead of train steps)
 """
+
 import pathlib
 import statistics
 import sys
@@ -29,12 +30,16 @@ PAUSE_S = 1.0
 
 
 def jax_step(what: str):
-  config = configs.load(str(pathlib.Path(__file__).parents[1] / "experiments/configs/bench_reference_16_128.py"))
+  config = configs.load(
+    str(pathlib.Path(__file__).parents[1] / "experiments/configs/bench_reference_16_128.py")
+  )
   mesh = sharding.make_mesh(config)
   model = unet.build(config.model)
   bs, size = config.train.batch_size, config.data.image_size
   rng = np.random.default_rng(0)
-  hr = jax.device_put(rng.uniform(-1, 1, (bs, size, size, 3)).astype(np.float32), sharding.batch_sharding(mesh))
+  hr = jax.device_put(
+    rng.uniform(-1, 1, (bs, size, size, 3)).astype(np.float32), sharding.batch_sharding(mesh)
+  )
   if what == "forward":
     params = jax.jit(lambda k: unet.init_params(model, k))(jax.random.key(0))
     gamma = jax.numpy.full((bs,), 0.5)
@@ -48,11 +53,14 @@ def jax_step(what: str):
   def call():
     holder[0], metrics = step(holder[0], {"hr": hr})
     jax.block_until_ready(metrics)
+
   return call
 
 
 def main(rounds: int, what: str) -> None:
-  print(f"malloc: {host_malloc.keep_freed_memory()}", file=sys.stderr)  # before JAX starts, as `sr3` does
+  print(
+    f"malloc: {host_malloc.keep_freed_memory()}", file=sys.stderr
+  )  # before JAX starts, as `sr3` does
   _, t_step, t_fwd = torch_reference.build()
   torch_fn = t_fwd if what == "forward" else t_step
   jax_fn = jax_step(what)
@@ -64,12 +72,19 @@ def main(rounds: int, what: str) -> None:
       t = time.perf_counter()
       fn()
       times[name].append(time.perf_counter() - t)
-    print(f"round {r}: pytorch {times['pytorch'][-1]:.2f} s, sr3_jax {times['sr3_jax'][-1]:.2f} s", flush=True)
+    print(
+      f"round {r}: pytorch {times['pytorch'][-1]:.2f} s, sr3_jax {times['sr3_jax'][-1]:.2f} s",
+      flush=True,
+    )
   ratios = [p / j for p, j in zip(times["pytorch"], times["sr3_jax"])]
   for name, ts in times.items():
-    print(f"{what} {name}: median {statistics.median(ts):.2f} s (min {min(ts):.2f}, max {max(ts):.2f})")
-  print(f"sr3_jax examples/s ÷ PyTorch's, per round: median {statistics.median(ratios):.2f} "
-        f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+    print(
+      f"{what} {name}: median {statistics.median(ts):.2f} s (min {min(ts):.2f}, max {max(ts):.2f})"
+    )
+  print(
+    f"sr3_jax examples/s ÷ PyTorch's, per round: median {statistics.median(ratios):.2f} "
+    f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
+  )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Needs torch (not a dependency of sr3_jax):
   python -m venv /tmp/torch && /tmp/torch/bin/pip install torch numpy
   /tmp/torch/bin/python benchmarks/torch_reference.py 5
 """
+
 import math
 import statistics
 import sys
@@ -25,6 +26,7 @@ class NoiseEmb(nn.Module):
   def __init__(self, dim):
     super().__init__()
     self.dim = dim
+
   def forward(self, g):
     half = self.dim // 2
     freq = torch.exp(-math.log(1e4) * torch.arange(half, dtype=torch.float32) / half)
@@ -47,6 +49,7 @@ class Res(nn.Module):
       self.an = nn.GroupNorm(groups, cout)
       self.qkv = nn.Conv2d(cout, 3 * cout, 1, bias=False)
       self.proj = nn.Conv2d(cout, cout, 1)
+
   def forward(self, x, e):
     h = self.c1(F.silu(self.n1(x)))
     h = h + self.film(e)[:, :, None, None]
@@ -61,7 +64,9 @@ class Res(nn.Module):
 
 
 class UNet(nn.Module):
-  def __init__(self, ch=64, mult=(1, 2, 4, 8, 8), nres=2, attn_res=(16,), size=128, groups=32, dropout=0.2):
+  def __init__(
+    self, ch=64, mult=(1, 2, 4, 8, 8), nres=2, attn_res=(16,), size=128, groups=32, dropout=0.2
+  ):
     super().__init__()
     self.emb = nn.Sequential(NoiseEmb(ch), nn.Linear(ch, 4 * ch), nn.SiLU(), nn.Linear(4 * ch, ch))
     self.inp = nn.Conv2d(6, ch, 3, padding=1)
@@ -76,16 +81,23 @@ class UNet(nn.Module):
         self.downs.append(nn.Conv2d(pre, pre, 3, 2, 1))
         feats.append(pre)
         res //= 2
-    self.mid = nn.ModuleList([Res(pre, pre, ch, groups, dropout, True), Res(pre, pre, ch, groups, dropout, False)])
+    self.mid = nn.ModuleList(
+      [Res(pre, pre, ch, groups, dropout, True), Res(pre, pre, ch, groups, dropout, False)]
+    )
     self.ups = nn.ModuleList()
     for i, m in reversed(list(enumerate(mult))):
       for _ in range(nres + 1):
         self.ups.append(Res(pre + feats.pop(), ch * m, ch, groups, dropout, res in attn_res))
         pre = ch * m
       if i != 0:
-        self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(pre, pre, 3, padding=1)))
+        self.ups.append(
+          nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(pre, pre, 3, padding=1)
+          )
+        )
         res *= 2
     self.out = nn.Sequential(nn.GroupNorm(groups, pre), nn.SiLU(), nn.Conv2d(pre, 3, 3, padding=1))
+
   def forward(self, x, g):
     e = self.emb(g)
     h = self.inp(x)
@@ -98,6 +110,7 @@ class UNet(nn.Module):
     for m in self.ups:
       h = m(torch.cat([h, skips.pop()], 1), e) if isinstance(m, Res) else m(h)
     return self.out(h)
+
 
 B = 4
 
@@ -137,5 +150,8 @@ if __name__ == "__main__":
       t = time.perf_counter()
       fn()
       ts.append(time.perf_counter() - t)
-    print(f"{name}: median {statistics.median(ts):.2f} s (min {min(ts):.2f}, max {max(ts):.2f}), "
-          f"{B / statistics.median(ts):.3f} examples/s", flush=True)
+    print(
+      f"{name}: median {statistics.median(ts):.2f} s (min {min(ts):.2f}, max {max(ts):.2f}), "
+      f"{B / statistics.median(ts):.3f} examples/s",
+      flush=True,
+    )

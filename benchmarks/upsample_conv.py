@@ -7,6 +7,7 @@ the medians are printed in ms.
 
   python benchmarks/upsample_conv.py [ROUNDS]
 """
+
 import statistics
 import sys
 import time
@@ -33,7 +34,9 @@ def variants():
 
 
 def main(rounds: int) -> None:
-  print(f"malloc: {host_malloc.keep_freed_memory()}", file=sys.stderr)  # before JAX starts, as `sr3` does
+  print(
+    f"malloc: {host_malloc.keep_freed_memory()}", file=sys.stderr
+  )  # before JAX starts, as `sr3` does
   rng = np.random.default_rng(0)
   fns = variants()
   for shape in LAYERS:

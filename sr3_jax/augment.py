@@ -11,6 +11,7 @@ from the `augment.schedule` log-SNR schedule; s reaches the U-Net through its ow
 Blur: a fraction `blur_prob` of the LR inputs is blurred with a Gaussian of σ ~ U(blur_sigma)
 before the noise (CDM: half of the examples at 128² and 256²). At sampling nothing is blurred.
 """
+
 from __future__ import annotations
 
 import jax
@@ -25,15 +26,23 @@ Array = jax.Array
 
 def default_config() -> ml_collections.ConfigDict:
   """The `augment` block of a stage's config: off by default."""
-  return ml_collections.ConfigDict(dict(
-      noise=False, max_level=0.5, truncated=False,
-      blur_prob=0.0, blur_sigma=(0.4, 0.6),
-      schedule=dict(kind="logsnr", name="cosine", logsnr_min=-15.0, logsnr_max=15.0)))
+  return ml_collections.ConfigDict(
+    dict(
+      noise=False,
+      max_level=0.5,
+      truncated=False,
+      blur_prob=0.0,
+      blur_sigma=(0.4, 0.6),
+      schedule=dict(kind="logsnr", name="cosine", logsnr_min=-15.0, logsnr_max=15.0),
+    )
+  )
 
 
 def level_gamma(level: Array, acfg) -> Array:
   """γ(s) of the augmentation schedule for levels s ∈ [0, 1]; γ(0) ≈ 1 (no noise)."""
-  return schedules.gamma_from_logsnr(schedules.logsnr_fn(acfg.schedule)(jnp.asarray(level, jnp.float32)))
+  return schedules.gamma_from_logsnr(
+    schedules.logsnr_fn(acfg.schedule)(jnp.asarray(level, jnp.float32))
+  )
 
 
 def noise_to_level(x: Array, level: Array, noise: Array, acfg) -> Array:
@@ -66,13 +75,19 @@ def validate(config) -> None:
   if acfg is None:
     return
   if acfg.noise and not config.model.get("aug_embedding", False):
-    raise ValueError("augment.noise=True needs model.aug_embedding=True (the level s is fed to the U-Net)")
+    raise ValueError(
+      "augment.noise=True needs model.aug_embedding=True (the level s is fed to the U-Net)"
+    )
   if acfg.noise and config.diffusion.diffuse != "hr":
-    raise ValueError("augment.noise=True needs diffusion.diffuse='hr': a residual over a noised "
-                     "bicubic(LR) would carry the augmentation noise")
+    raise ValueError(
+      "augment.noise=True needs diffusion.diffuse='hr': a residual over a noised "
+      "bicubic(LR) would carry the augmentation noise"
+    )
   if not 0.0 <= acfg.max_level <= 1.0:
     raise ValueError(f"augment.max_level={acfg.max_level} must lie in [0, 1]")
   if not 0.0 <= acfg.blur_prob <= 1.0:
     raise ValueError(f"augment.blur_prob={acfg.blur_prob} must lie in [0, 1]")
   if (acfg.noise or acfg.blur_prob) and config.model.conditioning == "none":
-    raise ValueError("augment.* applies to the LR input; a base stage (model.conditioning='none') has none")
+    raise ValueError(
+      "augment.* applies to the LR input; a base stage (model.conditioning='none') has none"
+    )

@@ -4,6 +4,7 @@ Times are medians over `iters` timed calls after one warm-up call, each ended by
 `block_until_ready`. FLOPs come from XLA's cost analysis of the lowered (not yet optimised)
 program: after compilation GPU convolutions become library calls that the analysis no longer counts.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,15 +25,15 @@ from sr3_jax.models import conv, unet
 
 # Dense peak TFLOP/s per chip, by compute dtype (GPU float32 runs matmuls as TF32 by default).
 PEAK_TFLOPS = {
-    "TPU v4": {"bfloat16": 275.0},
-    "TPU v5 lite": {"bfloat16": 197.0},   # v5e
-    "TPU v5e": {"bfloat16": 197.0},
-    "TPU v5p": {"bfloat16": 459.0},
-    "TPU v5": {"bfloat16": 459.0},
-    "TPU v6 lite": {"bfloat16": 918.0},   # v6e (Trillium)
-    "TPU v6e": {"bfloat16": 918.0},
-    "H100": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
-    "H200": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
+  "TPU v4": {"bfloat16": 275.0},
+  "TPU v5 lite": {"bfloat16": 197.0},  # v5e
+  "TPU v5e": {"bfloat16": 197.0},
+  "TPU v5p": {"bfloat16": 459.0},
+  "TPU v5": {"bfloat16": 459.0},
+  "TPU v6 lite": {"bfloat16": 918.0},  # v6e (Trillium)
+  "TPU v6e": {"bfloat16": 918.0},
+  "H100": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
+  "H200": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
 }
 WHAT = ("train", "sample", "forward", "data")
 # Allocators a process may have preloaded in place of glibc's malloc, by the library's file name.
@@ -97,6 +98,7 @@ def _flops(lowered) -> float | None:
 def _cpu_cost_analysis(lowered) -> dict | None:
   try:
     from jax._src.lib import _jax  # the analysis has no public entry point that takes a client
+
     module = lowered.compiler_ir("hlo").as_hlo_module()
     return _jax.hlo_module_cost_analysis(jax.local_devices(backend="cpu")[0].client, module)
   except Exception as e:  # a FLOP count is a report, never a reason to lose the timing
@@ -163,9 +165,17 @@ def _direct_convolutions(config):
   return direct
 
 
-def run(config_spec: str, what: str = "train", batch: int | None = None, iters: int = 5,
-        dtype: str | None = None, steps: int | None = None, sampler: str | None = None,
-        overrides: dict | None = None, log=sys.stderr) -> BenchResult:
+def run(
+  config_spec: str,
+  what: str = "train",
+  batch: int | None = None,
+  iters: int = 5,
+  dtype: str | None = None,
+  steps: int | None = None,
+  sampler: str | None = None,
+  overrides: dict | None = None,
+  log=sys.stderr,
+) -> BenchResult:
   if what not in WHAT:
     raise ValueError(f"--what {what!r}; choose one of {WHAT}")
   config = configs.load(config_spec, overrides)
@@ -185,16 +195,29 @@ def run(config_spec: str, what: str = "train", batch: int | None = None, iters: 
   devices = jax.devices()
   kind = devices[0].device_kind
   n_params = unet.count_params(config.model)
-  print(f"bench {what}: {config_spec} on {len(devices)} × {kind}, batch {bs}, {size}², "
-        f"{config.model.dtype}, {n_params / 1e6:.2f}M params", file=log)
+  print(
+    f"bench {what}: {config_spec} on {len(devices)} × {kind}, batch {bs}, {size}², "
+    f"{config.model.dtype}, {n_params / 1e6:.2f}M params",
+    file=log,
+  )
   allocator = host_allocator()
-  if (jax.default_backend() == "cpu" and allocator is not None and allocator.startswith("glibc")
-      and not host_malloc.applied() and what != "data"):
-    print("bench: glibc's malloc with its default settings faults every step's temporaries in afresh; "
-          "unset SR3_MALLOC (or SR3_MALLOC=keep) to keep them: BENCHMARKS.md", file=log)
+  if (
+    jax.default_backend() == "cpu"
+    and allocator is not None
+    and allocator.startswith("glibc")
+    and not host_malloc.applied()
+    and what != "data"
+  ):
+    print(
+      "bench: glibc's malloc with its default settings faults every step's temporaries in afresh; "
+      "unset SR3_MALLOC (or SR3_MALLOC=keep) to keep them: BENCHMARKS.md",
+      file=log,
+    )
 
   rng = np.random.default_rng(0)
-  hr = jax.device_put(rng.uniform(-1, 1, (bs, size, size, 3)).astype(np.float32), sharding.batch_sharding(mesh))
+  hr = jax.device_put(
+    rng.uniform(-1, 1, (bs, size, size, 3)).astype(np.float32), sharding.batch_sharding(mesh)
+  )
   n_steps = None
   if what == "train":
     state = train.create_train_state(config, model, mesh)
@@ -213,7 +236,7 @@ def run(config_spec: str, what: str = "train", batch: int | None = None, iters: 
       return metrics
   elif what in ("sample", "forward"):
     params = jax.jit(lambda k: unet.init_params(model, k))(jax.random.key(0))
-    lr = hr[:, ::config.data.factor, ::config.data.factor]
+    lr = hr[:, :: config.data.factor, :: config.data.factor]
     if what == "sample":
       n_steps = steps or config.sampling.steps
       gammas = inference.inference_gammas(config, n_steps)
@@ -246,12 +269,28 @@ def run(config_spec: str, what: str = "train", batch: int | None = None, iters: 
   peak = peak_tflops(kind, config.model.dtype) if what != "data" else None
   mfu = achieved / (peak * len(devices)) if (achieved and peak) else None
   return BenchResult(
-      what=what, config=config_spec, device_kind=kind, device_count=len(devices),
-      dtype=config.model.dtype, params=n_params, batch=bs, image_size=size, compile_s=compile_s,
-      step_s=med, step_s_min=min(times), step_s_max=max(times), iters=iters,
-      examples_per_s=bs / med, flops_per_step=flops, tflops_per_s=achieved, mfu=mfu,
-      peak_memory_bytes=_peak_memory(), sampling_steps=n_steps,
-      sampler=config.sampling.sampler if what == "sample" else None, host_allocator=allocator)
+    what=what,
+    config=config_spec,
+    device_kind=kind,
+    device_count=len(devices),
+    dtype=config.model.dtype,
+    params=n_params,
+    batch=bs,
+    image_size=size,
+    compile_s=compile_s,
+    step_s=med,
+    step_s_min=min(times),
+    step_s_max=max(times),
+    iters=iters,
+    examples_per_s=bs / med,
+    flops_per_step=flops,
+    tflops_per_s=achieved,
+    mfu=mfu,
+    peak_memory_bytes=_peak_memory(),
+    sampling_steps=n_steps,
+    sampler=config.sampling.sampler if what == "sample" else None,
+    host_allocator=allocator,
+  )
 
 
 def report(result: BenchResult, as_json: bool, out=sys.stdout) -> None:

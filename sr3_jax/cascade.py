@@ -14,6 +14,7 @@ the mesh's devices; the random numbers do not depend on how the batch is sharded
 is the same on 1 or 8 devices. The cascade reports every stage's consistency with its input
 (SR3's metric) and the cascade-level ‖D(x_final) − x_first‖² against the first stage's image.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,14 +42,15 @@ Array = jax.Array
 @dataclasses.dataclass
 class Stage:
   """One model of a cascade with how it samples inside the cascade."""
+
   name: str
-  config: ml_collections.ConfigDict   # the stage's training config (its workdir's config.json)
+  config: ml_collections.ConfigDict  # the stage's training config (its workdir's config.json)
   params: Any
-  steps: int | None = None            # sampling steps (default: the stage config's)
-  sampler: str | None = None          # ddpm | ddim | dpmpp (default: the stage config's)
-  aug_level: float = 0.0              # level s its input is noised to (augment.noise stages)
-  truncated: bool = False             # its input is the previous stage's z_s (truncated CA)
-  guidance: float = 1.0               # base stages with classes: classifier-free guidance scale
+  steps: int | None = None  # sampling steps (default: the stage config's)
+  sampler: str | None = None  # ddpm | ddim | dpmpp (default: the stage config's)
+  aug_level: float = 0.0  # level s its input is noised to (augment.noise stages)
+  truncated: bool = False  # its input is the previous stage's z_s (truncated CA)
+  guidance: float = 1.0  # base stages with classes: classifier-free guidance scale
 
   @property
   def is_base(self) -> bool:
@@ -71,24 +73,30 @@ def validate(stages: list[Stage]) -> None:
       continue
     aug = s.config.model.get("aug_embedding", False)
     if s.aug_level and not aug:
-      raise ValueError(f"stage {s.name!r}: aug_level={s.aug_level} but it was trained without "
-                       f"conditioning augmentation (model.aug_embedding=False); set its aug_level to 0")
+      raise ValueError(
+        f"stage {s.name!r}: aug_level={s.aug_level} but it was trained without "
+        f"conditioning augmentation (model.aug_embedding=False); set its aug_level to 0"
+      )
     if s.truncated:
       if i == 0:
-        raise ValueError(f"stage {s.name!r}: truncated augmentation needs a previous stage to truncate")
+        raise ValueError(
+          f"stage {s.name!r}: truncated augmentation needs a previous stage to truncate"
+        )
       if not s.aug_level:
         raise ValueError(f"stage {s.name!r}: truncated augmentation needs aug_level > 0")
       if stages[i - 1].config.diffusion.diffuse != "hr":
-        raise ValueError(f"stage {s.name!r}: truncated augmentation needs the previous stage "
-                         f"{stages[i - 1].name!r} to diffuse the image itself (diffusion.diffuse='hr')")
+        raise ValueError(
+          f"stage {s.name!r}: truncated augmentation needs the previous stage "
+          f"{stages[i - 1].name!r} to diffuse the image itself (diffusion.diffuse='hr')"
+        )
 
 
 @dataclasses.dataclass
 class Result:
   names: list[str]
-  images: list[np.ndarray]            # per stage (N, H, W, C) in [−1, 1]
-  consistency: dict[str, float]       # per SR stage: output vs its (clean) input, mean over images
-  cascade_consistency: float | None   # ‖D(final) − first‖² per pixel, [0, 1] scale, mean over images
+  images: list[np.ndarray]  # per stage (N, H, W, C) in [−1, 1]
+  consistency: dict[str, float]  # per SR stage: output vs its (clean) input, mean over images
+  cascade_consistency: float | None  # ‖D(final) − first‖² per pixel, [0, 1] scale, mean over images
 
 
 class Cascade:
@@ -106,12 +114,16 @@ class Cascade:
       nxt = stages[i + 1] if i + 1 < len(stages) else None
       truncate = nxt is not None and nxt.truncated
       sampler = inference.sampler_config(s.config)
-      sampler = dataclasses.replace(sampler, name=s.sampler or sampler.name, final="z" if truncate else "x0")
+      sampler = dataclasses.replace(
+        sampler, name=s.sampler or sampler.name, final="z" if truncate else "x0"
+      )
       make = inference.make_generate if s.is_base else inference.make_super_resolve
       self.fns.append(make(s.config, model, sampler))
       grid = np.asarray(inference.inference_gammas(s.config, s.steps))
       if truncate:
-        grid = samplers.truncated_grid(grid, float(augment.level_gamma(nxt.aug_level, nxt.config.augment)))
+        grid = samplers.truncated_grid(
+          grid, float(augment.level_gamma(nxt.aug_level, nxt.config.augment))
+        )
       self.grids.append(jnp.asarray(grid))
       self.truncates.append(truncate)
       self.params.append(jax.device_put(s.params, replicated))
@@ -119,8 +131,14 @@ class Cascade:
   def _shard(self, x: np.ndarray) -> Array:
     return jax.device_put(np.asarray(x), self.batch_sharding)
 
-  def run(self, rng: Array, num: int | None = None, labels: np.ndarray | None = None,
-          lr: np.ndarray | None = None, log=None) -> Result:
+  def run(
+    self,
+    rng: Array,
+    num: int | None = None,
+    labels: np.ndarray | None = None,
+    lr: np.ndarray | None = None,
+    log=None,
+  ) -> Result:
     """Samples the cascade: from the base stage (`num` images, optional class `labels`) or from
     given images `lr` (N, h, w, C) in [−1, 1], which then enter the first SR stage."""
     log = log or sys.stderr
@@ -131,13 +149,13 @@ class Cascade:
     first = 0
     if lr is not None:
       if stages[0].is_base:
-        first = 1                       # given images replace the base stage's output
+        first = 1  # given images replace the base stage's output
       if first == len(stages):
         raise ValueError("given LR images but the cascade has no SR stage")
       n = lr.shape[0]
     else:
       n = int(num or 1)
-    pad = -n % ndev                       # the batch is split over the devices
+    pad = -n % ndev  # the batch is split over the devices
     names, images, consistency = [], [], {}
     carry = carry_z = None
     if lr is not None:
@@ -148,19 +166,27 @@ class Cascade:
       if s.is_base:
         lab = np.zeros(n, np.int32) if labels is None else np.asarray(labels, np.int32).reshape(n)
         lab = np.concatenate([lab, np.repeat(lab[-1:], pad)])
-        out = self.fns[i](self.params[i], self._shard(lab), self.grids[i], key, guidance=float(s.guidance))
+        out = self.fns[i](
+          self.params[i], self._shard(lab), self.grids[i], key, guidance=float(s.guidance)
+        )
       else:
         down = 2 ** (len(s.config.model.channel_mult) - 1)
         hr_h, hr_w = carry.shape[1] * s.factor, carry.shape[2] * s.factor
         if hr_h % down or hr_w % down:
-          raise ValueError(f"stage {s.name!r} would output {hr_w}×{hr_h}, which its U-Net cannot take (sides "
-                           f"must be multiples of {down}); give inputs whose sides × {s.factor} are")
+          raise ValueError(
+            f"stage {s.name!r} would output {hr_w}×{hr_h}, which its U-Net cannot take (sides "
+            f"must be multiples of {down}); give inputs whose sides × {s.factor} are"
+          )
         if s.truncated and carry_z is not None:
-          cond = carry_z                  # the previous reverse process stopped at this level
+          cond = carry_z  # the previous reverse process stopped at this level
         elif s.aug_level:
           noise_key = jax.random.fold_in(key, 1_000_003)
-          cond = augment.noise_to_level(self._shard(carry), s.aug_level,
-                                        jax.random.normal(noise_key, carry.shape), s.config.augment)
+          cond = augment.noise_to_level(
+            self._shard(carry),
+            s.aug_level,
+            jax.random.normal(noise_key, carry.shape),
+            s.config.augment,
+          )
         else:
           cond = self._shard(carry)
         out = self.fns[i](self.params[i], cond, self.grids[i], key, jnp.float32(s.aug_level))
@@ -171,18 +197,24 @@ class Cascade:
       image = np.asarray(image, np.float32)
       if not s.is_base:
         to01 = lambda x: (np.asarray(x) + 1.0) / 2.0
-        consistency[s.name] = float(np.mean(np.asarray(metrics.consistency(
-            to01(image[:n]), to01(carry[:n]), s.factor))))
+        consistency[s.name] = float(
+          np.mean(np.asarray(metrics.consistency(to01(image[:n]), to01(carry[:n]), s.factor)))
+        )
       carry = image
       names.append(s.name)
       images.append(image[:n])
-      print(f"cascade: stage {s.name} → {image.shape[1]}×{image.shape[2]}"
-            + (f", consistency {consistency[s.name]:.3e}" if s.name in consistency else ""), file=log)
+      print(
+        f"cascade: stage {s.name} → {image.shape[1]}×{image.shape[2]}"
+        + (f", consistency {consistency[s.name]:.3e}" if s.name in consistency else ""),
+        file=log,
+      )
     start = images[0] if lr is None else lr
     total = images[-1].shape[1] // start.shape[1]
     overall = None
     if len(images) > 1 or lr is not None:
-      overall = float(np.mean(np.asarray(metrics.consistency((images[-1] + 1) / 2, (start + 1) / 2, total))))
+      overall = float(
+        np.mean(np.asarray(metrics.consistency((images[-1] + 1) / 2, (start + 1) / 2, total)))
+      )
     return Result(names=names, images=images, consistency=consistency, cascade_consistency=overall)
 
 
@@ -197,11 +229,20 @@ def stage_from_config(scfg, root: str | None = None) -> Stage:
   try:
     config, _, params, _ = load_for_inference(path)
   except FileNotFoundError as e:
-    raise FileNotFoundError(f"cascade stage {scfg.name!r}: {e}. Train it first: sr3 train --config "
-                            f"{scfg.config} --workdir {path}") from None
-  return Stage(name=scfg.name, config=config, params=params, steps=scfg.get("steps") or None,
-               sampler=scfg.get("sampler") or None, aug_level=float(scfg.get("aug_level", 0.0)),
-               truncated=bool(scfg.get("truncated", False)), guidance=float(scfg.get("guidance", 1.0)))
+    raise FileNotFoundError(
+      f"cascade stage {scfg.name!r}: {e}. Train it first: sr3 train --config "
+      f"{scfg.config} --workdir {path}"
+    ) from None
+  return Stage(
+    name=scfg.name,
+    config=config,
+    params=params,
+    steps=scfg.get("steps") or None,
+    sampler=scfg.get("sampler") or None,
+    aug_level=float(scfg.get("aug_level", 0.0)),
+    truncated=bool(scfg.get("truncated", False)),
+    guidance=float(scfg.get("guidance", 1.0)),
+  )
 
 
 def write_outputs(result: Result, out_dir: pathlib.Path, lr: np.ndarray | None = None) -> dict:
@@ -219,14 +260,24 @@ def write_outputs(result: Result, out_dir: pathlib.Path, lr: np.ndarray | None =
   size = result.images[-1].shape[1]
   rows = []
   for k in range(result.images[-1].shape[0]):
-    panels = [np.repeat(np.repeat(image_io.to_uint8(imgs[k]), size // imgs.shape[1], 0), size // imgs.shape[2], 1)
-              for _, imgs in columns]
+    panels = [
+      np.repeat(
+        np.repeat(image_io.to_uint8(imgs[k]), size // imgs.shape[1], 0), size // imgs.shape[2], 1
+      )
+      for _, imgs in columns
+    ]
     rows.append(image_io.grid(panels))
   gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
-  Image.fromarray(np.concatenate([x for r in rows for x in (r, gap)][:-1])).save(out_dir / "grid.png")
-  report = {"stages": result.names, "sizes": [int(x.shape[1]) for x in result.images],
-            "num_images": int(result.images[-1].shape[0]),
-            "consistency": result.consistency, "cascade_consistency": result.cascade_consistency}
+  Image.fromarray(np.concatenate([x for r in rows for x in (r, gap)][:-1])).save(
+    out_dir / "grid.png"
+  )
+  report = {
+    "stages": result.names,
+    "sizes": [int(x.shape[1]) for x in result.images],
+    "num_images": int(result.images[-1].shape[0]),
+    "consistency": result.consistency,
+    "cascade_consistency": result.cascade_consistency,
+  }
   (out_dir / "cascade.json").write_text(json.dumps(report, indent=2))
   return report
 
@@ -237,19 +288,31 @@ def read_inputs(folder: str) -> np.ndarray:
   for p in paths:
     arrays.append(image_io.load_image(p).rgb)
     if arrays[-1].shape != arrays[0].shape:
-      raise ValueError(f"{p} is {arrays[-1].shape[1]}×{arrays[-1].shape[0]} but {paths[0]} is "
-                       f"{arrays[0].shape[1]}×{arrays[0].shape[0]}; a cascade's inputs share one size "
-                       f"(resize them, or use sr3 upscale for mixed sizes)")
+      raise ValueError(
+        f"{p} is {arrays[-1].shape[1]}×{arrays[-1].shape[0]} but {paths[0]} is "
+        f"{arrays[0].shape[1]}×{arrays[0].shape[0]}; a cascade's inputs share one size "
+        f"(resize them, or use sr3 upscale for mixed sizes)"
+      )
   return image_io.to_model_range(np.stack(arrays))
 
 
-def run(config_spec: str, output: str, num: int = 4, label: int | None = None, input_dir: str | None = None,
-        workdir: str | None = None, seed: int = 0, log=None) -> dict:
+def run(
+  config_spec: str,
+  output: str,
+  num: int = 4,
+  label: int | None = None,
+  input_dir: str | None = None,
+  workdir: str | None = None,
+  seed: int = 0,
+  log=None,
+) -> dict:
   """`sr3 cascade`: loads the cascade config's stages from their workdirs and runs them."""
   ccfg = configs.load(config_spec)
   if "stages" not in ccfg:
-    raise ValueError(f"{config_spec} is not a cascade config (it has no `stages`); a stage's training "
-                     f"config is FILE.py:stage=NAME")
+    raise ValueError(
+      f"{config_spec} is not a cascade config (it has no `stages`); a stage's training "
+      f"config is FILE.py:stage=NAME"
+    )
   stages = [stage_from_config(s, workdir or ccfg.get("workdir")) for s in ccfg.stages]
   lr = read_inputs(input_dir) if input_dir else None
   labels = None if label is None else np.full(num, label, np.int32)

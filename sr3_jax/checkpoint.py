@@ -10,6 +10,7 @@ naming the folder, the step and the cause at the next `save`, `check` or `wait`:
 checks after every step, so a run whose checkpoints cannot be written stops at once instead of
 training on unsaved. Checkpoints completed before it stay as they are.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,29 +49,45 @@ class Checkpointer:
 
   def __init__(self, directory, ccfg):
     if not paths.is_remote(directory) and not os.path.isabs(os.fspath(directory)):
-      raise ValueError(f"checkpoint folder {directory} is not an absolute path; resolve it where the "
-                       f"command starts (sr3_jax.paths.resolve)")
+      raise ValueError(
+        f"checkpoint folder {directory} is not an absolute path; resolve it where the "
+        f"command starts (sr3_jax.paths.resolve)"
+      )
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=ccfg.every, max_to_keep=ccfg.keep, keep_period=ccfg.get("keep_every") or None,
-        enable_async_checkpointing=ccfg.get("async_save", True), cleanup_tmp_directories=True)
+      save_interval_steps=ccfg.every,
+      max_to_keep=ccfg.keep,
+      keep_period=ccfg.get("keep_every") or None,
+      enable_async_checkpointing=ccfg.get("async_save", True),
+      cleanup_tmp_directories=True,
+    )
     self.directory = directory
     self.manager = ocp.CheckpointManager(
-        directory, options=options,
-        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()})
+      directory,
+      options=options,
+      item_handlers={
+        "state": ocp.StandardCheckpointHandler(),
+        "data": grain.checkpoint.CheckpointHandler(),
+      },
+    )
 
-    self._pending: int | None = None      # the step of a save that may still be running
+    self._pending: int | None = None  # the step of a save that may still be running
     self.last_complete: int | None = self.manager.latest_step()
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
   def _error(self, step: int | None, cause: BaseException) -> SaveError:
-    done = (f"The checkpoints up to step {self.last_complete} are complete and kept" if self.last_complete
-            is not None else "No checkpoint of this run was completed")
+    done = (
+      f"The checkpoints up to step {self.last_complete} are complete and kept"
+      if self.last_complete is not None
+      else "No checkpoint of this run was completed"
+    )
     what = f"step {step}" if step is not None else "a checkpoint"
-    return SaveError(f"saving {what} to {self.directory} failed: {type(cause).__name__}: {str(cause)[:500]}. "
-                     f"{done}; fix the cause (a writable folder, free space, credentials for a bucket) and "
-                     f"rerun the same command to resume")
+    return SaveError(
+      f"saving {what} to {self.directory} failed: {type(cause).__name__}: {str(cause)[:500]}. "
+      f"{done}; fix the cause (a writable folder, free space, credentials for a bucket) and "
+      f"rerun the same command to resume"
+    )
 
   def check(self) -> None:
     """Raises SaveError if a save running in the background has failed; cheap, call it every step."""
@@ -79,7 +96,8 @@ class Checkpointer:
       self.manager.check_for_errors()
       # Orbax's finalizing thread (renaming the finished save into place) keeps its own exception.
       failed = self.manager._finalize_thread.map(  # pylint: disable=protected-access
-          lambda t: t.exception if t is not None and not t.is_alive() else None)
+        lambda t: t.exception if t is not None and not t.is_alive() else None
+      )
     except AttributeError:  # another Orbax version: its errors still surface in wait()
       failed = None
     except Exception as e:  # pylint: disable=broad-exception-caught
@@ -106,7 +124,9 @@ class Checkpointer:
     self.check()
     if force or self.manager.should_save(step):
       self._probe(step)
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter))
+    args = ocp.args.Composite(
+      state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter)
+    )
     try:  # Orbax first waits for the previous save: an error here may be that one's
       started = self.manager.save(step, args=args, force=force)
     except Exception as e:  # pylint: disable=broad-exception-caught
@@ -123,19 +143,26 @@ class Checkpointer:
   def check_compatible(self, step: int, abstract_state: Any) -> None:
     """Raises one error naming the first parameter whose shape differs (or that is missing)."""
     meta = self.manager.item_metadata(step)["state"]
-    saved = {_name(p): tuple(m.shape) for p, m in
-             jax.tree_util.tree_flatten_with_path(meta)[0] if hasattr(m, "shape")}
+    saved = {
+      _name(p): tuple(m.shape)
+      for p, m in jax.tree_util.tree_flatten_with_path(meta)[0]
+      if hasattr(m, "shape")
+    }
     for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
       key = _name(path)
       want = tuple(leaf.shape)
       if key not in saved:
-        raise ValueError(f"checkpoint {self.directory}/{step} was written by a different model: it has no "
-                         f"parameter {key} (shape {want} in this model); use another --workdir or the "
-                         f"config that wrote it")
+        raise ValueError(
+          f"checkpoint {self.directory}/{step} was written by a different model: it has no "
+          f"parameter {key} (shape {want} in this model); use another --workdir or the "
+          f"config that wrote it"
+        )
       if saved[key] != want:
-        raise ValueError(f"checkpoint {self.directory}/{step} was written by a different model: {key} has "
-                         f"shape {saved[key]} there and {want} in this model; use another --workdir or "
-                         f"the config that wrote it")
+        raise ValueError(
+          f"checkpoint {self.directory}/{step} was written by a different model: {key} has "
+          f"shape {saved[key]} there and {want} in this model; use another --workdir or "
+          f"the config that wrote it"
+        )
 
   def restore(self, step: int, abstract_state: Any, data_iter: Any | None) -> Any:
     """Restores the state into `abstract_state`'s shapes and shardings (and the iterator in place)."""
@@ -170,10 +197,16 @@ def resolve_checkpoint(path: str) -> tuple[epath.Path, int | None]:
   p = epath.Path(paths.resolve(path))
   if (p / "config.json").exists():
     return p, None
-  if p.name.isdigit() and p.parent.name == "checkpoints" and (p.parent.parent / "config.json").exists():
+  if (
+    p.name.isdigit()
+    and p.parent.name == "checkpoints"
+    and (p.parent.parent / "config.json").exists()
+  ):
     return p.parent.parent, int(p.name)
-  raise FileNotFoundError(f"--checkpoint {path} is neither a workdir (with config.json) nor a step "
-                          f"folder WORKDIR/checkpoints/STEP; point it at what `sr3 train --workdir` wrote")
+  raise FileNotFoundError(
+    f"--checkpoint {path} is neither a workdir (with config.json) nor a step "
+    f"folder WORKDIR/checkpoints/STEP; point it at what `sr3 train --workdir` wrote"
+  )
 
 
 def load_for_inference(path: str) -> tuple[ml_collections.ConfigDict, unet.UNet, Any, int]:
@@ -187,7 +220,9 @@ def load_for_inference(path: str) -> tuple[ml_collections.ConfigDict, unet.UNet,
   ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint)
   step = ckpt.latest_step() if step is None else step
   if step is None:
-    raise FileNotFoundError(f"{workdir} holds no complete checkpoint yet; train longer or pick another workdir")
+    raise FileNotFoundError(
+      f"{workdir} holds no complete checkpoint yet; train longer or pick another workdir"
+    )
   state = ckpt.restore(step, abstract, None)
   ckpt.close()
   return config, model, state.ema_params, step

@@ -1,4 +1,5 @@
 """The `sr3` command line. Logs and progress go to stderr; results (a path, a JSON line) to stdout."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,7 @@ PATH_ARGS = ("output", "images", "data_dir", "checkpoint", "input", "workdir")
 
 def _demo(args) -> int:
   from sr3_jax import checkpoint, demo
+
   try:
     out = demo.run(args.output, steps=args.steps, runlocal=args.runlocal)
   except (ValueError, FileNotFoundError, FloatingPointError, checkpoint.SaveError) as e:
@@ -26,6 +28,7 @@ def _demo(args) -> int:
 def _literal(text: str):
   """A --set value: a Python literal (numbers, tuples, booleans) or else the string itself."""
   import ast
+
   try:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
@@ -34,6 +37,7 @@ def _literal(text: str):
 
 def _bench(args) -> int:
   from sr3_jax import bench
+
   overrides = {}
   for item in args.set:
     key, eq, value = item.partition("=")
@@ -41,17 +45,27 @@ def _bench(args) -> int:
       print(f"sr3 bench: --set {item!r} is not key=value", file=sys.stderr)
       return 2
     overrides[key] = _literal(value)
-  result = bench.run(args.config, what=args.what, batch=args.batch, iters=args.iters,
-                     dtype=args.dtype, steps=args.steps, sampler=args.sampler, overrides=overrides)
+  result = bench.run(
+    args.config,
+    what=args.what,
+    batch=args.batch,
+    iters=args.iters,
+    dtype=args.dtype,
+    steps=args.steps,
+    sampler=args.sampler,
+    overrides=overrides,
+  )
   bench.report(result, args.json)
   return 0
 
 
 def _prepare(args) -> int:
   from sr3_jax.data import prepare
+
   try:
-    report = prepare.prepare(args.images, args.name, args.data_dir, args.min_size, args.val_fraction,
-                             args.workers)
+    report = prepare.prepare(
+      args.images, args.name, args.data_dir, args.min_size, args.val_fraction, args.workers
+    )
   except (FileNotFoundError, FileExistsError, ValueError) as e:
     print(f"sr3 prepare: {e}", file=sys.stderr)
     return 2
@@ -62,9 +76,19 @@ def _prepare(args) -> int:
 def _eval(args) -> int:
   from sr3_jax import evaluate
   from sr3_jax.checkpoint import resolve_checkpoint
+
   try:
-    evaluate.evaluate(args.checkpoint, args.dataset, args.num_images, args.samples, args.steps,
-                      args.sampler, args.seed, args.output, image_size=args.image_size)
+    evaluate.evaluate(
+      args.checkpoint,
+      args.dataset,
+      args.num_images,
+      args.samples,
+      args.steps,
+      args.sampler,
+      args.seed,
+      args.output,
+      image_size=args.image_size,
+    )
   except (FileNotFoundError, ValueError) as e:
     print(f"sr3 eval: {e}", file=sys.stderr)
     return 2
@@ -75,25 +99,47 @@ def _eval(args) -> int:
 
 def _upscale(args) -> int:
   from sr3_jax import upscale
+
   try:
-    report = upscale.upscale(args.checkpoint, args.input, args.output, args.steps, args.sampler,
-                             args.samples, args.batch, args.tile, args.overlap, args.seed)
+    report = upscale.upscale(
+      args.checkpoint,
+      args.input,
+      args.output,
+      args.steps,
+      args.sampler,
+      args.samples,
+      args.batch,
+      args.tile,
+      args.overlap,
+      args.seed,
+    )
   except (FileNotFoundError, ValueError) as e:
     print(f"sr3 upscale: {e}", file=sys.stderr)
     return 2
   print(args.output)
   if report["failed"]:
-    print(f"sr3 upscale: {report['failed']} of {len(report['files'])} files failed; see "
-          f"{pathlib.Path(args.output) / 'upscale.json'}", file=sys.stderr)
+    print(
+      f"sr3 upscale: {report['failed']} of {len(report['files'])} files failed; see "
+      f"{pathlib.Path(args.output) / 'upscale.json'}",
+      file=sys.stderr,
+    )
     return 1
   return 0
 
 
 def _cascade(args) -> int:
   from sr3_jax import cascade
+
   try:
-    report = cascade.run(args.config, args.output, num=args.num, label=args.label, input_dir=args.input,
-                         workdir=args.workdir, seed=args.seed)
+    report = cascade.run(
+      args.config,
+      args.output,
+      num=args.num,
+      label=args.label,
+      input_dir=args.input,
+      workdir=args.workdir,
+      seed=args.seed,
+    )
   except (FileNotFoundError, ValueError, KeyError) as e:
     print(f"sr3 cascade: {e}", file=sys.stderr)
     return 2
@@ -104,6 +150,7 @@ def _cascade(args) -> int:
 
 def _sweep(args) -> int:
   from sr3_jax import checkpoint, sweep
+
   mode = "dry-run" if args.dry_run else "print-commands" if args.print_commands else "local"
   try:
     return sweep.main(args.sweep, args.workdir, mode, args.tpu, args.zone)
@@ -115,9 +162,18 @@ def _sweep(args) -> int:
 def _tune(args) -> int:
   from sr3_jax import tune
   from sr3_jax.checkpoint import resolve_checkpoint
+
   try:
-    tune.tune(args.checkpoint, args.grid, args.dataset, args.num_images, args.samples, args.metric, args.seed,
-              args.output)
+    tune.tune(
+      args.checkpoint,
+      args.grid,
+      args.dataset,
+      args.num_images,
+      args.samples,
+      args.metric,
+      args.seed,
+      args.output,
+    )
   except (FileNotFoundError, ValueError) as e:
     print(f"sr3 tune-schedule: {e}", file=sys.stderr)
     return 2
@@ -128,6 +184,7 @@ def _tune(args) -> int:
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   from sr3_jax import host_malloc  # before JAX starts a thread: see host_malloc
+
   try:
     host_malloc.keep_freed_memory()
   except ValueError as e:
@@ -135,14 +192,22 @@ def main(argv=None) -> int:
     return 2
   if argv and argv[0] == "train":  # absl flags with --config.a.b=v overrides
     from sr3_jax import train_cli
+
     train_cli.main(["sr3 train"] + argv[1:])
     return 0
-  parser = argparse.ArgumentParser(prog="sr3", description="SR3-style diffusion super-resolution in JAX")
+  parser = argparse.ArgumentParser(
+    prog="sr3", description="SR3-style diffusion super-resolution in JAX"
+  )
   sub = parser.add_subparsers(dest="command", required=True)
-  sub.add_parser("train", help="train: sr3 train --config FILE.py[:arg] --workdir DIR [--config.a.b=v]",
-                 add_help=False)
+  sub.add_parser(
+    "train",
+    help="train: sr3 train --config FILE.py[:arg] --workdir DIR [--config.a.b=v]",
+    add_help=False,
+  )
 
-  p = sub.add_parser("demo", help="train on the embedded photographs and super-resolve the held-out ones")
+  p = sub.add_parser(
+    "demo", help="train on the embedded photographs and super-resolve the held-out ones"
+  )
   p.add_argument("--output", default="demo_out", help="folder for the grids and metrics.json")
   p.add_argument("--steps", type=int, default=0, help="training steps (default: the demo config's)")
   p.add_argument("--runlocal", action="store_true", help="a seconds-long smoke run")
@@ -153,64 +218,113 @@ def main(argv=None) -> int:
   p.add_argument("--name", required=True, help="dataset name for data.dataset, e.g. ffhq")
   p.add_argument("--data-dir", default=None, help="TFDS data_dir (default ~/tensorflow_datasets)")
   p.add_argument("--min-size", type=int, default=0, help="skip images whose short side is smaller")
-  p.add_argument("--val-fraction", type=float, default=0.0, help="share of files for a 'validation' split")
+  p.add_argument(
+    "--val-fraction", type=float, default=0.0, help="share of files for a 'validation' split"
+  )
   p.add_argument("--workers", type=int, default=None, help="decoding processes (default: 2)")
   p.set_defaults(fn=_prepare)
 
-  p = sub.add_parser("upscale", help="super-resolve image files of any size with a trained checkpoint")
+  p = sub.add_parser(
+    "upscale", help="super-resolve image files of any size with a trained checkpoint"
+  )
   p.add_argument("--checkpoint", required=True, help="a workdir, or WORKDIR/checkpoints/STEP")
   p.add_argument("--input", required=True, help="an image file, or a folder of them")
-  p.add_argument("--output", required=True, help="folder for the super-resolved PNGs and upscale.json")
+  p.add_argument(
+    "--output", required=True, help="folder for the super-resolved PNGs and upscale.json"
+  )
   p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's)")
   p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), default=None)
-  p.add_argument("--samples", type=int, default=1, help="K > 1: K samples, their mean and a std heat-map")
-  p.add_argument("--batch", type=int, default=8, help="tiles per sampler call (rounded to the device count)")
-  p.add_argument("--tile", type=int, default=64, help="largest tile side in LR pixels; larger images are tiled")
+  p.add_argument(
+    "--samples", type=int, default=1, help="K > 1: K samples, their mean and a std heat-map"
+  )
+  p.add_argument(
+    "--batch", type=int, default=8, help="tiles per sampler call (rounded to the device count)"
+  )
+  p.add_argument(
+    "--tile", type=int, default=64, help="largest tile side in LR pixels; larger images are tiled"
+  )
   p.add_argument("--overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles")
   p.add_argument("--seed", type=int, default=0)
   p.set_defaults(fn=_upscale)
 
   p = sub.add_parser("cascade", help="run a cascade of stages (base and/or SR) end to end")
-  p.add_argument("--config", required=True, help="a cascade config, e.g. experiments/configs/cascade_faces_16_32_64_128.py")
-  p.add_argument("--output", required=True, help="folder for each stage's images, grid.png and cascade.json")
+  p.add_argument(
+    "--config",
+    required=True,
+    help="a cascade config, e.g. experiments/configs/cascade_faces_16_32_64_128.py",
+  )
+  p.add_argument(
+    "--output", required=True, help="folder for each stage's images, grid.png and cascade.json"
+  )
   p.add_argument("--num", type=int, default=4, help="images to generate from the base stage")
-  p.add_argument("--class", dest="label", type=int, default=None, help="class for a class-conditional base")
-  p.add_argument("--input", default=None, help="a folder of equal-sized LR images: start above the base")
-  p.add_argument("--workdir", default=None, help="root of the stages' workdirs (default: the config's)")
+  p.add_argument(
+    "--class", dest="label", type=int, default=None, help="class for a class-conditional base"
+  )
+  p.add_argument(
+    "--input", default=None, help="a folder of equal-sized LR images: start above the base"
+  )
+  p.add_argument(
+    "--workdir", default=None, help="root of the stages' workdirs (default: the config's)"
+  )
   p.add_argument("--seed", type=int, default=0)
   p.set_defaults(fn=_cascade)
 
-  p = sub.add_parser("eval", help="PSNR / SSIM / consistency of SR3 and bicubic on a held-out split")
+  p = sub.add_parser(
+    "eval", help="PSNR / SSIM / consistency of SR3 and bicubic on a held-out split"
+  )
   p.add_argument("--checkpoint", required=True, help="a workdir, or WORKDIR/checkpoints/STEP")
-  p.add_argument("--dataset", default=None, help="NAME[:split] (default: the run's data, eval split)")
+  p.add_argument(
+    "--dataset", default=None, help="NAME[:split] (default: the run's data, eval split)"
+  )
   p.add_argument("--num-images", type=int, default=16)
   p.add_argument("--samples", type=int, default=4, help="K samples per image for the mean")
   p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's)")
   p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), default=None)
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--output", default=None, help="folder for eval.json / eval.md (default: the workdir)")
-  p.add_argument("--image-size", type=int, default=None, help="HR crop size (default: the training size)")
+  p.add_argument(
+    "--output", default=None, help="folder for eval.json / eval.md (default: the workdir)"
+  )
+  p.add_argument(
+    "--image-size", type=int, default=None, help="HR crop size (default: the training size)"
+  )
   p.set_defaults(fn=_eval)
 
-  p = sub.add_parser("tune-schedule", help="rank inference schedules of a checkpoint on held-out images")
+  p = sub.add_parser(
+    "tune-schedule", help="rank inference schedules of a checkpoint on held-out images"
+  )
   p.add_argument("--checkpoint", required=True, help="a workdir, or WORKDIR/checkpoints/STEP")
-  p.add_argument("--grid", required=True,
-                 help='FILE.py with get_grid(), or "family=linear,logsnr_cosine;steps=25,50;end=0.05,0.2;sampler=ddpm,ddim"')
-  p.add_argument("--dataset", default=None, help="NAME[:split] (default: the run's data, eval split)")
+  p.add_argument(
+    "--grid",
+    required=True,
+    help='FILE.py with get_grid(), or "family=linear,logsnr_cosine;steps=25,50;end=0.05,0.2;sampler=ddpm,ddim"',
+  )
+  p.add_argument(
+    "--dataset", default=None, help="NAME[:split] (default: the run's data, eval split)"
+  )
   p.add_argument("--num-images", type=int, default=8)
   p.add_argument("--samples", type=int, default=4, help="K samples per image for the mean")
   p.add_argument("--metric", default="psnr", choices=("psnr", "ssim", "consistency", "sample_psnr"))
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--output", default=None, help="folder for tune.json / tune.md (default: the workdir)")
+  p.add_argument(
+    "--output", default=None, help="folder for tune.json / tune.md (default: the workdir)"
+  )
   p.set_defaults(fn=_tune)
 
-  p = sub.add_parser("sweep", help="expand an ablation sweep into runs; run, list or print them; tabulate")
+  p = sub.add_parser(
+    "sweep", help="expand an ablation sweep into runs; run, list or print them; tabulate"
+  )
   p.add_argument("--sweep", required=True, help="experiments/sweeps/FILE.py[:arg]")
-  p.add_argument("--workdir", required=True, help="root folder: one workdir per run, results.csv/md, curves.png")
+  p.add_argument(
+    "--workdir", required=True, help="root folder: one workdir per run, results.csv/md, curves.png"
+  )
   mode = p.add_mutually_exclusive_group()
-  mode.add_argument("--local", action="store_true", help="train and evaluate unfinished runs here (default)")
+  mode.add_argument(
+    "--local", action="store_true", help="train and evaluate unfinished runs here (default)"
+  )
   mode.add_argument("--dry-run", action="store_true", help="list the runs and their status")
-  mode.add_argument("--print-commands", action="store_true", help="print per-run TPU pod launch commands")
+  mode.add_argument(
+    "--print-commands", action="store_true", help="print per-run TPU pod launch commands"
+  )
   p.add_argument("--tpu", default="$TPU_NAME", help="TPU name for --print-commands")
   p.add_argument("--zone", default="$ZONE", help="zone for --print-commands")
   p.set_defaults(fn=_sweep)
@@ -223,8 +337,13 @@ def main(argv=None) -> int:
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="compute dtype")
   p.add_argument("--steps", type=int, default=None, help="sampling steps for --what sample")
   p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), default=None)
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                 help="config override, e.g. --set model.conditioning=film (repeatable)")
+  p.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="config override, e.g. --set model.conditioning=film (repeatable)",
+  )
   p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
   p.set_defaults(fn=_bench)
 

@@ -3,6 +3,7 @@
 Every experiment file defines `get_config(arg=None)`; `arg` is a comma-separated list such as
 "runlocal" or "runlocal,batch=8" parsed by `parse_arg`.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -16,7 +17,7 @@ from sr3_jax.models import unet
 
 
 def parse_arg(arg: str | None, **defaults):
-  """"runlocal,batch=8" → ConfigDict(runlocal=True, batch=8), typed by the defaults given."""
+  """ "runlocal,batch=8" → ConfigDict(runlocal=True, batch=8), typed by the defaults given."""
   out = ml_collections.ConfigDict(dict(defaults))
   for item in (arg or "").split(","):
     item = item.strip()
@@ -43,59 +44,93 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   # HR crops of data.image_size; LR = HR downsampled by data.factor on device.
-  c.data = ml_collections.ConfigDict(dict(
-      dataset="embedded",        # "embedded" or a prepared TFDS name, e.g. "div2k/bicubic_x4"
+  c.data = ml_collections.ConfigDict(
+    dict(
+      dataset="embedded",  # "embedded" or a prepared TFDS name, e.g. "div2k/bicubic_x4"
       data_dir=ml_collections.config_dict.placeholder(str),
-      image_key="image", train_split="train", eval_split="test",
-      image_size=128, factor=8,
+      image_key="image",
+      train_split="train",
+      eval_split="test",
+      image_size=128,
+      factor=8,
       preprocess="random_crop",  # random_crop (patches of large images) | center_resize (SR3 ImageNet)
-      flip=True, num_threads=2, prefetch=8, num_workers=0,
-      label_key=""))             # class labels for a class-conditional base stage ("": none)
+      flip=True,
+      num_threads=2,
+      prefetch=8,
+      num_workers=0,
+      label_key="",
+    )
+  )  # class labels for a class-conditional base stage ("": none)
 
   c.model = ml_collections.ConfigDict(
-      {f: getattr(unet.UNetConfig, f) for f in unet.UNetConfig.__dataclass_fields__})
+    {f: getattr(unet.UNetConfig, f) for f in unet.UNetConfig.__dataclass_fields__}
+  )
 
   # Training noise levels: SR3's p(γ) on a linear β grid, T = 2000.
   # Every schedule block carries the fields of all families (unused ones are ignored), so any
   # family is one set of --config.schedule.* flags away: β grids read start/end, log-SNR ones
   # logsnr_min/max, the resolution-shifted cosine image_size/base.
   c.schedule = ml_collections.ConfigDict(
-      dict(kind="beta", name="linear", num_steps=2000, start=1e-6, end=1e-2, **LOGSNR_FIELDS))
+    dict(kind="beta", name="linear", num_steps=2000, start=1e-6, end=1e-2, **LOGSNR_FIELDS)
+  )
 
-  c.diffusion = ml_collections.ConfigDict(dict(
-      target="eps",        # eps | x0 | v
-      loss="l1",           # SR3 Table 5: L1 slightly better than L2
-      diffuse="hr",        # hr | residual (HR − bicubic(LR)) × residual_scale
+  c.diffusion = ml_collections.ConfigDict(
+    dict(
+      target="eps",  # eps | x0 | v
+      loss="l1",  # SR3 Table 5: L1 slightly better than L2
+      diffuse="hr",  # hr | residual (HR − bicubic(LR)) × residual_scale
       residual_scale=1.0,
-      min_snr_gamma=0.0,   # 0: off
-      p_uncond=0.0,        # class-conditional models: share of labels replaced by the null class (CFG)
+      min_snr_gamma=0.0,  # 0: off
+      p_uncond=0.0,  # class-conditional models: share of labels replaced by the null class (CFG)
       process="gaussian",  # gaussian | blur | band (DCT-diagonal processes, sr3_jax/frequency.py)
       consistency_weight=0.0,  # λ of the loss term λ·‖D(x̂0) − x_lr‖² (sr3_jax/consistency.py)
-  ))
+    )
+  )
   c.frequency = frequency.default_config()
 
   # Conditioning augmentation of the LR input (cascade stages above the base; sr3_jax/augment.py).
   c.augment = augment.default_config()
 
   # Inference: its own grid (SR3: ≤ 100 steps, chosen by search on held-out data).
-  c.sampling = ml_collections.ConfigDict(dict(
-      sampler="ddpm", steps=100, clip_x0=1.0, variance="beta", eta=0.0,
-      schedule=dict(kind="beta", name="linear", num_steps=100, start=1e-4, end=0.1, **LOGSNR_FIELDS),
-      guidance=1.0,        # classifier-free guidance: ε_u + w·(ε_c − ε_u); 1 conditional, 0 unconditional
-      aug_level=0.0,       # augmentation level s of the LR input at sampling (augment.noise stages)
+  c.sampling = ml_collections.ConfigDict(
+    dict(
+      sampler="ddpm",
+      steps=100,
+      clip_x0=1.0,
+      variance="beta",
+      eta=0.0,
+      schedule=dict(
+        kind="beta", name="linear", num_steps=100, start=1e-4, end=0.1, **LOGSNR_FIELDS
+      ),
+      guidance=1.0,  # classifier-free guidance: ε_u + w·(ε_c − ε_u); 1 conditional, 0 unconditional
+      aug_level=0.0,  # augmentation level s of the LR input at sampling (augment.noise stages)
       project_consistency=False,  # project x̂0 onto {x : D(x) = x_lr} at every step
-  ))
+    )
+  )
 
-  c.optim = ml_collections.ConfigDict(dict(
-      name="adam", lr=1e-4, warmup_steps=10_000, b1=0.9, b2=0.999, eps=1e-8,
-      weight_decay=0.0, grad_clip=1.0, ema_decay=0.9999))
+  c.optim = ml_collections.ConfigDict(
+    dict(
+      name="adam",
+      lr=1e-4,
+      warmup_steps=10_000,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      weight_decay=0.0,
+      grad_clip=1.0,
+      ema_decay=0.9999,
+    )
+  )
 
-  c.train = ml_collections.ConfigDict(dict(
-      batch_size=256, num_steps=1_000_000, log_every=100,
-      sample_every=0,               # every K steps: PNG grid (LR | bicubic | EMA sample | HR) of
-                                    # held-out crops and their PSNR/SSIM/consistency; 0: off
-      sample_steps=20,              # sampler steps for those grids
-      max_consecutive_skips=20,     # stop after this many non-finite steps in a row
+  c.train = ml_collections.ConfigDict(
+    dict(
+      batch_size=256,
+      num_steps=1_000_000,
+      log_every=100,
+      sample_every=0,  # every K steps: PNG grid (LR | bicubic | EMA sample | HR) of
+      # held-out crops and their PSNR/SSIM/consistency; 0: off
+      sample_steps=20,  # sampler steps for those grids
+      max_consecutive_skips=20,  # stop after this many non-finite steps in a row
       # Dropout masks' random bits: threefry (JAX's default) | hash (a counter hash,
       # sr3_jax/hash_prng.py) | rbg | unsafe_rbg (XLA's RngBitGenerator) | auto: chosen once by
       # train.make_train_step from the mesh's devices: hash on a CPU mesh, where a (4, 128, 128, 64)
@@ -103,7 +138,8 @@ def base_config() -> ml_collections.ConfigDict:
       # 12.03 s (BENCHMARKS.md, dropout masks); threefry on TPU and GPU, JAX's own default, which
       # no measurement on those platforms has shown another generator to beat.
       dropout_rng="auto",
-  ))
+    )
+  )
   c.checkpoint = ml_collections.ConfigDict(dict(every=1000, keep=3, keep_every=0, async_save=True))
   # Mesh axes: data-parallel × FSDP. rules: [(regex on the state path, axis sharded over fsdp or None)].
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, rules=()))
@@ -115,48 +151,71 @@ def validate(config) -> None:
   """Checks that the config's parts agree; one error naming the field."""
   model = unet.UNetConfig.from_config(config.model)
   if config.data.image_size != model.image_size:
-    raise ValueError(f"data.image_size={config.data.image_size} differs from "
-                     f"model.image_size={model.image_size}")
+    raise ValueError(
+      f"data.image_size={config.data.image_size} differs from model.image_size={model.image_size}"
+    )
   if config.data.factor < 1 or config.data.image_size % config.data.factor:
-    raise ValueError(f"data.factor={config.data.factor} must divide data.image_size="
-                     f"{config.data.image_size}")
+    raise ValueError(
+      f"data.factor={config.data.factor} must divide data.image_size={config.data.image_size}"
+    )
   if config.diffusion.diffuse == "hr" and config.diffusion.residual_scale != 1.0:
     raise ValueError("diffusion.residual_scale applies only with diffusion.diffuse='residual'")
   if model.conditioning == "none" and config.diffusion.diffuse != "hr":
-    raise ValueError("model.conditioning='none' (a base stage) has no LR to form a residual over; "
-                     "set diffusion.diffuse='hr'")
+    raise ValueError(
+      "model.conditioning='none' (a base stage) has no LR to form a residual over; "
+      "set diffusion.diffuse='hr'"
+    )
   if model.num_classes and not config.data.get("label_key"):
-    raise ValueError(f"model.num_classes={model.num_classes} needs class labels: set data.label_key "
-                     f"(e.g. 'label')")
+    raise ValueError(
+      f"model.num_classes={model.num_classes} needs class labels: set data.label_key (e.g. 'label')"
+    )
   if not 0.0 <= config.diffusion.get("p_uncond", 0.0) < 1.0:
     raise ValueError(f"diffusion.p_uncond={config.diffusion.p_uncond} must lie in [0, 1)")
   if config.train.get("dropout_rng", "auto") not in DROPOUT_RNGS:
-    raise ValueError(f"train.dropout_rng={config.train.dropout_rng!r}; choose one of {DROPOUT_RNGS}")
+    raise ValueError(
+      f"train.dropout_rng={config.train.dropout_rng!r}; choose one of {DROPOUT_RNGS}"
+    )
   augment.validate(config)
   frequency.validate(config)
   if config.sampling.get("project_consistency") and model.conditioning == "none":
     raise ValueError("sampling.project_consistency needs an LR input; a base stage has none")
 
 
-
-def paper_config(arg, *, hr, factor, channels, channel_mult, num_res_blocks, dropout,
-                 attn_resolutions=(16,)):
+def paper_config(
+  arg, *, hr, factor, channels, channel_mult, num_res_blocks, dropout, attn_resolutions=(16,)
+):
   """SR3 paper model (Table A.1) and training recipe; `runlocal` shrinks it for a laptop CPU."""
   a = parse_arg(arg, runlocal=False, batch=0)
   c = base_config()
   c.data.image_size = hr
   c.data.factor = factor
-  c.model.update(dict(
-      image_size=hr, channels=channels, channel_mult=tuple(channel_mult),
-      num_res_blocks=num_res_blocks, attn_resolutions=tuple(attn_resolutions),
-      dropout=dropout, num_groups=min(32, channels), dtype="bfloat16"))
+  c.model.update(
+    dict(
+      image_size=hr,
+      channels=channels,
+      channel_mult=tuple(channel_mult),
+      num_res_blocks=num_res_blocks,
+      attn_resolutions=tuple(attn_resolutions),
+      dropout=dropout,
+      num_groups=min(32, channels),
+      dtype="bfloat16",
+    )
+  )
   c.train.batch_size = 256
   if a.runlocal:
     # Same task and factor at a small size: LR of 4 pixels a side, a tiny U-Net on the CPU.
     c.data.dataset = "embedded"
     c.data.image_size = c.model.image_size = 4 * factor
-    c.model.update(dict(channels=16, channel_mult=(1, 2, 2), num_res_blocks=1,
-                        attn_resolutions=(c.data.image_size // 4,), num_groups=8, dtype="float32"))
+    c.model.update(
+      dict(
+        channels=16,
+        channel_mult=(1, 2, 2),
+        num_res_blocks=1,
+        attn_resolutions=(c.data.image_size // 4,),
+        num_groups=8,
+        dtype="float32",
+      )
+    )
     c.train.update(dict(batch_size=4, num_steps=20, log_every=5))
     c.optim.warmup_steps = 5
     c.optim.lr = 1e-3
@@ -180,7 +239,9 @@ def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
   if not p.exists() and (repo_root() / p).exists():
     p = repo_root() / p
   if not p.exists():
-    raise FileNotFoundError(f"config file {path} not found (looked in the cwd and in {repo_root()})")
+    raise FileNotFoundError(
+      f"config file {path} not found (looked in the cwd and in {repo_root()})"
+    )
   module_spec = importlib.util.spec_from_file_location(f"sr3_config_{p.stem}", p)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
@@ -208,29 +269,57 @@ def cascade_stage(stages: dict, name: str) -> tuple:
   return stages[name]
 
 
-def stage_config(*, size: int, factor: int, dataset: str, model: dict, runlocal: bool, aug_noise: bool,
-                 blur_prob: float = 0.0, num_classes: int = 0, preprocess: str = "center_resize"):
+def stage_config(
+  *,
+  size: int,
+  factor: int,
+  dataset: str,
+  model: dict,
+  runlocal: bool,
+  aug_noise: bool,
+  blur_prob: float = 0.0,
+  num_classes: int = 0,
+  preprocess: str = "center_resize",
+):
   """A cascade stage's training config: factor 1 is a base stage (no LR input); SR stages above
   the base train with conditioning augmentation when `aug_noise` (CDM)."""
   c = base_config()
   base = factor == 1
   c.data.update(dict(dataset=dataset, image_size=size, factor=factor, preprocess=preprocess))
-  c.model.update(dict(model, image_size=size, conditioning="none" if base else "concat",
-                      aug_embedding=aug_noise and not base, num_classes=num_classes))
+  c.model.update(
+    dict(
+      model,
+      image_size=size,
+      conditioning="none" if base else "concat",
+      aug_embedding=aug_noise and not base,
+      num_classes=num_classes,
+    )
+  )
   c.augment.update(dict(noise=aug_noise and not base, blur_prob=0.0 if base else blur_prob))
   if num_classes:
     c.data.label_key = "label"
     c.diffusion.p_uncond = 0.1
   # Cascade stages sample on a cosine log-SNR grid; the training levels stay SR3's p(γ).
   c.sampling.update(dict(sampler="ddpm", steps=100, variance="posterior"))
-  c.sampling.schedule.update(dict(kind="logsnr", name="cosine", num_steps=100, logsnr_min=-20.0, logsnr_max=20.0))
+  c.sampling.schedule.update(
+    dict(kind="logsnr", name="cosine", num_steps=100, logsnr_min=-20.0, logsnr_max=20.0)
+  )
   c.train.batch_size = 256
   if runlocal:
     c.data.dataset = "embedded"
     if num_classes:
       c.model.num_classes = len(embedded.PHOTOS)
-    c.model.update(dict(channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
-                        num_groups=8, dropout=0.0, dtype="float32"))
+    c.model.update(
+      dict(
+        channels=16,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(),
+        num_groups=8,
+        dropout=0.0,
+        dtype="float32",
+      )
+    )
     c.train.update(dict(batch_size=4, num_steps=10, log_every=5))
     c.optim.update(dict(lr=1e-3, warmup_steps=5))
     c.sampling.steps = c.sampling.schedule.num_steps = 10
@@ -238,9 +327,27 @@ def stage_config(*, size: int, factor: int, dataset: str, model: dict, runlocal:
   return c
 
 
-def cascade_entry(name: str, spec: str, *, steps: int, aug_level: float = 0.0, truncated: bool = False,
-                  guidance: float = 1.0, sampler: str = "ddpm"):
+def cascade_entry(
+  name: str,
+  spec: str,
+  *,
+  steps: int,
+  aug_level: float = 0.0,
+  truncated: bool = False,
+  guidance: float = 1.0,
+  sampler: str = "ddpm",
+):
   """One stage of a cascade config: its training config spec and how it samples in the cascade.
   `checkpoint` (a workdir) defaults to WORKDIR/NAME with WORKDIR the cascade's `workdir`."""
-  return ml_collections.ConfigDict(dict(name=name, config=spec, checkpoint="", sampler=sampler, steps=steps,
-                                        aug_level=aug_level, truncated=truncated, guidance=guidance))
+  return ml_collections.ConfigDict(
+    dict(
+      name=name,
+      config=spec,
+      checkpoint="",
+      sampler=sampler,
+      steps=steps,
+      aug_level=aug_level,
+      truncated=truncated,
+      guidance=guidance,
+    )
+  )

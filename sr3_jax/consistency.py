@@ -10,6 +10,7 @@ sampler step by the nearest image consistent with the LR input,
 so that D(P(x)) = x_lr exactly (D has full row rank), switched on by `sampling.project_consistency`
 (the samplers apply it through `inference.image_space_denoiser`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,7 +27,7 @@ HIGHEST = jax.lax.Precision.HIGHEST
 
 @functools.lru_cache(maxsize=32)
 def _operators(n: int, factor: int) -> tuple[np.ndarray, np.ndarray]:
-  d = degrade.resize_matrix(n, n // factor)         # (n/f, n) float64
+  d = degrade.resize_matrix(n, n // factor)  # (n/f, n) float64
   return d.astype(np.float32), np.linalg.pinv(d).astype(np.float32)
 
 

@@ -6,6 +6,7 @@ then for each held-out photograph super-resolves a central crop K times with the
 writes a grid PNG (LR | bicubic | SR3 sample | mean of K | per-pixel std of the K samples | HR)
 and metrics.json, comparing SR3 with bicubic upsampling.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,53 +33,82 @@ def evaluate(config, model, params, out_dir: pathlib.Path, log=sys.stderr) -> di
   sr_fn = inference.make_super_resolve(config, model)  # convolutional: the same params at any size
   results = {}
   for idx, (name, photo) in enumerate(embedded.load_split("test").items()):
-    hr = images.to_model_range(loader.center_crop(photo, size))[None]   # (1, S, S, 3) in [−1, 1]
+    hr = images.to_model_range(loader.center_crop(photo, size))[None]  # (1, S, S, 3) in [−1, 1]
     lr = degrade.downsample(jnp.asarray(hr), factor, value_range=(-1.0, 1.0))
     bicubic = np.asarray(degrade.upsample(lr, factor, value_range=(-1.0, 1.0)))
-    samples = np.asarray(sr_fn(params, jnp.repeat(lr, k, axis=0), gammas,
-                               jax.random.fold_in(jax.random.key(config.seed + 1), idx)))
+    samples = np.asarray(
+      sr_fn(
+        params,
+        jnp.repeat(lr, k, axis=0),
+        gammas,
+        jax.random.fold_in(jax.random.key(config.seed + 1), idx),
+      )
+    )
     mean = samples.mean(axis=0, keepdims=True)
     std = samples.std(axis=0).mean(axis=-1)  # where the LR input leaves the detail open
     to01 = lambda x: (np.asarray(x) + 1.0) / 2.0
     row = {}
     for label, img in (("bicubic", bicubic), ("sr3_sample", samples[:1]), ("sr3_mean", mean)):
-      row[label] = {k: float(v[0]) for k, v in metrics.sr_scores(to01(img), to01(hr), to01(lr), factor).items()}
+      row[label] = {
+        k: float(v[0]) for k, v in metrics.sr_scores(to01(img), to01(hr), to01(lr), factor).items()
+      }
     results[name] = row
     lr_big = np.asarray(Image.fromarray(images.to_uint8(lr[0])).resize((size, size), Image.NEAREST))
-    panels = ([lr_big] + [images.to_uint8(x[0]) for x in (bicubic, samples[:1], mean)]
-              + [images.heat_map(std), images.to_uint8(hr[0])])
+    panels = (
+      [lr_big]
+      + [images.to_uint8(x[0]) for x in (bicubic, samples[:1], mean)]
+      + [images.heat_map(std), images.to_uint8(hr[0])]
+    )
     Image.fromarray(images.grid(panels)).save(out_dir / f"{name}.png")
-    print(f"{name}: bicubic {row['bicubic']['psnr']:.2f} dB | SR3 sample {row['sr3_sample']['psnr']:.2f} dB"
-          f" | SR3 mean of {k} {row['sr3_mean']['psnr']:.2f} dB", file=log)
+    print(
+      f"{name}: bicubic {row['bicubic']['psnr']:.2f} dB | SR3 sample {row['sr3_sample']['psnr']:.2f} dB"
+      f" | SR3 mean of {k} {row['sr3_mean']['psnr']:.2f} dB",
+      file=log,
+    )
   return results
 
 
 def run(output: str, steps: int = 0, runlocal: bool = False, log=sys.stderr) -> pathlib.Path:
-  arg = ",".join(a for a in ("runlocal" if runlocal else "", f"steps={steps}" if steps else "") if a)
+  arg = ",".join(
+    a for a in ("runlocal" if runlocal else "", f"steps={steps}" if steps else "") if a
+  )
   config = configs.load("experiments/configs/demo.py" + (f":{arg}" if arg else ""))
   out_dir = pathlib.Path(paths.resolve(output))  # relative or ~ as typed
   out_dir.mkdir(parents=True, exist_ok=True)
-  print(f"devices: {jax.devices()}; training {config.train.num_steps} steps at batch "
-        f"{config.train.batch_size}", file=log)
+  print(
+    f"devices: {jax.devices()}; training {config.train.num_steps} steps at batch "
+    f"{config.train.batch_size}",
+    file=log,
+  )
   t0 = time.perf_counter()
   # The ordinary training loop, in demo_out/run: a rerun resumes (or skips training if it is done).
   state = train.train_and_evaluate(config, out_dir / "run", log)
   train_s = time.perf_counter() - t0
   rows = [json.loads(l) for l in (out_dir / "run" / "metrics.jsonl").read_text().splitlines()]
-  per_step = float(np.median([r["step_time_s"] for r in rows if "step_time_s" in r][1:] or [np.nan]))
+  per_step = float(
+    np.median([r["step_time_s"] for r in rows if "step_time_s" in r][1:] or [np.nan])
+  )
   results = evaluate(config, unet.build(config.model), state.ema_params, out_dir, log)
   summary = {
-      "config": "experiments/configs/demo.py", "train_steps": config.train.num_steps,
-      "train_seconds": train_s, "seconds_per_step": per_step,
-      "params": unet.count_params(config.model), "photos": results,
+    "config": "experiments/configs/demo.py",
+    "train_steps": config.train.num_steps,
+    "train_seconds": train_s,
+    "seconds_per_step": per_step,
+    "params": unet.count_params(config.model),
+    "photos": results,
   }
   (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
   names = list(results)
-  print("\n| photo | bicubic PSNR | SR3 sample PSNR | SR3 mean PSNR | bicubic consistency | SR3 mean consistency |",
-        file=log)
+  print(
+    "\n| photo | bicubic PSNR | SR3 sample PSNR | SR3 mean PSNR | bicubic consistency | SR3 mean consistency |",
+    file=log,
+  )
   print("|---|---|---|---|---|---|", file=log)
   for n in names:
     r = results[n]
-    print(f"| {n} | {r['bicubic']['psnr']:.2f} | {r['sr3_sample']['psnr']:.2f} | {r['sr3_mean']['psnr']:.2f}"
-          f" | {r['bicubic']['consistency']:.2e} | {r['sr3_mean']['consistency']:.2e} |", file=log)
+    print(
+      f"| {n} | {r['bicubic']['psnr']:.2f} | {r['sr3_sample']['psnr']:.2f} | {r['sr3_mean']['psnr']:.2f}"
+      f" | {r['bicubic']['consistency']:.2e} | {r['sr3_mean']['consistency']:.2e} |",
+      file=log,
+    )
   return out_dir

@@ -9,6 +9,7 @@ and each converts exactly into the others given (y_γ, γ).
 The target y_0 is the HR image (SR3) or, by config, the residual HR − bicubic(LR) times a scale,
 which starts every sample from bicubic quality.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -123,17 +124,20 @@ def image_from_target(y0: Array, lr_up: Array, cfg) -> Array:
 @dataclasses.dataclass(frozen=True)
 class LossOutput:
   """What one loss evaluation reports besides the scalar it returns."""
-  loss: Array          # scalar, the weighted mean
+
+  loss: Array  # scalar, the weighted mean
   loss_per_example: Array  # (B,)
-  gamma: Array         # (B,) the sampled noise levels
+  gamma: Array  # (B,) the sampled noise levels
 
 
-jax.tree_util.register_dataclass(LossOutput, data_fields=["loss", "loss_per_example", "gamma"],
-                                 meta_fields=[])
+jax.tree_util.register_dataclass(
+  LossOutput, data_fields=["loss", "loss_per_example", "gamma"], meta_fields=[]
+)
 
 
-def make_loss_fn(apply_fn: Callable[..., Array], config, dropout_key_fn: Callable[[Array], Array] = lambda k: k
-                 ) -> Callable[..., tuple[Array, LossOutput]]:
+def make_loss_fn(
+  apply_fn: Callable[..., Array], config, dropout_key_fn: Callable[[Array], Array] = lambda k: k
+) -> Callable[..., tuple[Array, LossOutput]]:
   """Builds loss_fn(params, batch, rng, train=True) → (loss, LossOutput).
 
   `apply_fn(params, z, gamma, cond, train=..., rngs=..., **extra)` is the network (model.apply).
@@ -193,8 +197,11 @@ def make_loss_fn(apply_fn: Callable[..., Array], config, dropout_key_fn: Callabl
       gamma = frequency.network_gamma(t, fcfg)
     out = apply_fn(params, z, gamma, lr_up, train=train, rngs={"dropout": dropout_key}, **extra)
     out = out.astype(jnp.float32)
-    target = target_from_x0_eps(y0, noise, gamma, dcfg.target) if process == "gaussian" else (
-        noise if dcfg.target == "eps" else y0)
+    target = (
+      target_from_x0_eps(y0, noise, gamma, dcfg.target)
+      if process == "gaussian"
+      else (noise if dcfg.target == "eps" else y0)
+    )
     err = out - target
     err = jnp.abs(err) if dcfg.loss == "l1" else jnp.square(err)
     per_example = jnp.mean(err, axis=tuple(range(1, err.ndim)))

@@ -4,6 +4,7 @@ Each image's LR input is made from its HR crop on device (the training degradati
 samples K super-resolutions with its EMA params; PSNR, SSIM and consistency (all on [0, 1]) are
 reported as the mean over images with a 95% bootstrap interval.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,19 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, draws: int = 2000) -> tuple[
   return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def score(config, model, params, dcfg, split: str, num_images: int, samples: int, steps: int, seed: int = 0,
-          log=None, desc: str = "eval") -> tuple[dict[str, dict[str, list[float]]], int]:
+def score(
+  config,
+  model,
+  params,
+  dcfg,
+  split: str,
+  num_images: int,
+  samples: int,
+  steps: int,
+  seed: int = 0,
+  log=None,
+  desc: str = "eval",
+) -> tuple[dict[str, dict[str, list[float]]], int]:
   """Per-image PSNR / SSIM / consistency of one SR3 sample, the mean of `samples`, and bicubic,
   on the first `num_images` central crops of `split`: ({method: {metric: [values]}}, images)."""
   factor = dcfg.factor
@@ -49,7 +61,9 @@ def score(config, model, params, dcfg, split: str, num_images: int, samples: int
     hr = jnp.asarray(batch["hr"])
     lr = degrade.downsample(hr, factor, value_range=(-1.0, 1.0))
     bicubic = degrade.upsample(lr, factor, value_range=(-1.0, 1.0))
-    sr = sr_fn(params, jnp.repeat(lr, samples, axis=0), gammas, jax.random.fold_in(jax.random.key(seed), n))
+    sr = sr_fn(
+      params, jnp.repeat(lr, samples, axis=0), gammas, jax.random.fold_in(jax.random.key(seed), n)
+    )
     to01 = lambda x: (x + 1.0) / 2.0
     outs = {"sr3_sample": sr[:1], "sr3_mean": sr.mean(axis=0, keepdims=True), "bicubic": bicubic}
     for method, img in outs.items():
@@ -57,15 +71,22 @@ def score(config, model, params, dcfg, split: str, num_images: int, samples: int
         per_image[method][k].append(float(v[0]))
     n += 1
   if n == 0:
-    raise ValueError(f"dataset {dcfg.dataset!r} split {split!r} gave no images of at least "
-                     f"{dcfg.image_size}×{dcfg.image_size}")
+    raise ValueError(
+      f"dataset {dcfg.dataset!r} split {split!r} gave no images of at least "
+      f"{dcfg.image_size}×{dcfg.image_size}"
+    )
   return per_image, n
 
 
 def summarize(per_image: dict, seed: int = 0) -> dict:
   """{method: {metric: {mean, ci95}}} with 95% bootstrap intervals over images."""
-  return {m: {k: {"mean": float(np.mean(v)), "ci95": list(bootstrap_ci(v, seed))} for k, v in per_image[m].items()}
-          for m in per_image}
+  return {
+    m: {
+      k: {"mean": float(np.mean(v)), "ci95": list(bootstrap_ci(v, seed))}
+      for k, v in per_image[m].items()
+    }
+    for m in per_image
+  }
 
 
 def eval_data(config, dataset: str | None) -> tuple[ml_collections.ConfigDict, str]:
@@ -76,9 +97,18 @@ def eval_data(config, dataset: str | None) -> tuple[ml_collections.ConfigDict, s
   return dcfg, split or dcfg.eval_split
 
 
-def evaluate(checkpoint_path: str, dataset: str | None = None, num_images: int = 16, samples: int = 4,
-             steps: int | None = None, sampler: str | None = None, seed: int = 0,
-             output: str | None = None, log=None, image_size: int | None = None) -> dict:
+def evaluate(
+  checkpoint_path: str,
+  dataset: str | None = None,
+  num_images: int = 16,
+  samples: int = 4,
+  steps: int | None = None,
+  sampler: str | None = None,
+  seed: int = 0,
+  output: str | None = None,
+  log=None,
+  image_size: int | None = None,
+) -> dict:
   """`image_size` evaluates central crops of that size instead of the training size (the U-Net is
   convolutional); it must be a multiple of data.factor · 2^(levels − 1)."""
   log = log or sys.stderr
@@ -87,16 +117,28 @@ def evaluate(checkpoint_path: str, dataset: str | None = None, num_images: int =
   if image_size:
     down = dcfg.factor * 2 ** (len(config.model.channel_mult) - 1)
     if image_size % down:
-      raise ValueError(f"--image-size {image_size} must be a multiple of {down} (factor × U-Net downsampling)")
+      raise ValueError(
+        f"--image-size {image_size} must be a multiple of {down} (factor × U-Net downsampling)"
+      )
     dcfg.image_size = image_size
   if sampler:
     config.sampling.sampler = sampler
   steps = steps or config.sampling.steps
   per_image, n = score(config, model, params, dcfg, split, num_images, samples, steps, seed, log)
-  result = {"checkpoint": str(checkpoint_path), "step": step, "dataset": dcfg.dataset, "split": split,
-            "num_images": n, "samples": samples, "steps": steps, "sampler": config.sampling.sampler,
-            "image_size": dcfg.image_size, "factor": dcfg.factor, "metrics": summarize(per_image, seed),
-            "per_image": per_image}
+  result = {
+    "checkpoint": str(checkpoint_path),
+    "step": step,
+    "dataset": dcfg.dataset,
+    "split": split,
+    "num_images": n,
+    "samples": samples,
+    "steps": steps,
+    "sampler": config.sampling.sampler,
+    "image_size": dcfg.image_size,
+    "factor": dcfg.factor,
+    "metrics": summarize(per_image, seed),
+    "per_image": per_image,
+  }
   out_dir = epath.Path(output) if output else checkpoint.resolve_checkpoint(checkpoint_path)[0]
   out_dir.mkdir(parents=True, exist_ok=True)
   (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
@@ -107,12 +149,18 @@ def evaluate(checkpoint_path: str, dataset: str | None = None, num_images: int =
 
 def markdown_table(result: dict) -> str:
   """PSNR / SSIM / consistency per method: mean [95% bootstrap interval]."""
-  head = (f"{result['dataset']}:{result['split']}, {result['num_images']} images, step {result['step']}, "
-          f"{result['sampler']} {result['steps']} steps, mean of {result['samples']}\n\n")
+  head = (
+    f"{result['dataset']}:{result['split']}, {result['num_images']} images, step {result['step']}, "
+    f"{result['sampler']} {result['steps']} steps, mean of {result['samples']}\n\n"
+  )
   rows = ["| method | PSNR (dB) | SSIM | consistency (×1e-5) |", "|---|---|---|---|"]
   for m in METHODS:
     s = result["metrics"][m]
-    cell = lambda k, scale=1.0, fmt=".2f": (f"{s[k]['mean'] * scale:{fmt}} "
-                                            f"[{s[k]['ci95'][0] * scale:{fmt}}, {s[k]['ci95'][1] * scale:{fmt}}]")
-    rows.append(f"| {m} | {cell('psnr')} | {cell('ssim', fmt='.4f')} | {cell('consistency', 1e5)} |")
+    cell = lambda k, scale=1.0, fmt=".2f": (
+      f"{s[k]['mean'] * scale:{fmt}} "
+      f"[{s[k]['ci95'][0] * scale:{fmt}}, {s[k]['ci95'][1] * scale:{fmt}}]"
+    )
+    rows.append(
+      f"| {m} | {cell('psnr')} | {cell('ssim', fmt='.4f')} | {cell('consistency', 1e5)} |"
+    )
   return head + "\n".join(rows) + "\n"

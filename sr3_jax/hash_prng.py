@@ -13,6 +13,7 @@ dropout zeroes (tests/test_hash_prng.py checks the keep rate, neighbour correlat
 frequencies and independence of split and folded keys), not a replacement for Threefry where
 streams must be unpredictable. Selected by `train.dropout_rng="hash"`, and by its default `auto` on a CPU mesh.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,7 @@ from jax import lax
 
 _PHI = 0x9E3779B9
 _M1, _M2 = 0x7FEB352D, 0x846CA68B  # multipliers of a low-bias xorshift–multiply mixer
-_SALT = (0x243F6A88, 0x85A308D3)   # distinct constants for the two words of a derived key
+_SALT = (0x243F6A88, 0x85A308D3)  # distinct constants for the two words of a derived key
 _FOLD_SALT = (0x13198A2E, 0x03707344)  # other ones for fold_in, so fold_in(k, i) ≠ split(k)[i]
 
 
@@ -49,9 +50,11 @@ def keyed(key: jax.Array, counter: jax.Array) -> jax.Array:
 def _index(shape: tuple[int, ...]) -> jax.Array:
   """The row-major index of every element of `shape` as uint32, built from partitionable iotas."""
   size = math.prod(shape)
-  if size > 2 ** 32:
-    raise ValueError(f"hash PRNG: {size} elements in one draw exceed its 2**32 counter; "
-                     f"draw in smaller pieces or use train.dropout_rng='threefry'")
+  if size > 2**32:
+    raise ValueError(
+      f"hash PRNG: {size} elements in one draw exceed its 2**32 counter; "
+      f"draw in smaller pieces or use train.dropout_rng='threefry'"
+    )
   index = jnp.zeros(shape, jnp.uint32)
   stride = 1
   for axis in reversed(range(len(shape))):
@@ -93,8 +96,14 @@ def _random_bits(key: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.
 
 
 HASH_PRNG = jex_random.define_prng_impl(
-    key_shape=(2,), seed=_seed, split=_split, random_bits=_random_bits, fold_in=_fold_in,
-    name="sr3_hash32", tag="h32")
+  key_shape=(2,),
+  seed=_seed,
+  split=_split,
+  random_bits=_random_bits,
+  fold_in=_fold_in,
+  name="sr3_hash32",
+  tag="h32",
+)
 
 
 def key_from(key: jax.Array) -> jax.Array:

@@ -31,6 +31,7 @@ for itself: starting `sr3` as `GLIBC_TUNABLES=glibc.malloc.tcache_count=1000 sr3
 more of the compile time the single arena adds (BENCHMARKS.md). Far deeper caches hold freed memory
 per thread (65535 per size doubled the reference train step's peak resident memory).
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -1,4 +1,5 @@
 """Image files in and out of sr3_jax: reading any PNG/JPEG, writing PNGs, heat-maps and grids."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,9 +15,9 @@ class ImageReadError(ValueError):
 
 @dataclasses.dataclass
 class LoadedImage:
-  rgb: np.ndarray            # (H, W, 3) uint8: the colour the model sees
-  alpha: np.ndarray | None   # (H, W) uint8 for RGBA / LA inputs, else None
-  gray: bool                 # the input had no colour: outputs are written as grayscale
+  rgb: np.ndarray  # (H, W, 3) uint8: the colour the model sees
+  alpha: np.ndarray | None  # (H, W) uint8 for RGBA / LA inputs, else None
+  gray: bool  # the input had no colour: outputs are written as grayscale
 
 
 def load_image(path) -> LoadedImage:
@@ -27,13 +28,15 @@ def load_image(path) -> LoadedImage:
       im.load()
       im = ImageOps.exif_transpose(im)
   except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-    raise ImageReadError(f"{path}: not a readable image ({type(e).__name__}: {e}); "
-                         f"pass PNG or JPEG files, or remove this file from the input") from None
+    raise ImageReadError(
+      f"{path}: not a readable image ({type(e).__name__}: {e}); "
+      f"pass PNG or JPEG files, or remove this file from the input"
+    ) from None
   if im.mode == "P":
     im = im.convert("RGBA" if "transparency" in im.info else "RGB")
   gray = im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
   alpha = np.asarray(im.getchannel("A")) if im.mode in ("RGBA", "LA", "PA") else None
-  if im.mode.startswith("I") or im.mode == "F":   # high bit depth gray → 8 bits, scaled not clipped
+  if im.mode.startswith("I") or im.mode == "F":  # high bit depth gray → 8 bits, scaled not clipped
     arr = np.asarray(im, np.float64)
     top = 65535.0 if arr.max() > 255 else 255.0
     im = Image.fromarray(np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8))
@@ -63,7 +66,9 @@ def heat_map(std: np.ndarray, vmax: float | None = None) -> np.ndarray:
   (default: the map's own maximum)."""
   vmax = float(std.max()) if vmax is None else vmax
   t = np.clip(std / max(vmax, 1e-8), 0.0, 1.0)
-  rgb = np.stack([np.clip(3 * t, 0, 1), np.clip(3 * t - 1, 0, 1), np.clip(3 * t - 2, 0, 1)], axis=-1)
+  rgb = np.stack(
+    [np.clip(3 * t, 0, 1), np.clip(3 * t - 1, 0, 1), np.clip(3 * t - 2, 0, 1)], axis=-1
+  )
   return np.round(rgb * 255).astype(np.uint8)
 
 

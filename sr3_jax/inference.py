@@ -1,4 +1,5 @@
 """Super-resolution with a trained U-Net: LR images → sampled HR images, one jitted call."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,9 +19,13 @@ def sampler_config(config, **overrides) -> samplers.SamplerConfig:
   """A SamplerConfig from config.sampling and config.diffusion.target."""
   s = config.sampling
   cfg = samplers.SamplerConfig(
-      name=s.sampler, target=config.diffusion.target, clip_x0=s.get("clip_x0", 1.0),
-      dynamic_threshold=s.get("dynamic_threshold", None), variance=s.get("variance", "beta"),
-      eta=s.get("eta", 0.0))
+    name=s.sampler,
+    target=config.diffusion.target,
+    clip_x0=s.get("clip_x0", 1.0),
+    dynamic_threshold=s.get("dynamic_threshold", None),
+    variance=s.get("variance", "beta"),
+    eta=s.get("eta", 0.0),
+  )
   return dataclasses.replace(cfg, **overrides)
 
 
@@ -41,9 +46,12 @@ def guided(denoise_fn, label: Array, null_label: int, scale: float):
 
   def fn(z, g):
     b = z.shape[0]
-    out = denoise_fn(jnp.concatenate([z, z]), jnp.concatenate([g, g]), jnp.concatenate([label, null]))
+    out = denoise_fn(
+      jnp.concatenate([z, z]), jnp.concatenate([g, g]), jnp.concatenate([label, null])
+    )
     cond, uncond = out[:b], out[b:]
     return uncond + scale * (cond - uncond)
+
   return fn
 
 
@@ -73,17 +81,32 @@ def make_super_resolve(config, model: unet.UNet, sampler: samplers.SamplerConfig
     lr = lr.astype(jnp.float32)
     lr_up = degrade.upsample(lr, factor, value_range=(-1.0, 1.0))
     extra = {"aug_level": jnp.full((lr.shape[0],), aug_level, jnp.float32)} if aug else {}
-    variables = unet.prepare_inference(model, params, lr_up, jnp.zeros(lr.shape[:1]), lr_up, **extra)
+    variables = unet.prepare_inference(
+      model, params, lr_up, jnp.zeros(lr.shape[:1]), lr_up, **extra
+    )
     denoise = lambda z, g: model.apply(variables, z, g, lr_up, train=False, **extra)
     if process != "gaussian":  # the DCT-diagonal process walks t = 1 → 0 in len(gammas) − 1 steps
-      x0_fn = (lambda y: project_target(y, lr, lr_up, factor, config.diffusion, project, clip)
-               ) if (project or clip is not None) else None
-      y = frequency.sample(denoise, lr_up.shape, gammas.shape[0] - 1, rng, process, config.frequency,
-                           config.diffusion.target, sampler.name, x0_fn=x0_fn)
+      x0_fn = (
+        (lambda y: project_target(y, lr, lr_up, factor, config.diffusion, project, clip))
+        if (project or clip is not None)
+        else None
+      )
+      y = frequency.sample(
+        denoise,
+        lr_up.shape,
+        gammas.shape[0] - 1,
+        rng,
+        process,
+        config.frequency,
+        config.diffusion.target,
+        sampler.name,
+        x0_fn=x0_fn,
+      )
       return jnp.clip(diffusion.image_from_target(y, lr_up, config.diffusion), -1.0, 1.0)
     if image_space:
-      denoise = image_space_denoiser(denoise, sampler.target, lr, lr_up, factor, config.diffusion,
-                                                 project, clip)
+      denoise = image_space_denoiser(
+        denoise, sampler.target, lr, lr_up, factor, config.diffusion, project, clip
+      )
     y, x0, _ = samplers.sample_with_x0(denoise, lr_up.shape, gammas, rng, sampler)
     if sampler.final == "z":
       return y, jnp.clip(x0, -1.0, 1.0)
@@ -106,10 +129,20 @@ def make_generate(config, model: unet.UNet, sampler: samplers.SamplerConfig | No
     # The shapes the denoiser is called with: guidance batches the conditional and null passes.
     calls = labels.shape[0] * (2 if num_classes and guidance != 1.0 else 1)
     label_kw = lambda y: {"label": y} if num_classes else {}
-    variables = unet.prepare_inference(model, params, jnp.zeros((calls, *shape[1:])), jnp.zeros((calls,)), None,
-                                       **label_kw(jnp.zeros((calls,), jnp.int32)))
+    variables = unet.prepare_inference(
+      model,
+      params,
+      jnp.zeros((calls, *shape[1:])),
+      jnp.zeros((calls,)),
+      None,
+      **label_kw(jnp.zeros((calls,), jnp.int32)),
+    )
     apply = lambda z, g, y: model.apply(variables, z, g, None, train=False, **label_kw(y))
-    denoise = guided(apply, labels, num_classes, guidance) if num_classes else (lambda z, g: apply(z, g, None))
+    denoise = (
+      guided(apply, labels, num_classes, guidance)
+      if num_classes
+      else (lambda z, g: apply(z, g, None))
+    )
     y, x0, _ = samplers.sample_with_x0(denoise, shape, gammas, rng, sampler)
     if sampler.final == "z":
       return y, jnp.clip(x0, -1.0, 1.0)
@@ -118,9 +151,16 @@ def make_generate(config, model: unet.UNet, sampler: samplers.SamplerConfig | No
   return jax.jit(run, static_argnames=("guidance",))
 
 
-def image_space_denoiser(denoise_fn: Callable[[Array, Array], Array], target: str, lr: Array, lr_up: Array,
-                         factor: int, dcfg, consistent: bool = True, clip: float | None = 1.0
-                         ) -> Callable[[Array, Array], Array]:
+def image_space_denoiser(
+  denoise_fn: Callable[[Array, Array], Array],
+  target: str,
+  lr: Array,
+  lr_up: Array,
+  factor: int,
+  dcfg,
+  consistent: bool = True,
+  clip: float | None = 1.0,
+) -> Callable[[Array, Array], Array]:
   """Wraps a Gaussian-diffusion denoiser so that its x̂0, read as an HR image, is clipped to
   [−clip, clip] and (with `consistent`) projected onto the images consistent with `lr`; the output is
   re-expressed in the model's parameterisation, so every sampler uses the corrected x̂0 unchanged.
@@ -128,16 +168,25 @@ def image_space_denoiser(denoise_fn: Callable[[Array, Array], Array], target: st
   For a residual target this is where x̂0 gets clipped at all: a bound on the residual itself
   would not keep bicubic(LR) + residual inside the image range.
   """
+
   def fn(z, g):
     out = denoise_fn(z, g).astype(jnp.float32)
     x0, _ = diffusion.x0_eps_from_output(out, z, g, target)
     x0 = project_target(x0, lr, lr_up, factor, dcfg, consistent, clip)
     return diffusion.target_from_x0_eps(x0, diffusion.eps_from_x0(z, g, x0), g, target)
+
   return fn
 
 
-def project_target(y0: Array, lr: Array, lr_up: Array, factor: int, dcfg, consistent: bool = True,
-                   clip: float | None = 1.0) -> Array:
+def project_target(
+  y0: Array,
+  lr: Array,
+  lr_up: Array,
+  factor: int,
+  dcfg,
+  consistent: bool = True,
+  clip: float | None = 1.0,
+) -> Array:
   """A diffused-target x̂0 (HR, or the scaled residual) corrected through image space: clipped to
   [−clip, clip] (so that a projection after it stays exact) and optionally projected."""
   image = diffusion.image_from_target(y0, lr_up, dcfg)

@@ -5,6 +5,7 @@ taken from the current directory, so that Orbax (which accepts only absolute pat
 Grain see one absolute path whatever the working directory is later. Remote URLs (`gs://…`, or
 any other `scheme://…` that etils.epath opens) pass through unchanged.
 """
+
 from __future__ import annotations
 
 import os

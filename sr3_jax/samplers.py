@@ -7,6 +7,7 @@ one `lax.scan` (nothing returns to Python per step), so a caller wraps the whole
 `denoise_fn(z, gamma) -> output` is the network with its params and conditioning closed over;
 `target` says what it predicts (ε, x0 or v). Randomness comes from `fold_in(rng, step)`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,13 +26,14 @@ SAMPLERS = ("ddpm", "ddim", "dpmpp")
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
   """How to sample; see `sample`."""
+
   name: str = "ddpm"
   target: str = "eps"
-  clip_x0: float | None = 1.0             # clip x̂0 to [−c, c]; None: no clipping
+  clip_x0: float | None = 1.0  # clip x̂0 to [−c, c]; None: no clipping
   dynamic_threshold: float | None = None  # quantile p of |x̂0| (Imagen); overrides clip_x0
-  variance: str = "beta"                  # ddpm: "beta" (SR3's β_t) or "posterior" (β̃_t)
-  eta: float = 0.0                        # ddim: 0 deterministic, 1 ancestral-like
-  return_every: int = 0                   # keep every k-th intermediate y (0: none)
+  variance: str = "beta"  # ddpm: "beta" (SR3's β_t) or "posterior" (β̃_t)
+  eta: float = 0.0  # ddim: 0 deterministic, 1 ancestral-like
+  return_every: int = 0  # keep every k-th intermediate y (0: none)
   # "x0": the last step returns x̂0. "z": it lands on y at the grid's γ_0 < 1 instead (truncated
   # sampling for a cascade's truncated conditioning augmentation; see `truncated_grid`).
   final: str = "x0"
@@ -44,8 +46,9 @@ def posterior(x0: Array, z_t: Array, gamma_t: Array, gamma_s: Array) -> tuple[Ar
   mean = √γ_s (1−α_{t|s})/(1−γ_t)·y_0 + √α_{t|s} (1−γ_s)/(1−γ_t)·y_t.
   """
   a_ts = gamma_t / gamma_s
-  mean = (jnp.sqrt(gamma_s) * (1.0 - a_ts) / (1.0 - gamma_t)) * x0 \
-      + (jnp.sqrt(a_ts) * (1.0 - gamma_s) / (1.0 - gamma_t)) * z_t
+  mean = (jnp.sqrt(gamma_s) * (1.0 - a_ts) / (1.0 - gamma_t)) * x0 + (
+    jnp.sqrt(a_ts) * (1.0 - gamma_s) / (1.0 - gamma_t)
+  ) * z_t
   var = (1.0 - gamma_s) * (1.0 - a_ts) / (1.0 - gamma_t)
   return mean, var
 
@@ -79,8 +82,10 @@ def truncated_grid(gammas, gamma_stop: float):
   g = np.asarray(gammas, np.float64)
   below = g[g < gamma_stop - 1e-9]
   if below.size == 0:
-    raise ValueError(f"no level of the sampling grid is noisier than the truncation level γ={gamma_stop:.4g}; "
-                     f"lower the next stage's aug_level or use more sampling steps")
+    raise ValueError(
+      f"no level of the sampling grid is noisier than the truncation level γ={gamma_stop:.4g}; "
+      f"lower the next stage's aug_level or use more sampling steps"
+    )
   return np.concatenate([[gamma_stop], below]).astype(np.float32)
 
 
@@ -101,7 +106,11 @@ def _ddim_step(denoise_fn, cfg, z, gamma_t, gamma_s, key, is_last):
   x0, eps = _predict(denoise_fn, z, gamma_t, cfg)
   sigma = cfg.eta * jnp.sqrt((1.0 - gamma_s) / (1.0 - gamma_t) * (1.0 - gamma_t / gamma_s))
   noise = jax.random.normal(key, z.shape, z.dtype)
-  z_s = jnp.sqrt(gamma_s) * x0 + jnp.sqrt(jnp.maximum(1.0 - gamma_s - sigma ** 2, 0.0)) * eps + sigma * noise
+  z_s = (
+    jnp.sqrt(gamma_s) * x0
+    + jnp.sqrt(jnp.maximum(1.0 - gamma_s - sigma**2, 0.0)) * eps
+    + sigma * noise
+  )
   return (z_s if cfg.final == "z" else jnp.where(is_last, x0, z_s)), x0
 
 
@@ -110,8 +119,13 @@ def _half_logsnr(gamma):
   return 0.5 * (jnp.log(gamma) - jnp.log1p(-gamma))
 
 
-def sample(denoise_fn: Callable[[Array, Array], Array], shape: tuple[int, ...], gammas: Array,
-           rng: Array, cfg: SamplerConfig = SamplerConfig()) -> tuple[Array, Array | None]:
+def sample(
+  denoise_fn: Callable[[Array, Array], Array],
+  shape: tuple[int, ...],
+  gammas: Array,
+  rng: Array,
+  cfg: SamplerConfig = SamplerConfig(),
+) -> tuple[Array, Array | None]:
   """Runs a sampler over the grid `gammas` (N+1,), decreasing, from noise to y_0.
 
   Returns (y_0, intermediates), intermediates (N // return_every, *shape) or None. Deterministic
@@ -150,8 +164,10 @@ def sample_with_x0(denoise_fn, shape, gammas, rng, cfg: SamplerConfig = SamplerC
       i, gt, gs, last = xs
       z, x0 = step_fn(denoise_fn, cfg, z, gt, gs, jax.random.fold_in(loop_key, i), last)
       return (z, x0), z
+
     init = (z, jnp.zeros_like(z))
   else:
+
     def body(carry, xs):
       # DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), first order on the first and last step.
       z, x0_prev, h_prev = carry
@@ -167,6 +183,7 @@ def sample_with_x0(denoise_fn, shape, gammas, rng, cfg: SamplerConfig = SamplerC
       if cfg.final == "x0":
         z_s = jnp.where(last, d, z_s)
       return (z_s, x0, h), z_s
+
     init = (z, jnp.zeros_like(z), jnp.ones((), jnp.float32))
 
   xs = (idx, g_t, g_s, is_last)
@@ -177,6 +194,7 @@ def sample_with_x0(denoise_fn, shape, gammas, rng, cfg: SamplerConfig = SamplerC
     def outer(carry, chunk):
       carry, ys = jax.lax.scan(body, carry, chunk)
       return carry, ys[-1]
+
     final, inter = jax.lax.scan(outer, init, chunks)
   else:
     final, _ = jax.lax.scan(lambda c, x: (body(c, x)[0], None), init, xs)

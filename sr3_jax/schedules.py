@@ -9,6 +9,7 @@ Two families describe how much signal survives at each noise level:
 γ/(1−γ) is the SNR and λ = log SNR. Every function here is jittable and holds no state; the
 network is conditioned on γ (or λ), never on a step index, so inference may use any grid.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,13 +24,20 @@ Array = jax.Array
 # Discrete β schedules.
 
 
-def linear_betas(num_steps: int, start: float = 1e-6, end: float = 1e-2, dtype=jnp.float32) -> Array:
+def linear_betas(
+  num_steps: int, start: float = 1e-6, end: float = 1e-2, dtype=jnp.float32
+) -> Array:
   """β_t evenly spaced from `start` to `end` (SR3's default: 1e-6 → 1e-2 over T = 2000)."""
   return jnp.linspace(start, end, num_steps, dtype=jnp.float32).astype(dtype)
 
 
-def warmup_linear_betas(num_steps: int, start: float = 1e-6, end: float = 1e-2,
-                        warmup_fraction: float = 0.1, dtype=jnp.float32) -> Array:
+def warmup_linear_betas(
+  num_steps: int,
+  start: float = 1e-6,
+  end: float = 1e-2,
+  warmup_fraction: float = 0.1,
+  dtype=jnp.float32,
+) -> Array:
   """β rises linearly over the first `warmup_fraction` of the steps, then stays at `end`."""
   warmup = max(1, int(num_steps * warmup_fraction))
   ramp = jnp.linspace(start, end, warmup, dtype=jnp.float32)
@@ -37,12 +45,18 @@ def warmup_linear_betas(num_steps: int, start: float = 1e-6, end: float = 1e-2,
   return jnp.concatenate([ramp, rest]).astype(dtype)
 
 
-def quadratic_betas(num_steps: int, start: float = 1e-6, end: float = 1e-2, dtype=jnp.float32) -> Array:
+def quadratic_betas(
+  num_steps: int, start: float = 1e-6, end: float = 1e-2, dtype=jnp.float32
+) -> Array:
   """√β evenly spaced from √start to √end."""
-  return (jnp.linspace(math.sqrt(start), math.sqrt(end), num_steps, dtype=jnp.float32) ** 2).astype(dtype)
+  return (jnp.linspace(math.sqrt(start), math.sqrt(end), num_steps, dtype=jnp.float32) ** 2).astype(
+    dtype
+  )
 
 
-def cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999, dtype=jnp.float32) -> Array:
+def cosine_betas(
+  num_steps: int, s: float = 0.008, max_beta: float = 0.999, dtype=jnp.float32
+) -> Array:
   """Nichol & Dhariwal (2021): γ(t) = f(t)/f(0), f(t) = cos²(((t/T + s)/(1 + s))·π/2).
 
   β_t = 1 − γ(t)/γ(t−1), clipped to `max_beta` to avoid the singularity at t = T.
@@ -54,10 +68,10 @@ def cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999, dtyp
 
 
 BETA_SCHEDULES: dict[str, Callable[..., Array]] = {
-    "linear": linear_betas,
-    "warmup_linear": warmup_linear_betas,
-    "quadratic": quadratic_betas,
-    "cosine": cosine_betas,
+  "linear": linear_betas,
+  "warmup_linear": warmup_linear_betas,
+  "quadratic": quadratic_betas,
+  "cosine": cosine_betas,
 }
 
 
@@ -103,14 +117,21 @@ def cosine_logsnr(t: Array, logsnr_min: float = -15.0, logsnr_max: float = 15.0)
   return -2.0 * jnp.log(jnp.tan(t_min + t * (t_max - t_min)))
 
 
-def shifted_cosine_logsnr(t: Array, image_size: int, base: int = 64,
-                          logsnr_min: float = -15.0, logsnr_max: float = 15.0) -> Array:
+def shifted_cosine_logsnr(
+  t: Array, image_size: int, base: int = 64, logsnr_min: float = -15.0, logsnr_max: float = 15.0
+) -> Array:
   """Simple diffusion's resolution shift: λ_d(t) = λ_cos(t) + 2·log(base / d); identity at d = base."""
   return cosine_logsnr(t, logsnr_min, logsnr_max) + 2.0 * math.log(base / image_size)
 
 
-def interpolated_shifted_cosine_logsnr(t: Array, low_size: int, high_size: int, base: int = 64,
-                                       logsnr_min: float = -15.0, logsnr_max: float = 15.0) -> Array:
+def interpolated_shifted_cosine_logsnr(
+  t: Array,
+  low_size: int,
+  high_size: int,
+  base: int = 64,
+  logsnr_min: float = -15.0,
+  logsnr_max: float = 15.0,
+) -> Array:
   """λ(t) = t·λ_shift(d_low)(t) + (1 − t)·λ_shift(d_high)(t): high-resolution shift near the
   clean end, low-resolution shift near the noisy end."""
   lo = shifted_cosine_logsnr(t, low_size, base, logsnr_min, logsnr_max)
@@ -118,8 +139,9 @@ def interpolated_shifted_cosine_logsnr(t: Array, low_size: int, high_size: int, 
   return t * lo + (1.0 - t) * hi
 
 
-def sigmoid_logsnr(t: Array, start: float = -3.0, end: float = 3.0, tau: float = 1.0,
-                   clip_min: float = 1e-9) -> Array:
+def sigmoid_logsnr(
+  t: Array, start: float = -3.0, end: float = 3.0, tau: float = 1.0, clip_min: float = 1e-9
+) -> Array:
   """Chen (2023) sigmoid schedule: γ(t) = (σ(end/τ) − σ((t(end−start)+start)/τ)) / (σ(end/τ) − σ(start/τ)),
   returned as λ = logit(γ), with γ clipped into [clip_min, 1 − clip_min]."""
   v_start = jax.nn.sigmoid(start / tau)
@@ -146,10 +168,15 @@ def logsnr_fn(cfg) -> Callable[[Array], Array]:
     return lambda t: shifted_cosine_logsnr(t, cfg.image_size, cfg.get("base", 64), lmin, lmax)
   if name == "interpolated_shifted_cosine":
     return lambda t: interpolated_shifted_cosine_logsnr(
-        t, cfg.low_size, cfg.image_size, cfg.get("base", 64), lmin, lmax)
+      t, cfg.low_size, cfg.image_size, cfg.get("base", 64), lmin, lmax
+    )
   if name == "sigmoid":
-    return lambda t: sigmoid_logsnr(t, cfg.get("start", -3.0), cfg.get("end", 3.0), cfg.get("tau", 1.0))
-  raise ValueError(f"schedule.name={name!r} is not a log-SNR schedule; choose one of {LOGSNR_SCHEDULES}")
+    return lambda t: sigmoid_logsnr(
+      t, cfg.get("start", -3.0), cfg.get("end", 3.0), cfg.get("tau", 1.0)
+    )
+  raise ValueError(
+    f"schedule.name={name!r} is not a log-SNR schedule; choose one of {LOGSNR_SCHEDULES}"
+  )
 
 
 def gamma_grid(cfg, num_steps: int | None = None) -> Array:

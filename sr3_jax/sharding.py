@@ -5,6 +5,7 @@ split over every device (`batch_sharding`), the state replicated or FSDP-sharded
 `mesh.rules` (`state_shardings`), and `abstract_state` gives shapes with shardings attached without
 allocating anything (jax.eval_shape), for sharded init and for restoring checkpoints in place.
 """
+
 from __future__ import annotations
 
 import re
@@ -43,8 +44,10 @@ def partition_spec(path: str, shape: tuple[int, ...], fsdp: int, rules) -> P:
       if axis is None:
         return P()
       if shape[axis] % fsdp:
-        raise ValueError(f"sharding rule {pattern!r} puts axis {axis} of {path} {shape} on fsdp={fsdp}, "
-                         f"which does not divide it")
+        raise ValueError(
+          f"sharding rule {pattern!r} puts axis {axis} of {path} {shape} on fsdp={fsdp}, "
+          f"which does not divide it"
+        )
       spec = [None] * len(shape)
       spec[axis] = "fsdp"
       return P(*spec)
@@ -63,18 +66,24 @@ def state_shardings(abstract_state: Any, mesh: Mesh, rules=()) -> Any:
   """NamedSharding for every leaf of the (abstract) state: replicated over 'data', FSDP by rule."""
   fsdp = mesh.shape["fsdp"]
   return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: NamedSharding(mesh, partition_spec(jax.tree_util.keystr(path), leaf.shape, fsdp, rules)),
-      abstract_state)
+    lambda path, leaf: NamedSharding(
+      mesh, partition_spec(jax.tree_util.keystr(path), leaf.shape, fsdp, rules)
+    ),
+    abstract_state,
+  )
 
 
 def sharding_rules(config) -> list[tuple[str, int | None]]:
   return [(str(r[0]), None if r[1] is None else int(r[1])) for r in config.mesh.get("rules", ())]
 
 
-def abstract_state(init_fn: Callable[[jax.Array], Any], rng: jax.Array, mesh: Mesh, rules=()) -> tuple[Any, Any]:
+def abstract_state(
+  init_fn: Callable[[jax.Array], Any], rng: jax.Array, mesh: Mesh, rules=()
+) -> tuple[Any, Any]:
   """(abstract state with shardings attached, the shardings) of `init_fn(rng)`; nothing is allocated."""
   abstract = jax.eval_shape(init_fn, rng)
   shardings = state_shardings(abstract, mesh, rules)
   with_sharding = jax.tree_util.tree_map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+  )
   return with_sharding, shardings

@@ -12,6 +12,7 @@ config spec, the runs (each a dict of dotted overrides, built with `product`, `z
 and afterwards (always, from whatever is finished) gathers every run's eval.json into
 ROOT/results.csv and ROOT/results.md and plots loss and eval curves per run into ROOT/curves.png.
 """
+
 from __future__ import annotations
 
 import csv
@@ -33,17 +34,25 @@ from sr3_jax import configs, evaluate, paths, train
 
 @dataclasses.dataclass
 class Sweep:
-  config: str                                  # experiments/configs/FILE.py[:arg]
-  runs: list[dict[str, Any]]                   # dotted overrides per run; "_name" names a run
-  eval: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(num_images=4, samples=2, steps=None))
+  config: str  # experiments/configs/FILE.py[:arg]
+  runs: list[dict[str, Any]]  # dotted overrides per run; "_name" names a run
+  eval: dict[str, Any] = dataclasses.field(
+    default_factory=lambda: dict(num_images=4, samples=2, steps=None)
+  )
 
 
 def on_demo(arg: str | None, runs: list[dict]) -> Sweep:
   """A sweep over the demo config: `arg` "runlocal" (smoke run, tiny eval) or "steps=N"; otherwise
   the demo's 500 steps, evaluated on 2 held-out 192-pixel crops with the mean of 4 samples."""
   a = configs.parse_arg(arg, runlocal=False, steps=0)
-  spec = "experiments/configs/demo.py" + (":runlocal" if a.runlocal else f":steps={a.steps}" if a.steps else "")
-  ev = dict(num_images=2, samples=2, steps=None) if a.runlocal else dict(num_images=2, samples=4, image_size=192)
+  spec = "experiments/configs/demo.py" + (
+    ":runlocal" if a.runlocal else f":steps={a.steps}" if a.steps else ""
+  )
+  ev = (
+    dict(num_images=2, samples=2, steps=None)
+    if a.runlocal
+    else dict(num_images=2, samples=4, image_size=192)
+  )
   return Sweep(config=spec, runs=runs, eval=ev)
 
 
@@ -114,15 +123,33 @@ def commands(sweep: Sweep, root: str, tpu: str = "$TPU_NAME", zone: str = "$ZONE
   for run in sweep.runs:
     name = run_name(run)
     workdir = f"{root.rstrip('/')}/{name}"
-    flags = [f"--config.{k}={v if isinstance(v, str) else repr(v)}"
-             for key, value in _overrides(run).items() for k, v in _flag_values(key, value)]
+    flags = [
+      f"--config.{k}={v if isinstance(v, str) else repr(v)}"
+      for key, value in _overrides(run).items()
+      for k, v in _flag_values(key, value)
+    ]
     train_cmd = ["sr3", "train", "--config", sweep.config, "--workdir", workdir, *flags]
-    out.append(" ".join(["tpu/pod.sh", "launch", "--name", tpu, "--zone", zone, "--"]
-                        + [shlex.quote(x) if not x.startswith("$") else x for x in train_cmd]))
+    out.append(
+      " ".join(
+        ["tpu/pod.sh", "launch", "--name", tpu, "--zone", zone, "--"]
+        + [shlex.quote(x) if not x.startswith("$") else x for x in train_cmd]
+      )
+    )
     ev = sweep.eval
-    eval_cmd = ["sr3", "eval", "--checkpoint", workdir, "--num-images", str(ev.get("num_images", 4)),
-                "--samples", str(ev.get("samples", 2))] + (["--steps", str(ev["steps"])] if ev.get("steps") else []) \
-        + (["--image-size", str(ev["image_size"])] if ev.get("image_size") else [])
+    eval_cmd = (
+      [
+        "sr3",
+        "eval",
+        "--checkpoint",
+        workdir,
+        "--num-images",
+        str(ev.get("num_images", 4)),
+        "--samples",
+        str(ev.get("samples", 2)),
+      ]
+      + (["--steps", str(ev["steps"])] if ev.get("steps") else [])
+      + (["--image-size", str(ev["image_size"])] if ev.get("image_size") else [])
+    )
     out.append(" ".join(shlex.quote(x) for x in eval_cmd))
   return out
 
@@ -141,14 +168,30 @@ def run_local(sweep: Sweep, root: pathlib.Path, log=None) -> list[str]:
     config = configs.load(sweep.config, _overrides(run))
     train.train_and_evaluate(config, workdir, log)
     ev = sweep.eval
-    evaluate.evaluate(str(workdir), num_images=ev.get("num_images", 4), samples=ev.get("samples", 2),
-                      steps=ev.get("steps"), output=str(workdir), log=log, image_size=ev.get("image_size"))
+    evaluate.evaluate(
+      str(workdir),
+      num_images=ev.get("num_images", 4),
+      samples=ev.get("samples", 2),
+      steps=ev.get("steps"),
+      output=str(workdir),
+      log=log,
+      image_size=ev.get("image_size"),
+    )
     ran.append(name)
   return ran
 
 
-COLUMNS = ("run", "status", "step", "final_loss", "psnr_mean_of_k", "ssim_mean_of_k", "psnr_sample",
-           "consistency_x1e5", "psnr_bicubic")
+COLUMNS = (
+  "run",
+  "status",
+  "step",
+  "final_loss",
+  "psnr_mean_of_k",
+  "ssim_mean_of_k",
+  "psnr_sample",
+  "consistency_x1e5",
+  "psnr_bicubic",
+)
 
 
 def gather(sweep: Sweep, root: pathlib.Path) -> list[dict]:
@@ -157,17 +200,25 @@ def gather(sweep: Sweep, root: pathlib.Path) -> list[dict]:
   for run in sweep.runs:
     name = run_name(run)
     workdir = root / name
-    row = {"run": name, "status": status(workdir), "overrides": json.dumps(_overrides(run), default=str)}
+    row = {
+      "run": name,
+      "status": status(workdir),
+      "overrides": json.dumps(_overrides(run), default=str),
+    }
     losses = _metrics(workdir)
     if losses:
       row["final_loss"] = next((r["loss"] for r in reversed(losses) if "loss" in r), None)
     if row["status"] == "done":
       r = json.loads((workdir / "eval.json").read_text())
       m = r["metrics"]
-      row.update(step=r["step"], psnr_mean_of_k=m["sr3_mean"]["psnr"]["mean"],
-                 ssim_mean_of_k=m["sr3_mean"]["ssim"]["mean"], psnr_sample=m["sr3_sample"]["psnr"]["mean"],
-                 consistency_x1e5=m["sr3_sample"]["consistency"]["mean"] * 1e5,
-                 psnr_bicubic=m["bicubic"]["psnr"]["mean"])
+      row.update(
+        step=r["step"],
+        psnr_mean_of_k=m["sr3_mean"]["psnr"]["mean"],
+        ssim_mean_of_k=m["sr3_mean"]["ssim"]["mean"],
+        psnr_sample=m["sr3_sample"]["psnr"]["mean"],
+        consistency_x1e5=m["sr3_sample"]["consistency"]["mean"] * 1e5,
+        psnr_bicubic=m["bicubic"]["psnr"]["mean"],
+      )
     rows.append(row)
   root.mkdir(parents=True, exist_ok=True)
   with open(root / "results.csv", "w", newline="") as f:
@@ -204,7 +255,9 @@ def plot(sweep: Sweep, root: pathlib.Path) -> pathlib.Path:
     if ev:
       ax_eval.plot(*zip(*ev), marker="o", label=name)
   ax_loss.set(xlabel="step", ylabel="training loss", title="loss")
-  ax_eval.set(xlabel="step", ylabel="PSNR (dB)", title="held-out PSNR during training (train.sample_every)")
+  ax_eval.set(
+    xlabel="step", ylabel="PSNR (dB)", title="held-out PSNR during training (train.sample_every)"
+  )
   for ax in (ax_loss, ax_eval):
     if ax.lines:
       ax.legend(fontsize=7)
@@ -215,20 +268,26 @@ def plot(sweep: Sweep, root: pathlib.Path) -> pathlib.Path:
   return out
 
 
-def main(spec: str, root: str, mode: str, tpu: str = "$TPU_NAME", zone: str = "$ZONE", log=None) -> int:
+def main(
+  spec: str, root: str, mode: str, tpu: str = "$TPU_NAME", zone: str = "$ZONE", log=None
+) -> int:
   log = log or sys.stderr
   sweep = load(spec)
   if mode == "print-commands":
     if not paths.is_remote(root):
-      print(f"sr3 sweep: {root} is a local folder; pod workers write to a bucket (--workdir gs://BUCKET/ROOT)",
-            file=log)
+      print(
+        f"sr3 sweep: {root} is a local folder; pod workers write to a bucket (--workdir gs://BUCKET/ROOT)",
+        file=log,
+      )
     for line in commands(sweep, root, tpu, zone):
       print(line)
     return 0
   root_path = pathlib.Path(paths.resolve(root))
   if mode == "dry-run":
     for run in sweep.runs:
-      print(f"{run_name(run)}\t{status(root_path / run_name(run))}\t{json.dumps(_overrides(run), default=str)}")
+      print(
+        f"{run_name(run)}\t{status(root_path / run_name(run))}\t{json.dumps(_overrides(run), default=str)}"
+      )
     return 0
   run_local(sweep, root_path, log)
   gather(sweep, root_path)

@@ -6,6 +6,7 @@ returns to the host inside the step. Randomness is `fold_in(key(seed), step)`. A
 gradients are not finite leaves the state unchanged and is counted. The loop saves Orbax
 checkpoints (sr3_jax/checkpoint.py), resumes exactly, and stops cleanly on preemption.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,12 +25,28 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 from tqdm import tqdm
 
-from sr3_jax import checkpoint, configs, diffusion, hash_prng, images, inference, metrics as sr_metrics, paths, sharding
+from sr3_jax import (
+  checkpoint,
+  configs,
+  diffusion,
+  hash_prng,
+  images,
+  inference,
+  metrics as sr_metrics,
+  paths,
+  sharding,
+)
 from sr3_jax.data import degrade, loader
 from sr3_jax.models import unet
 from sr3_jax.train_state import (  # noqa: F401  (the public names of sr3_jax.train)
-    TrainState, abstract_train_state, create_train_state, ema_decay, init_state, learning_rate_schedule,
-    make_optimizer)
+  TrainState,
+  abstract_train_state,
+  create_train_state,
+  ema_decay,
+  init_state,
+  learning_rate_schedule,
+  make_optimizer,
+)
 from sr3_jax.writers import MetricWriter
 
 Array = jax.Array
@@ -37,8 +54,10 @@ Array = jax.Array
 
 def apply_fn_for(model: unet.UNet) -> Callable[..., Array]:
   """model.apply in the (params, z, γ, cond, train, rngs) form the loss and samplers use."""
+
   def apply_fn(params, z, gamma, cond, train=False, rngs=None, **extra):
     return model.apply({"params": params}, z, gamma, cond, train=train, rngs=rngs, **extra)
+
   return apply_fn
 
 
@@ -62,7 +81,9 @@ def make_train_step(config, model: unet.UNet, mesh: Mesh):
   """Returns the jitted step(state, batch) → (state, metrics); the state is donated and keeps its
   shardings (replicated, or FSDP by config.mesh rules); metrics come back replicated."""
   impl = resolve_dropout_rng(config.train.get("dropout_rng", "auto"), mesh.devices.flat)
-  loss_fn = diffusion.make_loss_fn(apply_fn_for(model), config, functools.partial(dropout_key, impl=impl))
+  loss_fn = diffusion.make_loss_fn(
+    apply_fn_for(model), config, functools.partial(dropout_key, impl=impl)
+  )
   optimizer = make_optimizer(config.optim)
   lr_fn = learning_rate_schedule(config.optim)
   base_key = jax.random.key(config.seed)
@@ -77,7 +98,9 @@ def make_train_step(config, model: unet.UNet, mesh: Mesh):
       params, ema_params, opt_state = tree
       updates, new_opt = optimizer.update(grads, opt_state, params)
       new_params = optax.apply_updates(params, updates)
-      new_ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, new_params)
+      new_ema = jax.tree_util.tree_map(
+        lambda e, p: decay * e + (1.0 - decay) * p, ema_params, new_params
+      )
       return (new_params, new_ema, new_opt), optax.tree.norm(updates)
 
     def skip_update(tree):
@@ -88,30 +111,35 @@ def make_train_step(config, model: unet.UNet, mesh: Mesh):
     # select kept old and new copies alive (0.7 → 0.4 s for the 98M-param update on the dev CPU).
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     (params, ema_params, opt_state), update_norm = jax.lax.cond(
-        finite, apply_update, skip_update, (state.params, state.ema_params, state.opt_state))
+      finite, apply_update, skip_update, (state.params, state.ema_params, state.opt_state)
+    )
     new_state = TrainState(
-        step=state.step + 1,
-        params=params,
-        ema_params=ema_params,
-        opt_state=opt_state,
-        skipped=state.skipped + (~finite).astype(jnp.int32),
-        consecutive_skips=jnp.where(finite, 0, state.consecutive_skips + 1),
+      step=state.step + 1,
+      params=params,
+      ema_params=ema_params,
+      opt_state=opt_state,
+      skipped=state.skipped + (~finite).astype(jnp.int32),
+      consecutive_skips=jnp.where(finite, 0, state.consecutive_skips + 1),
     )
     metrics = {
-        "loss": loss,
-        "grad_norm": grad_norm,
-        "param_norm": optax.tree.norm(new_state.params),
-        "update_norm": update_norm,  # 0 on a skipped step
-        "learning_rate": lr_fn(state.step),
-        "skipped": new_state.skipped,
-        "consecutive_skips": new_state.consecutive_skips,
+      "loss": loss,
+      "grad_norm": grad_norm,
+      "param_norm": optax.tree.norm(new_state.params),
+      "update_norm": update_norm,  # 0 on a skipped step
+      "learning_rate": lr_fn(state.step),
+      "skipped": new_state.skipped,
+      "consecutive_skips": new_state.consecutive_skips,
     }
     return new_state, metrics
 
   _, shardings = abstract_train_state(config, model, mesh)
   replicated = NamedSharding(mesh, P())
-  return jax.jit(step_fn, in_shardings=(shardings, sharding.batch_sharding(mesh)),
-                 out_shardings=(shardings, replicated), donate_argnums=(0,))
+  return jax.jit(
+    step_fn,
+    in_shardings=(shardings, sharding.batch_sharding(mesh)),
+    out_shardings=(shardings, replicated),
+    donate_argnums=(0,),
+  )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,14 +169,20 @@ def check_workdir_config(config, workdir) -> None:
     for flat in (flat_old, flat_new):  # `auto` is the generator it resolves to here
       if flat.get("train.dropout_rng") == "auto":
         flat["train.dropout_rng"] = resolve_dropout_rng("auto", jax.devices())
-    diff = sorted(k for k in set(flat_old) | set(flat_new)
-                  if flat_old.get(k) != flat_new.get(k) and k not in RESUMABLE_CHANGES
-                  and not (k not in flat_old and k in defaults and flat_new.get(k) == defaults[k]))
+    diff = sorted(
+      k
+      for k in set(flat_old) | set(flat_new)
+      if flat_old.get(k) != flat_new.get(k)
+      and k not in RESUMABLE_CHANGES
+      and not (k not in flat_old and k in defaults and flat_new.get(k) == defaults[k])
+    )
     if diff and not config.get("allow_config_change", False):
       k = diff[0]
-      raise ValueError(f"workdir {workdir} holds a run with a different config: {k} is "
-                       f"{flat_old.get(k)!r} there and {flat_new.get(k)!r} now ({len(diff)} field(s) "
-                       f"differ); use a new --workdir or pass --config.allow_config_change=True")
+      raise ValueError(
+        f"workdir {workdir} holds a run with a different config: {k} is "
+        f"{flat_old.get(k)!r} there and {flat_new.get(k)!r} now ({len(diff)} field(s) "
+        f"differ); use a new --workdir or pass --config.allow_config_change=True"
+      )
   if jax.process_index() == 0:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(new, indent=2))
@@ -157,10 +191,14 @@ def check_workdir_config(config, workdir) -> None:
 def validate_for_mesh(config, mesh: Mesh) -> None:
   bs = config.train.batch_size
   if bs % mesh.size:
-    raise ValueError(f"train.batch_size={bs} is not divisible by the {mesh.size} devices of the mesh "
-                     f"(mesh.data × mesh.fsdp = {mesh.shape['data']} × {mesh.shape['fsdp']})")
+    raise ValueError(
+      f"train.batch_size={bs} is not divisible by the {mesh.size} devices of the mesh "
+      f"(mesh.data × mesh.fsdp = {mesh.shape['data']} × {mesh.shape['fsdp']})"
+    )
   if bs % jax.process_count():
-    raise ValueError(f"train.batch_size={bs} is not divisible by the {jax.process_count()} processes")
+    raise ValueError(
+      f"train.batch_size={bs} is not divisible by the {jax.process_count()} processes"
+    )
 
 
 class _Preemption:
@@ -180,19 +218,24 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _sample_grid(config, model, mesh, params, hr: np.ndarray, sampler_fn, gammas, step: int
-                 ) -> tuple[np.ndarray, dict[str, float]]:
+def _sample_grid(
+  config, model, mesh, params, hr: np.ndarray, sampler_fn, gammas, step: int
+) -> tuple[np.ndarray, dict[str, float]]:
   """(LR | bicubic | EMA sample | HR) rows for a few fixed held-out crops, as one uint8 image, and
   the evaluation metrics of those samples (PSNR, SSIM, consistency; bicubic alongside)."""
   replicated = NamedSharding(mesh, P())
   rng = jax.random.fold_in(jax.random.key(config.seed + 7), step)
-  if config.model.conditioning == "none":  # a base stage: (sample | training-distribution image) rows
+  if (
+    config.model.conditioning == "none"
+  ):  # a base stage: (sample | training-distribution image) rows
     n = hr.shape[0]
     labels = np.arange(n, dtype=np.int32) % max(config.model.get("num_classes", 0), 1)
     labels = jax.make_array_from_process_local_data(replicated, labels)
     out = sampler_fn(params, labels, gammas, rng, guidance=config.sampling.get("guidance", 1.0))
     out = np.asarray(out.addressable_data(0))
-    rows = [np.concatenate([images.to_uint8(out[i]), images.to_uint8(hr[i])], axis=1) for i in range(n)]
+    rows = [
+      np.concatenate([images.to_uint8(out[i]), images.to_uint8(hr[i])], axis=1) for i in range(n)
+    ]
     return np.concatenate(rows, axis=0), {}
   hr_g = jax.make_array_from_process_local_data(replicated, hr)
   lr = degrade.downsample(hr_g, config.data.factor, value_range=(-1.0, 1.0))
@@ -221,6 +264,7 @@ def wait_for_all_processes(name: str, timeout_s: int = 600) -> None:
   if jax.process_count() == 1:
     return
   from jax._src import distributed
+
   if distributed.global_state.client is not None:
     distributed.global_state.client.wait_at_barrier(name, timeout_s * 1000)
 
@@ -242,7 +286,9 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
   wait_for_all_processes("sr3_train_start")
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint)
   local_bs = config.train.batch_size // jax.process_count()
-  data_iter = iter(loader.make_dataset(config.data, config.data.train_split, local_bs, seed=config.seed))
+  data_iter = iter(
+    loader.make_dataset(config.data, config.data.train_split, local_bs, seed=config.seed)
+  )
   latest = ckpt.latest_step()
   if latest is None:
     state = create_train_state(config, model, mesh)
@@ -259,16 +305,23 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
     base = config.model.conditioning == "none"
     sampler_fn = (inference.make_generate if base else inference.make_super_resolve)(config, model)
     gammas = inference.inference_gammas(config, tcfg.sample_steps)
-    eval_src = loader.make_dataset(config.data, config.data.eval_split, 4, seed=0, train=False,
-                                   process_index=0, process_count=1)
+    eval_src = loader.make_dataset(
+      config.data, config.data.eval_split, 4, seed=0, train=False, process_index=0, process_count=1
+    )
     sample_hr = next(iter(eval_src))["hr"]
     if jax.process_index() == 0:
       (workdir / "samples").mkdir(parents=True, exist_ok=True)
 
   start = int(state.step)
   last_saved = latest
-  bar = tqdm(total=tcfg.num_steps, initial=start, desc="train", file=log, mininterval=2.0,
-             disable=jax.process_index() != 0)
+  bar = tqdm(
+    total=tcfg.num_steps,
+    initial=start,
+    desc="train",
+    file=log,
+    mininterval=2.0,
+    disable=jax.process_index() != 0,
+  )
   t_log, steps_since = time.perf_counter(), 0
   failing = False
   try:
@@ -286,12 +339,15 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
         t_log, steps_since = time.perf_counter(), 0
         if m["consecutive_skips"] >= tcfg.max_consecutive_skips:
           raise FloatingPointError(
-              f"stopping at step {done}: the last {int(m['consecutive_skips'])} steps had a non-finite loss "
-              f"or gradient (train.max_consecutive_skips={tcfg.max_consecutive_skips}); the state is that of "
-              f"the last finite step and checkpoints up to step {last_saved} are intact. Lower optim.lr, "
-              f"check the data, or raise optim.grad_clip")
+            f"stopping at step {done}: the last {int(m['consecutive_skips'])} steps had a non-finite loss "
+            f"or gradient (train.max_consecutive_skips={tcfg.max_consecutive_skips}); the state is that of "
+            f"the last finite step and checkpoints up to step {last_saved} are intact. Lower optim.lr, "
+            f"check the data, or raise optim.grad_clip"
+          )
       if sampler_fn is not None and done % tcfg.sample_every == 0:
-        grid, scores = _sample_grid(config, model, mesh, state.ema_params, sample_hr, sampler_fn, gammas, done)
+        grid, scores = _sample_grid(
+          config, model, mesh, state.ema_params, sample_hr, sampler_fn, gammas, done
+        )
         if scores:
           writer.scalars(done, scores)
         if jax.process_index() == 0:
@@ -304,7 +360,9 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
         if last_saved != done:
           ckpt.save(done, state, data_iter, force=True)
         ckpt.wait()
-        print(f"preempted: saved step {done} in {workdir}; rerun the same command to resume", file=log)
+        print(
+          f"preempted: saved step {done} in {workdir}; rerun the same command to resume", file=log
+        )
         return state
     if last_saved != tcfg.num_steps and int(state.step) == tcfg.num_steps:
       ckpt.save(tcfg.num_steps, state, data_iter, force=True)

@@ -3,6 +3,7 @@
 Several processes (a TPU pod, or local processes in tests) call `jax.distributed.initialize`
 first: with no flags on TPU VMs, or with --coordinator, --num_processes and --process_id.
 """
+
 from __future__ import annotations
 
 import sys
@@ -10,29 +11,41 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config: FILE.py[:arg]", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "experiment config: FILE.py[:arg]", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "folder of the run (local path or gs://)")
-_COORD = flags.DEFINE_string("coordinator", None, "host:port of process 0, for multi-process runs off TPU")
+_COORD = flags.DEFINE_string(
+  "coordinator", None, "host:port of process 0, for multi-process runs off TPU"
+)
 _NPROC = flags.DEFINE_integer("num_processes", None, "number of processes (with --coordinator)")
 _PID = flags.DEFINE_integer("process_id", None, "this process's index (with --coordinator)")
-_DIST = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() with no arguments (TPU pods)")
-_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "simulate this many CPU devices (tests, laptops)")
+_DIST = flags.DEFINE_bool(
+  "distributed", False, "call jax.distributed.initialize() with no arguments (TPU pods)"
+)
+_CPU_DEVICES = flags.DEFINE_integer(
+  "cpu_devices", 0, "simulate this many CPU devices (tests, laptops)"
+)
 
 
 def _main(argv) -> None:
   del argv
   from absl import logging
+
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   import jax
+
   if _CPU_DEVICES.value:
     jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
   if _COORD.value:
-    jax.distributed.initialize(coordinator_address=_COORD.value, num_processes=_NPROC.value,
-                               process_id=_PID.value)
+    jax.distributed.initialize(
+      coordinator_address=_COORD.value, num_processes=_NPROC.value, process_id=_PID.value
+    )
   elif _DIST.value:
     jax.distributed.initialize()
   from sr3_jax import checkpoint, paths, train
+
   if _WORKDIR.value is None:
     raise app.UsageError("--workdir is required")
   workdir = paths.resolve(_WORKDIR.value)

@@ -4,6 +4,7 @@
 (what Orbax restores into), and `create_train_state` initialises it already sharded over the mesh.
 EMA parameters live in the state and are updated inside the train step.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,7 +28,7 @@ class TrainState:
   params: Any
   ema_params: Any
   opt_state: Any
-  skipped: Array          # steps skipped so far for non-finite loss or gradients
+  skipped: Array  # steps skipped so far for non-finite loss or gradients
   consecutive_skips: Array
 
 
@@ -36,8 +37,9 @@ def learning_rate_schedule(ocfg) -> optax.Schedule:
   if ocfg.warmup_steps <= 0:
     return optax.constant_schedule(ocfg.lr)
   return optax.join_schedules(
-      [optax.linear_schedule(0.0, ocfg.lr, ocfg.warmup_steps), optax.constant_schedule(ocfg.lr)],
-      [ocfg.warmup_steps])
+    [optax.linear_schedule(0.0, ocfg.lr, ocfg.warmup_steps), optax.constant_schedule(ocfg.lr)],
+    [ocfg.warmup_steps],
+  )
 
 
 def make_optimizer(ocfg) -> optax.GradientTransformation:
@@ -63,14 +65,24 @@ def init_state(config, model: unet.UNet, rng: Array) -> TrainState:
   params = unet.init_params(model, rng)
   opt_state = make_optimizer(config.optim).init(params)
   zero = jnp.zeros((), jnp.int32)
-  return TrainState(step=zero, params=params, ema_params=params, opt_state=opt_state,
-                    skipped=zero, consecutive_skips=zero)
+  return TrainState(
+    step=zero,
+    params=params,
+    ema_params=params,
+    opt_state=opt_state,
+    skipped=zero,
+    consecutive_skips=zero,
+  )
 
 
 def abstract_train_state(config, model: unet.UNet, mesh: Mesh) -> tuple[TrainState, Any]:
   """(abstract state with shardings attached, the shardings) — nothing is allocated."""
-  return sharding.abstract_state(functools.partial(init_state, config, model), jax.random.key(config.seed),
-                                 mesh, sharding.sharding_rules(config))
+  return sharding.abstract_state(
+    functools.partial(init_state, config, model),
+    jax.random.key(config.seed),
+    mesh,
+    sharding.sharding_rules(config),
+  )
 
 
 def create_train_state(config, model: unet.UNet, mesh: Mesh) -> TrainState:
@@ -78,5 +90,3 @@ def create_train_state(config, model: unet.UNet, mesh: Mesh) -> TrainState:
   _, shardings = abstract_train_state(config, model, mesh)
   rng = jax.random.key(config.seed)
   return jax.jit(functools.partial(init_state, config, model), out_shardings=shardings)(rng)
-
-

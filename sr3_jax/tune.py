@@ -9,6 +9,7 @@ A grid is a file defining `get_grid()` → list of candidate dicts, or an inline
 (a β grid — linear, quadratic, warmup_linear, cosine — or a log-SNR one: logsnr_cosine,
 logsnr_sigmoid), `steps`, `start`/`end` (the β range; ignored by log-SNR families), `sampler`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,8 +26,10 @@ from sr3_jax.checkpoint import load_for_inference, resolve_checkpoint
 BETA_FAMILIES = ("linear", "quadratic", "warmup_linear", "cosine")
 LOGSNR_FAMILIES = {"logsnr_cosine": "cosine", "logsnr_sigmoid": "sigmoid"}
 METRICS = {  # metric → (method it is read from, higher is better)
-    "psnr": ("sr3_mean", True), "ssim": ("sr3_mean", True), "consistency": ("sr3_sample", False),
-    "sample_psnr": ("sr3_sample", True),
+  "psnr": ("sr3_mean", True),
+  "ssim": ("sr3_mean", True),
+  "consistency": ("sr3_sample", False),
+  "sample_psnr": ("sr3_sample", True),
 }
 
 
@@ -57,7 +60,9 @@ def parse_grid(spec: str) -> list[dict]:
     axes[key.strip()] = [_value(v.strip()) for v in values.split(",")]
   unknown = set(axes) - {"family", "steps", "start", "end", "sampler"}
   if unknown:
-    raise ValueError(f"--grid keys {sorted(unknown)} unknown; use family, steps, start, end, sampler")
+    raise ValueError(
+      f"--grid keys {sorted(unknown)} unknown; use family, steps, start, end, sampler"
+    )
   return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
 
@@ -81,13 +86,22 @@ def apply_candidate(config, cand: dict):
   if "sampler" in cand:
     s.sampler = cand["sampler"]
   canonical = {"family": family or s.schedule.name, "steps": int(s.steps), "sampler": s.sampler}
-  if s.schedule.kind == "beta" and s.schedule.name != "cosine":   # the cosine β grid has no range
+  if s.schedule.kind == "beta" and s.schedule.name != "cosine":  # the cosine β grid has no range
     canonical.update(start=float(s.schedule.start), end=float(s.schedule.end))
   return c, canonical
 
 
-def tune(checkpoint: str, grid: str, dataset: str | None = None, num_images: int = 8, samples: int = 4,
-         metric: str = "psnr", seed: int = 0, output: str | None = None, log=None) -> list[dict]:
+def tune(
+  checkpoint: str,
+  grid: str,
+  dataset: str | None = None,
+  num_images: int = 8,
+  samples: int = 4,
+  metric: str = "psnr",
+  seed: int = 0,
+  output: str | None = None,
+  log=None,
+) -> list[dict]:
   """Scores every candidate on the same images and seeds; returns the rows ranked best first."""
   log = log or sys.stderr
   if metric not in METRICS:
@@ -104,19 +118,45 @@ def tune(checkpoint: str, grid: str, dataset: str | None = None, num_images: int
     if key in seen:  # e.g. β ranges of a log-SNR family
       continue
     seen.add(key)
-    per_image, n = evaluate.score(c, model, params, dcfg, split, num_images, samples, c.sampling.steps, seed,
-                                  log, desc=f"candidate {i + 1}/{len(candidates)}")
+    per_image, n = evaluate.score(
+      c,
+      model,
+      params,
+      dcfg,
+      split,
+      num_images,
+      samples,
+      c.sampling.steps,
+      seed,
+      log,
+      desc=f"candidate {i + 1}/{len(candidates)}",
+    )
     summary = evaluate.summarize(per_image, seed)
-    rows.append(dict(canonical, psnr=summary["sr3_mean"]["psnr"]["mean"], ssim=summary["sr3_mean"]["ssim"]["mean"],
-                     sample_psnr=summary["sr3_sample"]["psnr"]["mean"],
-                     consistency=summary["sr3_sample"]["consistency"]["mean"],
-                     bicubic_psnr=summary["bicubic"]["psnr"]["mean"], num_images=n))
+    rows.append(
+      dict(
+        canonical,
+        psnr=summary["sr3_mean"]["psnr"]["mean"],
+        ssim=summary["sr3_mean"]["ssim"]["mean"],
+        sample_psnr=summary["sr3_sample"]["psnr"]["mean"],
+        consistency=summary["sr3_sample"]["consistency"]["mean"],
+        bicubic_psnr=summary["bicubic"]["psnr"]["mean"],
+        num_images=n,
+      )
+    )
   _, higher = METRICS[metric]
   rows.sort(key=lambda r: -r[metric] if higher else r[metric])
   out = epath.Path(output) if output else resolve_checkpoint(checkpoint)[0]
   out.mkdir(parents=True, exist_ok=True)
-  result = {"checkpoint": str(checkpoint), "step": step, "dataset": dcfg.dataset, "split": split,
-            "metric": metric, "samples": samples, "seed": seed, "ranked": rows}
+  result = {
+    "checkpoint": str(checkpoint),
+    "step": step,
+    "dataset": dcfg.dataset,
+    "split": split,
+    "metric": metric,
+    "samples": samples,
+    "seed": seed,
+    "ranked": rows,
+  }
   (out / "tune.json").write_text(json.dumps(result, indent=2))
   (out / "tune.md").write_text(table(rows, metric))
   print(table(rows, metric), file=log)
@@ -124,11 +164,15 @@ def tune(checkpoint: str, grid: str, dataset: str | None = None, num_images: int
 
 
 def table(rows: list[dict], metric: str) -> str:
-  head = ["| rank | family | steps | β range | sampler | PSNR mean-of-K | SSIM | sample PSNR | consistency (×1e-5) |",
-          "|---|---|---|---|---|---|---|---|---|"]
-  lines = [f"| {i + 1} | {r['family']} | {r['steps']} | "
-           + (f"{r['start']:g}–{r['end']:g}" if "start" in r else "—")
-           + f" | {r['sampler']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['sample_psnr']:.2f} | "
-           f"{r['consistency'] * 1e5:.2f} |" for i, r in enumerate(rows)]
+  head = [
+    "| rank | family | steps | β range | sampler | PSNR mean-of-K | SSIM | sample PSNR | consistency (×1e-5) |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
+  lines = [
+    f"| {i + 1} | {r['family']} | {r['steps']} | "
+    + (f"{r['start']:g}–{r['end']:g}" if "start" in r else "—")
+    + f" | {r['sampler']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['sample_psnr']:.2f} | "
+    f"{r['consistency'] * 1e5:.2f} |"
+    for i, r in enumerate(rows)
+  ]
   return f"ranked by {metric}\n\n" + "\n".join(head + lines) + "\n"
-

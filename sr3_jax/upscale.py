@@ -16,6 +16,7 @@ standard deviation over the samples as a heat-map — where the LR input leaves 
 Grayscale inputs give grayscale outputs; an alpha channel is resized bicubically and kept.
 `upscale.json` lists every file with its outputs or its error.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,34 +55,42 @@ def tile_length(n: int, tile: int, overlap: int, multiple: int) -> int:
   ceil_m = lambda v: -(-v // multiple) * multiple
   if n <= tile:
     return ceil_m(n)
-  k = -(-(n - overlap) // (tile - overlap))           # tiles needed at the full tile length
+  k = -(-(n - overlap) // (tile - overlap))  # tiles needed at the full tile length
   return min(tile, ceil_m(-(-(n + (k - 1) * overlap) // k)))
 
 
-def plan(height: int, width: int, tile: int, multiple: int, overlap: int = 0) -> tuple[int, int, int, int]:
+def plan(
+  height: int, width: int, tile: int, multiple: int, overlap: int = 0
+) -> tuple[int, int, int, int]:
   """(tile_h, tile_w, padded_h, padded_w) in LR pixels: tiles are multiples of `multiple`."""
   th = tile_length(height, tile, overlap, multiple)
   tw = tile_length(width, tile, overlap, multiple)
   return th, tw, max(height, th), max(width, tw)
 
 
-def split_tiles(image: np.ndarray, th: int, tw: int, overlap: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+def split_tiles(
+  image: np.ndarray, th: int, tw: int, overlap: int
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
   """(H, W, C) → tiles (N, th, tw, C) and their (y, x) offsets."""
-  pos = [(y, x) for y in tile_starts(image.shape[0], th, overlap)
-         for x in tile_starts(image.shape[1], tw, overlap)]
-  return np.stack([image[y:y + th, x:x + tw] for y, x in pos]), pos
+  pos = [
+    (y, x)
+    for y in tile_starts(image.shape[0], th, overlap)
+    for x in tile_starts(image.shape[1], tw, overlap)
+  ]
+  return np.stack([image[y : y + th, x : x + tw] for y, x in pos]), pos
 
 
-def blend_tiles(tiles: np.ndarray, pos: list[tuple[int, int]], height: int, width: int, scale: int,
-                overlap: int) -> np.ndarray:
+def blend_tiles(
+  tiles: np.ndarray, pos: list[tuple[int, int]], height: int, width: int, scale: int, overlap: int
+) -> np.ndarray:
   """Tiles (N, th·s, tw·s, C) at LR offsets `pos` → (height·s, width·s, C), overlaps cross-faded."""
   n, h, w, c = tiles.shape
   acc = np.zeros((height * scale, width * scale, c))
   wsum = np.zeros((height * scale, width * scale, 1))
   weight = np.outer(ramp(h, overlap * scale), ramp(w, overlap * scale))[..., None]
   for t, (y, x) in zip(tiles, pos):
-    acc[y * scale:y * scale + h, x * scale:x * scale + w] += weight * t
-    wsum[y * scale:y * scale + h, x * scale:x * scale + w] += weight
+    acc[y * scale : y * scale + h, x * scale : x * scale + w] += weight * t
+    wsum[y * scale : y * scale + h, x * scale : x * scale + w] += weight
   return acc / wsum
 
 
@@ -91,7 +100,9 @@ def input_files(path: str) -> list[pathlib.Path]:
   if p.is_file():
     return [p]
   if not p.is_dir():
-    raise FileNotFoundError(f"--input {path} does not exist; give an image file or a folder of images")
+    raise FileNotFoundError(
+      f"--input {path} does not exist; give an image file or a folder of images"
+    )
   files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
   if not files:
     raise FileNotFoundError(f"--input {path} holds no files; put PNG or JPEG images in it")
@@ -100,14 +111,23 @@ def input_files(path: str) -> list[pathlib.Path]:
 
 def _output_stems(files: list[pathlib.Path]) -> list[str]:
   stems = [f.stem for f in files]
-  return [f.name if stems.count(f.stem) > 1 else f.stem for f in files]   # a.jpg and a.png both kept
+  return [f.name if stems.count(f.stem) > 1 else f.stem for f in files]  # a.jpg and a.png both kept
 
 
 class Upscaler:
   """A checkpoint's EMA params and one jitted sampler, applied to images tile batch by tile batch."""
 
-  def __init__(self, checkpoint: str, steps: int | None = None, sampler: str | None = None,
-               samples: int = 1, batch: int = 8, tile: int = 64, overlap: int = 8, seed: int = 0):
+  def __init__(
+    self,
+    checkpoint: str,
+    steps: int | None = None,
+    sampler: str | None = None,
+    samples: int = 1,
+    batch: int = 8,
+    tile: int = 64,
+    overlap: int = 8,
+    seed: int = 0,
+  ):
     self.config, model, self.params, self.step = load_for_inference(checkpoint)
     if sampler:
       self.config.sampling.sampler = sampler
@@ -115,17 +135,21 @@ class Upscaler:
     self.steps = steps or self.config.sampling.steps
     self.samples = int(samples)
     down = 2 ** (len(self.config.model.channel_mult) - 1)
-    self.multiple = down // math.gcd(down, self.factor)   # LR multiple whose HR size the U-Net accepts
+    self.multiple = down // math.gcd(
+      down, self.factor
+    )  # LR multiple whose HR size the U-Net accepts
     self.tile = max(self.multiple, -(-int(tile) // self.multiple) * self.multiple)
     if not 0 <= overlap < self.tile:
-      raise ValueError(f"--overlap {overlap} must be in [0, tile={self.tile}); lower it or raise --tile")
+      raise ValueError(
+        f"--overlap {overlap} must be in [0, tile={self.tile}); lower it or raise --tile"
+      )
     if self.samples < 1:
       raise ValueError(f"--samples {samples} must be at least 1")
     self.overlap = int(overlap)
     mesh = sharding.make_mesh(self.config, jax.local_devices())
     self.sharding = sharding.batch_sharding(mesh)
     ndev = len(jax.local_devices())
-    self.batch = -(-max(1, int(batch)) // ndev) * ndev   # a multiple of the local device count
+    self.batch = -(-max(1, int(batch)) // ndev) * ndev  # a multiple of the local device count
     self.gammas = inference.inference_gammas(self.config, self.steps)
     self.sr_fn = inference.make_super_resolve(self.config, model)
     self.seed = seed
@@ -137,23 +161,41 @@ class Upscaler:
     lr = images.to_model_range(rgb)
     lr = np.pad(lr, ((0, ph - h), (0, pw - w), (0, 0)), mode="symmetric")
     tiles, pos = split_tiles(lr, th, tw, self.overlap)
-    jobs = np.concatenate([tiles] * self.samples)        # job k·N + n: sample k of tile n
+    jobs = np.concatenate([tiles] * self.samples)  # job k·N + n: sample k of tile n
     rng = jax.random.fold_in(jax.random.key(self.seed), index)
     outs = []
     batches = range(0, len(jobs), self.batch)
-    for b, start in enumerate(tqdm(batches, desc="  batches", leave=False, file=log or sys.stderr, disable=len(batches) < 2)):
-      chunk = jobs[start:start + self.batch]
+    for b, start in enumerate(
+      tqdm(batches, desc="  batches", leave=False, file=log or sys.stderr, disable=len(batches) < 2)
+    ):
+      chunk = jobs[start : start + self.batch]
       full = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk), axis=0)])
-      out = self.sr_fn(self.params, jax.device_put(full, self.sharding), self.gammas, jax.random.fold_in(rng, b))
-      outs.append(np.asarray(out)[:len(chunk)])
-    outs = np.concatenate(outs).reshape(self.samples, len(pos), th * self.factor, tw * self.factor, 3)
+      out = self.sr_fn(
+        self.params, jax.device_put(full, self.sharding), self.gammas, jax.random.fold_in(rng, b)
+      )
+      outs.append(np.asarray(out)[: len(chunk)])
+    outs = np.concatenate(outs).reshape(
+      self.samples, len(pos), th * self.factor, tw * self.factor, 3
+    )
     f = self.factor
-    return np.stack([blend_tiles(o, pos, ph, pw, f, self.overlap)[:h * f, :w * f] for o in outs]).astype(np.float32)
+    return np.stack(
+      [blend_tiles(o, pos, ph, pw, f, self.overlap)[: h * f, : w * f] for o in outs]
+    ).astype(np.float32)
 
 
-def upscale(checkpoint: str, input_path: str, output: str, steps: int | None = None,
-            sampler: str | None = None, samples: int = 1, batch: int = 8, tile: int = 64,
-            overlap: int = 8, seed: int = 0, log=None) -> dict:
+def upscale(
+  checkpoint: str,
+  input_path: str,
+  output: str,
+  steps: int | None = None,
+  sampler: str | None = None,
+  samples: int = 1,
+  batch: int = 8,
+  tile: int = 64,
+  overlap: int = 8,
+  seed: int = 0,
+  log=None,
+) -> dict:
   """Super-resolves every file under `input_path` into `output`; returns (and writes) the report.
 
   A file that cannot be read or processed is recorded with its error and the rest go on; the
@@ -164,10 +206,22 @@ def upscale(checkpoint: str, input_path: str, output: str, steps: int | None = N
   up = Upscaler(checkpoint, steps, sampler, samples, batch, tile, overlap, seed)
   out_dir = pathlib.Path(output)
   out_dir.mkdir(parents=True, exist_ok=True)
-  report = {"checkpoint": str(checkpoint), "step": up.step, "factor": up.factor, "steps": up.steps,
-            "sampler": up.config.sampling.sampler, "samples": up.samples, "tile": up.tile,
-            "overlap": up.overlap, "batch": up.batch, "seed": seed, "files": []}
-  for index, (path, stem) in enumerate(tqdm(list(zip(files, _output_stems(files))), desc="upscale", file=log)):
+  report = {
+    "checkpoint": str(checkpoint),
+    "step": up.step,
+    "factor": up.factor,
+    "steps": up.steps,
+    "sampler": up.config.sampling.sampler,
+    "samples": up.samples,
+    "tile": up.tile,
+    "overlap": up.overlap,
+    "batch": up.batch,
+    "seed": seed,
+    "files": [],
+  }
+  for index, (path, stem) in enumerate(
+    tqdm(list(zip(files, _output_stems(files))), desc="upscale", file=log)
+  ):
     entry = {"input": str(path)}
     report["files"].append(entry)
     try:
@@ -179,9 +233,13 @@ def upscale(checkpoint: str, input_path: str, output: str, steps: int | None = N
     t0 = time.perf_counter()
     try:
       sr = up(img.rgb, index, log)
-    except Exception as e:  # one image that fails on device (out of memory, say) does not stop the rest
-      entry["error"] = (f"{path}: super-resolution failed ({type(e).__name__}: {str(e)[:300]}); "
-                        f"a smaller --tile or --batch needs less memory")
+    except (
+      Exception
+    ) as e:  # one image that fails on device (out of memory, say) does not stop the rest
+      entry["error"] = (
+        f"{path}: super-resolution failed ({type(e).__name__}: {str(e)[:300]}); "
+        f"a smaller --tile or --batch needs less memory"
+      )
       print(f"sr3 upscale: {entry['error']}", file=log)
       continue
     hr_h, hr_w = sr.shape[1:3]
@@ -198,12 +256,16 @@ def upscale(checkpoint: str, input_path: str, output: str, steps: int | None = N
       for k, s in enumerate(sr):
         save(f"{stem}_sample{k}.png", images.to_uint8(s))
       save(f"{stem}_mean.png", images.to_uint8(sr.mean(axis=0)))
-      std = (sr / 2.0).std(axis=0).mean(axis=-1)   # on the [0, 1] scale, averaged over channels
+      std = (sr / 2.0).std(axis=0).mean(axis=-1)  # on the [0, 1] scale, averaged over channels
       images.save_png(out_dir / f"{stem}_std.png", images.heat_map(std))
       written.append(str(out_dir / f"{stem}_std.png"))
       entry.update(std_max=float(std.max()), std_mean=float(std.mean()))
-    entry.update(outputs=written, lr_size=[img.rgb.shape[1], img.rgb.shape[0]], hr_size=[hr_w, hr_h],
-                 seconds=time.perf_counter() - t0)
+    entry.update(
+      outputs=written,
+      lr_size=[img.rgb.shape[1], img.rgb.shape[0]],
+      hr_size=[hr_w, hr_h],
+      seconds=time.perf_counter() - t0,
+    )
   report["failed"] = sum("error" in e for e in report["files"])
   (out_dir / "upscale.json").write_text(json.dumps(report, indent=2))
   return report

@@ -1,4 +1,5 @@
 """Metrics out of a run: JSONL and TensorBoard event files (tensorboardX, no TensorFlow), process 0 only."""
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ class MetricWriter:
       workdir = pathlib.Path(workdir)
       self.jsonl = open(workdir / "metrics.jsonl", "a")
       from tensorboardX import SummaryWriter
+
       self.tb = SummaryWriter(str(workdir / "tensorboard"))
 
   def scalars(self, step: int, values: dict[str, Any]) -> None:

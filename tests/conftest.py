@@ -20,6 +20,7 @@ import pytest  # noqa: E402
 def tiny_workdir(tmp_path_factory):
   """A workdir holding a 2-step run of the demo's runlocal config: checkpoints/2, config.json."""
   from sr3_jax import configs, train
+
   w = tmp_path_factory.mktemp("tiny_run")
   c = configs.load("experiments/configs/demo.py:runlocal")
   c.train.update(dict(batch_size=4, num_steps=2, log_every=1))

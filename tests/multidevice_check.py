@@ -4,6 +4,7 @@ Checks: a data-parallel step on 8 devices and an FSDP step on a 2×4 mesh give t
 the 1-device step; FSDP state is really sharded; a checkpoint saved from the 8-device FSDP state
 restores onto 1 and 4 devices. Prints one JSON line of findings; asserts inside.
 """
+
 import json
 import sys
 
@@ -30,8 +31,10 @@ def run(config, devices, steps=2):
 
 
 def max_diff(a, b):
-  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-             for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+  return max(
+    float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+  )
 
 
 def main(workdir):
@@ -45,12 +48,20 @@ def main(workdir):
   cf.train.batch_size = 8
   cf.mesh.update(dict(data=2, fsdp=4))
   fsdp, mesh, model = run(cf, jax.devices())
-  sharded = [x.sharding.spec for x in jax.tree_util.tree_leaves(fsdp.params) if "fsdp" in str(x.sharding.spec)]
+  sharded = [
+    x.sharding.spec
+    for x in jax.tree_util.tree_leaves(fsdp.params)
+    if "fsdp" in str(x.sharding.spec)
+  ]
   kernel = fsdp.params["down0_res0"]["conv_in"]["kernel"]
   shard_shape = kernel.addressable_shards[0].data.shape
-  out = {"dp_vs_single": max_diff(dp.params, single.params),
-         "fsdp_vs_single": max_diff(fsdp.params, single.params),
-         "fsdp_sharded_leaves": len(sharded), "kernel": list(kernel.shape), "kernel_shard": list(shard_shape)}
+  out = {
+    "dp_vs_single": max_diff(dp.params, single.params),
+    "fsdp_vs_single": max_diff(fsdp.params, single.params),
+    "fsdp_sharded_leaves": len(sharded),
+    "kernel": list(kernel.shape),
+    "kernel_shard": list(shard_shape),
+  }
   assert out["dp_vs_single"] < 1e-5 and out["fsdp_vs_single"] < 1e-5, out
   assert out["fsdp_sharded_leaves"] > 0 and shard_shape != kernel.shape, out
 
@@ -66,7 +77,9 @@ def main(workdir):
     restored = ckpt.restore(2, abstract, None)
     out[f"restore_{n}"] = max_diff(restored.params, fsdp.params)
     assert out[f"restore_{n}"] == 0.0, out
-    assert {d for x in jax.tree_util.tree_leaves(restored.params) for d in x.devices()} == set(jax.devices()[:n])
+    assert {d for x in jax.tree_util.tree_leaves(restored.params) for d in x.devices()} == set(
+      jax.devices()[:n]
+    )
   ckpt.close()
   out["cascade_8_vs_1"] = cascade_check()
   # Per-device batches of 1 vs 8 change float32 summation order by ~1e-7; the first steps divide by
@@ -81,15 +94,24 @@ def cascade_check():
   from jax.sharding import Mesh
 
   from sr3_jax import cascade
+
   spec = "experiments/configs/cascade_imagenet_64_256_1024.py:runlocal,stage="
   stages = []
   for i, (name, level, trunc) in enumerate((("base64", 0.0, False), ("sr256", 0.3, True))):
     c = configs.load(spec + name)
     params = unet.init_params(unet.build(c.model), jax.random.key(i))
-    params = jax.tree_util.tree_map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(9), p.shape), params)
-    stages.append(cascade.Stage(name, c, params, steps=3, aug_level=level, truncated=trunc, guidance=2.0))
-  results = [cascade.Cascade(stages, Mesh(np.asarray(devs), ("data",))).run(
-      jax.random.key(0), num=8, labels=np.arange(8) % 3) for devs in (jax.devices()[:1], jax.devices())]
+    params = jax.tree_util.tree_map(
+      lambda p: p + 0.05 * jax.random.normal(jax.random.key(9), p.shape), params
+    )
+    stages.append(
+      cascade.Stage(name, c, params, steps=3, aug_level=level, truncated=trunc, guidance=2.0)
+    )
+  results = [
+    cascade.Cascade(stages, Mesh(np.asarray(devs), ("data",))).run(
+      jax.random.key(0), num=8, labels=np.arange(8) % 3
+    )
+    for devs in (jax.devices()[:1], jax.devices())
+  ]
   assert results[1].images[-1].shape == (8, 32, 32, 3)
   return max(float(np.abs(a - b).max()) for a, b in zip(results[0].images, results[1].images))
 

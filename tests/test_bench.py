@@ -1,4 +1,5 @@
 """`sr3 bench --json` emits the documented fields (timings are never asserted)."""
+
 import json
 import os
 import subprocess
@@ -8,17 +9,46 @@ import pytest
 
 from sr3_jax import bench
 
-FIELDS = {"what", "device_kind", "device_count", "params", "batch", "image_size", "compile_s", "step_s",
-          "step_s_min", "step_s_max", "examples_per_s", "flops_per_step", "tflops_per_s", "mfu",
-          "peak_memory_bytes", "dtype", "host_allocator"}
+FIELDS = {
+  "what",
+  "device_kind",
+  "device_count",
+  "params",
+  "batch",
+  "image_size",
+  "compile_s",
+  "step_s",
+  "step_s_min",
+  "step_s_max",
+  "examples_per_s",
+  "flops_per_step",
+  "tflops_per_s",
+  "mfu",
+  "peak_memory_bytes",
+  "dtype",
+  "host_allocator",
+}
 
 
 def test_bench_json_fields():
-  cmd = [sys.executable, "-m", "sr3_jax", "bench", "--config",
-         "experiments/configs/bench_reference_16_128.py:runlocal", "--what", "forward",
-         "--batch", "2", "--iters", "2", "--json"]
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                        env=dict(os.environ, SR3_MALLOC="auto"))  # sr3's default
+  cmd = [
+    sys.executable,
+    "-m",
+    "sr3_jax",
+    "bench",
+    "--config",
+    "experiments/configs/bench_reference_16_128.py:runlocal",
+    "--what",
+    "forward",
+    "--batch",
+    "2",
+    "--iters",
+    "2",
+    "--json",
+  ]
+  proc = subprocess.run(
+    cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, SR3_MALLOC="auto")
+  )  # sr3's default
   assert proc.returncode == 0, proc.stderr[-2000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert FIELDS <= set(out)
@@ -29,10 +59,18 @@ def test_bench_json_fields():
     assert "heap kept" in out["host_allocator"] and "tcache_count=1000" in out["host_allocator"]
 
 
-@pytest.mark.parametrize("kind,dtype,peak", [
-    ("NVIDIA H100 80GB HBM3", "bfloat16", 989.0), ("NVIDIA H200", "float32", 494.0),
-    ("TPU v5 lite", "bfloat16", 197.0), ("TPU v5p", "bfloat16", 459.0), ("TPU v4", "bfloat16", 275.0),
-    ("TPU v6 lite", "bfloat16", 918.0), ("cpu", "float32", None)])
+@pytest.mark.parametrize(
+  "kind,dtype,peak",
+  [
+    ("NVIDIA H100 80GB HBM3", "bfloat16", 989.0),
+    ("NVIDIA H200", "float32", 494.0),
+    ("TPU v5 lite", "bfloat16", 197.0),
+    ("TPU v5p", "bfloat16", 459.0),
+    ("TPU v4", "bfloat16", 275.0),
+    ("TPU v6 lite", "bfloat16", 918.0),
+    ("cpu", "float32", None),
+  ],
+)
 def test_peak_table(kind, dtype, peak):
   assert bench.peak_tflops(kind, dtype) == peak
 
@@ -41,9 +79,20 @@ def test_train_flops_count_the_direct_convolutions():
   """im2col loops over row chunks, Winograd and the subpixel upsampling convolution multiply less:
   all report the direct count."""
   spec = "experiments/configs/bench_reference_16_128.py:runlocal"
-  runs = [bench.run(spec, "train", batch=2, iters=1,
-                    overrides={"model.weight_grad": wg, "model.winograd": wi, "model.upsample_conv": up})
-          for wg, wi, up in (("xla", "off", "direct"), ("im2col", "off", "direct"), ("im2col", "on", "subpixel"))]
+  runs = [
+    bench.run(
+      spec,
+      "train",
+      batch=2,
+      iters=1,
+      overrides={"model.weight_grad": wg, "model.winograd": wi, "model.upsample_conv": up},
+    )
+    for wg, wi, up in (
+      ("xla", "off", "direct"),
+      ("im2col", "off", "direct"),
+      ("im2col", "on", "subpixel"),
+    )
+  ]
   assert runs[0].flops_per_step > 0
   assert runs[1].flops_per_step == runs[0].flops_per_step
   assert runs[2].flops_per_step == runs[0].flops_per_step
@@ -53,6 +102,7 @@ def test_flops_where_the_backend_cannot_analyse_a_lowering():
   """GPU and TPU plugins raise NotImplementedError for Lowered.cost_analysis: the CPU client counts."""
   import jax
   import jax.numpy as jnp
+
   lowered = jax.jit(lambda a, b: a @ b).lower(jnp.ones((64, 128)), jnp.ones((128, 32)))
 
   class PluginLowered:
@@ -67,6 +117,7 @@ def test_flops_where_the_backend_cannot_analyse_a_lowering():
 
 def test_host_allocator_names_a_preloaded_malloc_and_its_settings(monkeypatch):
   from sr3_jax import host_malloc
+
   monkeypatch.setattr(host_malloc, "_applied", False)
   jemalloc = "7f00-7f10 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n"
   plain = "7f00-7f10 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
@@ -75,7 +126,10 @@ def test_host_allocator_names_a_preloaded_malloc_and_its_settings(monkeypatch):
   assert bench.host_allocator(plain, env) == "glibc"
   tuned = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=1000"}
   assert bench.host_allocator(plain, tuned) == "glibc GLIBC_TUNABLES=glibc.malloc.tcache_count=1000"
-  assert bench.host_allocator(plain.replace("libc.so.6", "libmimalloc.so.3"), env) == "mimalloc MIMALLOC_PURGE_DELAY=-1"
+  assert (
+    bench.host_allocator(plain.replace("libc.so.6", "libmimalloc.so.3"), env)
+    == "mimalloc MIMALLOC_PURGE_DELAY=-1"
+  )
   mine = bench.host_allocator(None)  # this process, read from /proc
   assert mine is None or mine.split()[0] in {"glibc", *bench.ALLOCATORS}
   monkeypatch.setattr(host_malloc, "_applied", True)

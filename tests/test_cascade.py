@@ -1,5 +1,6 @@
 """Cascades: augmentation marginals against the forward process, truncated sampling, level and class
 embeddings, classifier-free guidance, and two stages trained a few steps run end to end."""
+
 import json
 import math
 
@@ -29,11 +30,18 @@ def test_noise_augmentation_has_the_forward_marginal():
   n = 20000
   xs = jnp.repeat(x, n, axis=0)
   for level in (0.1, 0.4, 0.8):
-    z = np.asarray(augment.noise_to_level(xs, level, jax.random.normal(jax.random.key(3), xs.shape), acfg), np.float64)
+    z = np.asarray(
+      augment.noise_to_level(xs, level, jax.random.normal(jax.random.key(3), xs.shape), acfg),
+      np.float64,
+    )
     g = cosine_gamma64(level)
-    np.testing.assert_allclose(z.mean(0), np.sqrt(g) * np.asarray(x[0], np.float64), atol=4 * np.sqrt((1 - g) / n) + 1e-6)
+    np.testing.assert_allclose(
+      z.mean(0), np.sqrt(g) * np.asarray(x[0], np.float64), atol=4 * np.sqrt((1 - g) / n) + 1e-6
+    )
     np.testing.assert_allclose(z.var(0), 1 - g, rtol=0.05)
-  assert np.array_equal(np.asarray(augment.noise_to_level(x, 0.0, jnp.ones_like(x), acfg)), np.asarray(x))
+  assert np.array_equal(
+    np.asarray(augment.noise_to_level(x, 0.0, jnp.ones_like(x), acfg)), np.asarray(x)
+  )
 
 
 def test_training_augmentation_levels_and_blur():
@@ -46,25 +54,35 @@ def test_training_augmentation_levels_and_blur():
   acfg.noise = False
   out, level = augment.augment_lr(lr, jax.random.key(0), acfg)
   changed = np.abs(np.asarray(out) - np.asarray(lr)).max(axis=(1, 2, 3)) > 1e-6
-  assert 0.4 < changed.mean() < 0.6 and not level.any()   # half of the inputs blurred, none noised
+  assert 0.4 < changed.mean() < 0.6 and not level.any()  # half of the inputs blurred, none noised
 
 
 def test_truncated_sampling_stops_on_the_forward_marginal():
   """Truncated: the reverse process stopped at γ_s (exact x̂0 of a point mass) gives z_s with mean
   √γ_s·x and variance 1 − γ_s, the forward process's marginal the next stage trained on."""
   x = jnp.asarray(np.linspace(-0.8, 0.8, 6, dtype=np.float32).reshape(1, 1, 2, 3))
-  grid = np.asarray(inference.schedules.gamma_grid(configs.ml_collections.ConfigDict(
-      dict(kind="logsnr", name="cosine", num_steps=40, logsnr_min=-20.0, logsnr_max=20.0))))
+  grid = np.asarray(
+    inference.schedules.gamma_grid(
+      configs.ml_collections.ConfigDict(
+        dict(kind="logsnr", name="cosine", num_steps=40, logsnr_min=-20.0, logsnr_max=20.0)
+      )
+    )
+  )
   g_s = float(cosine_gamma64(0.3))
   trunc = samplers.truncated_grid(grid, g_s)
   assert trunc[0] == np.float32(g_s) and np.all(np.diff(trunc) < 0) and trunc[-1] == grid[-1]
   n = 20000
   for name in ("ddpm", "ddim"):
-    cfg = samplers.SamplerConfig(name=name, target="x0", clip_x0=None, variance="posterior", eta=1.0, final="z")
-    z, x0, _ = samplers.sample_with_x0(lambda z, g: jnp.broadcast_to(x, z.shape), (n, 1, 2, 3), trunc,
-                                       jax.random.key(1), cfg)
+    cfg = samplers.SamplerConfig(
+      name=name, target="x0", clip_x0=None, variance="posterior", eta=1.0, final="z"
+    )
+    z, x0, _ = samplers.sample_with_x0(
+      lambda z, g: jnp.broadcast_to(x, z.shape), (n, 1, 2, 3), trunc, jax.random.key(1), cfg
+    )
     z = np.asarray(z, np.float64)
-    np.testing.assert_allclose(z.mean(0), np.sqrt(g_s) * np.asarray(x[0], np.float64), atol=4 * np.sqrt((1 - g_s) / n))
+    np.testing.assert_allclose(
+      z.mean(0), np.sqrt(g_s) * np.asarray(x[0], np.float64), atol=4 * np.sqrt((1 - g_s) / n)
+    )
     np.testing.assert_allclose(z.var(0), 1 - g_s, rtol=0.05)
     np.testing.assert_allclose(np.asarray(x0), np.broadcast_to(np.asarray(x), x0.shape))
   with pytest.raises(ValueError, match="noisier than the truncation level"):
@@ -73,11 +91,21 @@ def test_truncated_sampling_stops_on_the_forward_marginal():
 
 @pytest.fixture(scope="module")
 def tiny_conditional():
-  cfg = unet.UNetConfig(image_size=8, channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
-                        num_groups=4, num_classes=5, aug_embedding=True)
+  cfg = unet.UNetConfig(
+    image_size=8,
+    channels=16,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    attn_resolutions=(),
+    num_groups=4,
+    num_classes=5,
+    aug_embedding=True,
+  )
   model = unet.build(cfg)
   params = unet.init_params(model, jax.random.key(0))
-  params = jax.tree_util.tree_map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), params)
+  params = jax.tree_util.tree_map(
+    lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), params
+  )
   return model, params
 
 
@@ -87,17 +115,29 @@ def test_levels_and_classes_reach_the_model_and_guidance(tiny_conditional):
   cond = jax.random.normal(jax.random.key(3), (3, 8, 8, 3))
   g = jnp.full((3,), 0.5)
   label = jnp.array([0, 2, 4])
+
   def f(z, g, y, s=0.0):
-    reps = z.shape[0] // 3   # guidance doubles the batch
-    return model.apply({"params": params}, z, g, jnp.concatenate([cond] * reps), label=y,
-                       aug_level=jnp.full((z.shape[0],), s))
+    reps = z.shape[0] // 3  # guidance doubles the batch
+    return model.apply(
+      {"params": params},
+      z,
+      g,
+      jnp.concatenate([cond] * reps),
+      label=y,
+      aug_level=jnp.full((z.shape[0],), s),
+    )
+
   base = np.asarray(f(z, g, label))
-  assert np.abs(np.asarray(f(z, g, label, 0.4)) - base).max() > 1e-3          # the level changes the output
-  assert np.abs(np.asarray(f(z, g, label[::-1])) - base).max() > 1e-3         # so does the class
+  assert np.abs(np.asarray(f(z, g, label, 0.4)) - base).max() > 1e-3  # the level changes the output
+  assert np.abs(np.asarray(f(z, g, label[::-1])) - base).max() > 1e-3  # so does the class
   uncond = np.asarray(f(z, g, jnp.full((3,), 5)))
   denoise = lambda z, g, y: f(z, g, y)
-  np.testing.assert_allclose(np.asarray(inference.guided(denoise, label, 5, 0.0)(z, g)), uncond, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(inference.guided(denoise, label, 5, 1.0)(z, g)), base, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(inference.guided(denoise, label, 5, 0.0)(z, g)), uncond, atol=1e-5
+  )
+  np.testing.assert_allclose(
+    np.asarray(inference.guided(denoise, label, 5, 1.0)(z, g)), base, atol=1e-5
+  )
   w3 = np.asarray(inference.guided(denoise, label, 5, 3.0)(z, g))
   np.testing.assert_allclose(w3, uncond + 3.0 * (base - uncond), atol=1e-4)
 
@@ -114,25 +154,45 @@ def stage_workdirs(tmp_path_factory):
 
 
 def test_stages_train_and_the_cascade_runs(stage_workdirs, tmp_path, capsys):
-  rows = [json.loads(l) for l in (stage_workdirs / "base64" / "metrics.jsonl").read_text().splitlines()]
+  rows = [
+    json.loads(l) for l in (stage_workdirs / "base64" / "metrics.jsonl").read_text().splitlines()
+  ]
   assert np.isfinite([r["loss"] for r in rows if "loss" in r]).all()
   with Image.open(stage_workdirs / "base64" / "samples" / "step_00000002.png") as im:
-    assert im.size == (16, 2 * 8)          # (sample | real) rows at 8×8, one per held-out photograph
+    assert im.size == (16, 2 * 8)  # (sample | real) rows at 8×8, one per held-out photograph
   spec = tmp_path / "two_stages.py"
   spec.write_text(
-      "from sr3_jax import configs\n"
-      "def get_config(arg=None):\n"
-      "  c = configs.ml_collections.ConfigDict()\n"
-      "  c.workdir = ''\n"
-      f"  c.stages = [configs.cascade_entry('base64', '{IMAGENET}:stage=base64,runlocal', steps=4, guidance=2.0),\n"
-      f"              configs.cascade_entry('sr256', '{IMAGENET}:stage=sr256,runlocal', steps=4, aug_level=0.2)]\n"
-      "  return c\n")
+    "from sr3_jax import configs\n"
+    "def get_config(arg=None):\n"
+    "  c = configs.ml_collections.ConfigDict()\n"
+    "  c.workdir = ''\n"
+    f"  c.stages = [configs.cascade_entry('base64', '{IMAGENET}:stage=base64,runlocal', steps=4, guidance=2.0),\n"
+    f"              configs.cascade_entry('sr256', '{IMAGENET}:stage=sr256,runlocal', steps=4, aug_level=0.2)]\n"
+    "  return c\n"
+  )
   out = tmp_path / "out"
-  rc = cli.main(["cascade", "--config", str(spec), "--output", str(out), "--workdir", str(stage_workdirs),
-                 "--num", "3", "--class", "4"])
+  rc = cli.main(
+    [
+      "cascade",
+      "--config",
+      str(spec),
+      "--output",
+      str(out),
+      "--workdir",
+      str(stage_workdirs),
+      "--num",
+      "3",
+      "--class",
+      "4",
+    ]
+  )
   assert rc == 0, capsys.readouterr().err
   report = json.loads((out / "cascade.json").read_text())
-  assert report["stages"] == ["base64", "sr256"] and report["sizes"] == [8, 32] and report["num_images"] == 3
+  assert (
+    report["stages"] == ["base64", "sr256"]
+    and report["sizes"] == [8, 32]
+    and report["num_images"] == 3
+  )
   assert set(report["consistency"]) == {"sr256"} and report["cascade_consistency"] >= 0
   for folder, size in (("0_base64", 8), ("1_sr256", 32)):
     for k in range(3):
@@ -145,22 +205,66 @@ def test_stages_train_and_the_cascade_runs(stage_workdirs, tmp_path, capsys):
   lr_dir.mkdir()
   for k in range(2):
     Image.fromarray(np.full((8, 8, 3), 60 * k + 40, np.uint8)).save(lr_dir / f"{k}.png")
-  assert cli.main(["cascade", "--config", str(spec), "--output", str(tmp_path / "from_lr"), "--workdir",
-                   str(stage_workdirs), "--input", str(lr_dir)]) == 0
+  assert (
+    cli.main(
+      [
+        "cascade",
+        "--config",
+        str(spec),
+        "--output",
+        str(tmp_path / "from_lr"),
+        "--workdir",
+        str(stage_workdirs),
+        "--input",
+        str(lr_dir),
+      ]
+    )
+    == 0
+  )
   report = json.loads((tmp_path / "from_lr" / "cascade.json").read_text())
   assert report["stages"] == ["sr256"] and report["sizes"] == [32] and report["num_images"] == 2
   # Bad input: a class out of range, a missing stage workdir.
-  assert cli.main(["cascade", "--config", str(spec), "--output", str(tmp_path / "x"), "--workdir",
-                   str(stage_workdirs), "--class", "99"]) == 2
+  assert (
+    cli.main(
+      [
+        "cascade",
+        "--config",
+        str(spec),
+        "--output",
+        str(tmp_path / "x"),
+        "--workdir",
+        str(stage_workdirs),
+        "--class",
+        "99",
+      ]
+    )
+    == 2
+  )
   assert "--class 99" in capsys.readouterr().err
-  assert cli.main(["cascade", "--config", str(spec), "--output", str(tmp_path / "x"), "--workdir",
-                   str(tmp_path)]) == 2
+  assert (
+    cli.main(
+      [
+        "cascade",
+        "--config",
+        str(spec),
+        "--output",
+        str(tmp_path / "x"),
+        "--workdir",
+        str(tmp_path),
+      ]
+    )
+    == 2
+  )
   assert "Train it first: sr3 train" in capsys.readouterr().err
 
 
 def test_truncated_cascade(stage_workdirs):
-  base, sr = (cascade.stage_from_config(configs.cascade_entry(n, "", steps=4, aug_level=lvl, truncated=t),
-                                        str(stage_workdirs)) for n, lvl, t in (("base64", 0, False), ("sr256", 0.3, True)))
+  base, sr = (
+    cascade.stage_from_config(
+      configs.cascade_entry(n, "", steps=4, aug_level=lvl, truncated=t), str(stage_workdirs)
+    )
+    for n, lvl, t in (("base64", 0, False), ("sr256", 0.3, True))
+  )
   res = cascade.Cascade([base, sr]).run(jax.random.key(0), num=2, labels=np.array([1, 2]))
   assert [x.shape for x in res.images] == [(2, 8, 8, 3), (2, 32, 32, 3)]
   assert all(np.isfinite(x).all() and np.abs(x).max() <= 1.0 for x in res.images)

@@ -1,4 +1,5 @@
 """The `sr3` command line end to end (subprocesses, as a user runs it)."""
+
 import json
 import subprocess
 import sys
@@ -9,8 +10,13 @@ from PIL import Image
 def test_demo_runlocal_writes_grids_and_metrics(tmp_path):
   """As a new user runs it: a relative --output, from another working directory."""
   out = tmp_path / "demo"
-  proc = subprocess.run([sys.executable, "-m", "sr3_jax", "demo", "--runlocal", "--output", "demo"],
-                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+  proc = subprocess.run(
+    [sys.executable, "-m", "sr3_jax", "demo", "--runlocal", "--output", "demo"],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    cwd=tmp_path,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert (out / "run" / "checkpoints" / "10" / "commit_success.txt").exists()
   assert proc.stdout.strip().splitlines()[-1] == str(out)

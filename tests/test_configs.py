@@ -1,4 +1,5 @@
 """Config helpers: argument parsing, loading by path with overrides, validation."""
+
 import pytest
 
 from sr3_jax import configs
@@ -15,7 +16,12 @@ def test_load_with_overrides_and_paper_recipe():
   c = configs.load("experiments/configs/sr3_faces_16_128.py", {"train.num_steps": 7})
   assert c.train.num_steps == 7
   assert (c.optim.name, c.optim.lr, c.optim.warmup_steps) == ("adam", 1e-4, 10_000)
-  assert (c.train.batch_size, c.model.dropout, c.diffusion.loss, c.schedule.num_steps) == (256, 0.2, "l1", 2000)
+  assert (c.train.batch_size, c.model.dropout, c.diffusion.loss, c.schedule.num_steps) == (
+    256,
+    0.2,
+    "l1",
+    2000,
+  )
   with pytest.raises(KeyError, match="no field 'train.nope'"):
     configs.load("experiments/configs/demo.py", {"train.nope": 1})
   with pytest.raises(FileNotFoundError, match="missing.py"):

@@ -1,4 +1,5 @@
 """Convolutions with a row-chunked im2col weight gradient, against float64 numpy sums and nn.Conv."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -17,16 +18,19 @@ def _weight_grad_numpy(x, dy, k, padding=None):
   out = np.zeros((k, k, x.shape[-1], dy.shape[-1]))
   for a in range(k):
     for b in range(k):
-      out[a, b] = np.einsum("nhwi,nhwo->io", xp[:, a:a + h, b:b + w], dy)
+      out[a, b] = np.einsum("nhwi,nhwo->io", xp[:, a : a + h, b : b + w], dy)
   return out
 
 
-@pytest.mark.parametrize("shape,k,rows", [
-    ((2, 8, 6, 3, 5), 3, None),    # rows chosen from the size
-    ((1, 9, 7, 4, 2), 3, 3),       # several chunks, odd sizes
-    ((3, 6, 10, 5, 4), 1, 2),      # 1×1 kernel
-    ((2, 5, 5, 2, 3), 5, 5),       # one chunk, a 5×5 kernel
-])
+@pytest.mark.parametrize(
+  "shape,k,rows",
+  [
+    ((2, 8, 6, 3, 5), 3, None),  # rows chosen from the size
+    ((1, 9, 7, 4, 2), 3, 3),  # several chunks, odd sizes
+    ((3, 6, 10, 5, 4), 1, 2),  # 1×1 kernel
+    ((2, 5, 5, 2, 3), 5, 5),  # one chunk, a 5×5 kernel
+  ],
+)
 def test_im2col_weight_grad_matches_float64_sum(shape, k, rows):
   n, h, w, ci, co = shape
   rng = np.random.default_rng(0)
@@ -36,10 +40,17 @@ def test_im2col_weight_grad_matches_float64_sum(shape, k, rows):
   np.testing.assert_allclose(np.asarray(got), _weight_grad_numpy(x, dy, k), rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("shape,k,padding", [
-    ((2, 6, 5, 3, 8), 2, (1, 1)),   # the subpixel upsampling convolution's 2×2 kernel: dy is (H+1, W+1)
-    ((1, 7, 9, 2, 3), 3, (0, 0)),   # 'VALID': dy is (H-2, W-2)
-])
+@pytest.mark.parametrize(
+  "shape,k,padding",
+  [
+    (
+      (2, 6, 5, 3, 8),
+      2,
+      (1, 1),
+    ),  # the subpixel upsampling convolution's 2×2 kernel: dy is (H+1, W+1)
+    ((1, 7, 9, 2, 3), 3, (0, 0)),  # 'VALID': dy is (H-2, W-2)
+  ],
+)
 def test_im2col_weight_grad_with_explicit_padding(shape, k, padding):
   n, h, w, ci, co = shape
   ho, wo = h + sum(padding) - k + 1, w + sum(padding) - k + 1
@@ -47,7 +58,9 @@ def test_im2col_weight_grad_with_explicit_padding(shape, k, padding):
   x = rng.standard_normal((n, h, w, ci)).astype(np.float32)
   dy = rng.standard_normal((n, ho, wo, co)).astype(np.float32)
   got = conv.im2col_weight_grad(jnp.asarray(x), jnp.asarray(dy), k, padding=padding)
-  np.testing.assert_allclose(np.asarray(got), _weight_grad_numpy(x, dy, k, padding), rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(got), _weight_grad_numpy(x, dy, k, padding), rtol=1e-5, atol=1e-4
+  )
   with pytest.raises(ValueError, match="im2col_weight_grad"):
     conv.im2col_weight_grad(jnp.asarray(x), jnp.asarray(dy), k + 2, padding=padding)
 
@@ -55,7 +68,7 @@ def test_im2col_weight_grad_with_explicit_padding(shape, k, padding):
 def test_rows_per_chunk_divides_the_height():
   assert conv.rows_per_chunk(4, 128, 128) == 1
   assert conv.rows_per_chunk(4, 16, 16) == 8
-  assert conv.rows_per_chunk(1, 8, 8) == 8          # the whole map in one chunk
+  assert conv.rows_per_chunk(1, 8, 8) == 8  # the whole map in one chunk
   for h in (7, 12, 30):
     r = conv.rows_per_chunk(2, h, 20, positions=200)
     assert h % r == 0 and (2 * r * 20 <= 200 or r == 1)
@@ -70,10 +83,13 @@ def test_conv_equals_flax_conv_in_value_and_gradients(k, weight_grad):
   ref = nn.Conv(7, (k, k), padding="SAME")
   params = ref.init(jax.random.key(1), x)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, params)
-  np.testing.assert_allclose(ours.init(jax.random.key(1), x)["params"]["kernel"], params["params"]["kernel"])
+  np.testing.assert_allclose(
+    ours.init(jax.random.key(1), x)["params"]["kernel"], params["params"]["kernel"]
+  )
 
   def loss(module):
     return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
+
   (v1, g1) = jax.value_and_grad(loss(ours), argnums=(0, 1))(params, x)
   (v2, g2) = jax.value_and_grad(loss(ref), argnums=(0, 1))(params, x)
   np.testing.assert_allclose(v1, v2, rtol=1e-5)
@@ -94,14 +110,24 @@ def test_bad_weight_grad_names_the_field():
     conv.Conv(3, 2).init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
 
 
-@pytest.mark.parametrize("field,values,rtol,atol", [
+@pytest.mark.parametrize(
+  "field,values,rtol,atol",
+  [
     ("weight_grad", ("xla", "im2col"), 1e-4, 1e-6),
-    ("winograd", ("off", "on"), 2e-4, 2e-6),   # Winograd's float32 error is ~10× the direct sum's
-])
+    ("winograd", ("off", "on"), 2e-4, 2e-6),  # Winograd's float32 error is ~10× the direct sum's
+  ],
+)
 def test_unet_gradients_agree_between_conv_algorithms(field, values, rtol, atol):
   """A whole (tiny) U-Net: parameter gradients with im2col or Winograd equal XLA's convolutions'."""
-  cfg = dict(image_size=16, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
-             num_groups=4, head_dim=8)
+  cfg = dict(
+    image_size=16,
+    channels=8,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    attn_resolutions=(8,),
+    num_groups=4,
+    head_dim=8,
+  )
   grads = []
   for value in values:
     model = unet.UNet(unet.UNetConfig(**{field: value}, **cfg))
@@ -118,16 +144,16 @@ def test_unet_gradients_agree_between_conv_algorithms(field, values, rtol, atol)
 
 
 def test_chunk_shape_takes_rows_of_one_example_or_whole_maps_of_several():
-  assert conv.chunk_shape(4, 128, 128) == (1, 4)     # 4 rows × 128 = 512 positions
-  assert conv.chunk_shape(32, 16, 16) == (2, 16)     # two whole 16×16 maps
-  assert conv.chunk_shape(6, 4, 4) == (6, 4)         # the whole batch in one step
-  assert conv.chunk_shape(7, 8, 8) == (7, 8)         # 7 divides 7
-  assert conv.chunk_shape(9, 16, 16) == (1, 16)      # 2 does not divide 9
+  assert conv.chunk_shape(4, 128, 128) == (1, 4)  # 4 rows × 128 = 512 positions
+  assert conv.chunk_shape(32, 16, 16) == (2, 16)  # two whole 16×16 maps
+  assert conv.chunk_shape(6, 4, 4) == (6, 4)  # the whole batch in one step
+  assert conv.chunk_shape(7, 8, 8) == (7, 8)  # 7 divides 7
+  assert conv.chunk_shape(9, 16, 16) == (1, 16)  # 2 does not divide 9
 
 
 def test_im2col_weight_grad_over_whole_maps_of_several_examples():
   rng = np.random.default_rng(1)
-  x = rng.standard_normal((40, 4, 4, 3)).astype(np.float32)   # two steps of 20 whole 4×4 maps
+  x = rng.standard_normal((40, 4, 4, 3)).astype(np.float32)  # two steps of 20 whole 4×4 maps
   dy = rng.standard_normal((40, 4, 4, 2)).astype(np.float32)
   assert conv.chunk_shape(40, 4, 4) == (20, 4)
   got = conv.im2col_weight_grad(jnp.asarray(x), jnp.asarray(dy), 3)

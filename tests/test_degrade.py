@@ -1,4 +1,5 @@
 """Bicubic resizing on device against Pillow's Image.resize(..., BICUBIC) on real photographs."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,9 @@ def pillow_resize(img_uint8, size_wh):
   return np.asarray(Image.fromarray(img_uint8).resize(size_wh, Image.BICUBIC)).astype(np.float64)
 
 
-@pytest.mark.parametrize("name,factor", [("astronaut", 4), ("chelsea", 8), ("coffee", 2), ("camera", 3)])
+@pytest.mark.parametrize(
+  "name,factor", [("astronaut", 4), ("chelsea", 8), ("coffee", 2), ("camera", 3)]
+)
 def test_downsample_matches_pillow(name, factor):
   img = embedded.load_photo(name)
   h, w = (img.shape[0] // (factor * 4)) * factor * 4, (img.shape[1] // (factor * 4)) * factor * 4
@@ -27,7 +30,9 @@ def test_downsample_matches_pillow(name, factor):
 @pytest.mark.parametrize("factor", [2, 4, 8])
 def test_upsample_matches_pillow(factor):
   img = embedded.load_photo("rocket")[100:132, 200:248]
-  ours = np.asarray(degrade.upsample(img.astype(np.float32), factor, value_range=(0.0, 255.0)), np.float64)
+  ours = np.asarray(
+    degrade.upsample(img.astype(np.float32), factor, value_range=(0.0, 255.0)), np.float64
+  )
   ref = pillow_resize(img, (48 * factor, 32 * factor))
   diff = np.abs(ours - ref)
   assert diff.max() <= 2.0 and diff.mean() <= 0.5, (diff.max(), diff.mean())
@@ -64,9 +69,12 @@ def test_bad_factor():
 @pytest.mark.parametrize("sigma", [0.7, 1.5, 3.0])
 def test_gaussian_blur_matches_scipy(sigma):
   from scipy import ndimage
+
   img = embedded.load_photo("astronaut")[::8, ::8].astype(np.float32)  # 64×64
   ours = np.asarray(degrade.gaussian_blur(img, sigma), np.float64)
-  ref = ndimage.gaussian_filter(img.astype(np.float64), sigma=(sigma, sigma, 0), mode="reflect", truncate=12.0)
+  ref = ndimage.gaussian_filter(
+    img.astype(np.float64), sigma=(sigma, sigma, 0), mode="reflect", truncate=12.0
+  )
   np.testing.assert_allclose(ours, ref, atol=2e-3 * 255)
 
 

@@ -1,4 +1,5 @@
 """Forward process, target conversions and the loss."""
+
 import functools
 import jax
 import jax.numpy as jnp
@@ -47,9 +48,13 @@ def test_min_snr_weights():
   g = jnp.array([0.1, 0.5, 0.9, 0.999])
   snr = np.asarray(g, np.float64) / (1 - np.asarray(g, np.float64))
   k = 5.0
-  np.testing.assert_allclose(diffusion.min_snr_weight(g, "eps", k), np.minimum(snr, k) / snr, rtol=1e-4)
+  np.testing.assert_allclose(
+    diffusion.min_snr_weight(g, "eps", k), np.minimum(snr, k) / snr, rtol=1e-4
+  )
   np.testing.assert_allclose(diffusion.min_snr_weight(g, "x0", k), np.minimum(snr, k), rtol=1e-4)
-  np.testing.assert_allclose(diffusion.min_snr_weight(g, "v", k), np.minimum(snr, k) / (snr + 1), rtol=1e-4)
+  np.testing.assert_allclose(
+    diffusion.min_snr_weight(g, "v", k), np.minimum(snr, k) / (snr + 1), rtol=1e-4
+  )
 
 
 def test_residual_target_round_trip(xs):
@@ -67,10 +72,13 @@ def test_loss_fn_is_finite_and_per_example():
   model = unet.build(c.model)
   params = unet.init_params(model, jax.random.key(0))
   apply_fn = lambda p, z, g, cond, train=False, rngs=None: model.apply(
-      {"params": p}, z, g, cond, train=train, rngs=rngs)
+    {"params": p}, z, g, cond, train=train, rngs=rngs
+  )
   loss_fn = diffusion.make_loss_fn(apply_fn, c)
   hr = jax.random.uniform(jax.random.key(1), (4, 32, 32, 3), minval=-1, maxval=1)
-  (loss, out), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params, {"hr": hr}, jax.random.key(2))
+  (loss, out), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
+    params, {"hr": hr}, jax.random.key(2)
+  )
   assert np.isfinite(float(loss))
   assert out.loss_per_example.shape == (4,)
   assert len(np.unique(np.asarray(out.gamma))) == 4
@@ -83,6 +91,7 @@ def test_auto_dropout_rng_is_hash_on_a_cpu_mesh_and_threefry_elsewhere():
   class Device:
     def __init__(self, platform):
       self.platform = platform
+
   assert train.resolve_dropout_rng("auto", [Device("cpu")] * 8) == "hash"
   assert train.resolve_dropout_rng("auto", [Device("tpu")] * 4) == "threefry"
   assert train.resolve_dropout_rng("auto", [Device("gpu")]) == "threefry"
@@ -92,16 +101,23 @@ def test_auto_dropout_rng_is_hash_on_a_cpu_mesh_and_threefry_elsewhere():
 def test_other_dropout_rngs_are_deterministic_and_differ_from_threefry():
   """train.dropout_rng='rbg' (XLA's RngBitGenerator) or 'hash' (hash_prng): same key, same loss."""
   from sr3_jax import train
+
   c = configs.load("experiments/configs/demo.py:runlocal")
   c.model.update(dict(dropout=0.5, channels=8, channel_mult=(1,), num_groups=4))
   model = unet.build(c.model)
   params = unet.init_params(model, jax.random.key(0))
-  params = jax.tree_util.tree_map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), params)
+  params = jax.tree_util.tree_map(
+    lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), params
+  )
   hr = jax.random.uniform(jax.random.key(2), (2, 32, 32, 3), minval=-1, maxval=1)
   losses = {}
   for impl in ("threefry", "rbg", "hash"):
     key_fn = functools.partial(train.dropout_key, impl=impl)
-    f = jax.jit(lambda p: diffusion.make_loss_fn(train.apply_fn_for(model), c, key_fn)(p, {"hr": hr}, jax.random.key(3))[0])
+    f = jax.jit(
+      lambda p: diffusion.make_loss_fn(train.apply_fn_for(model), c, key_fn)(
+        p, {"hr": hr}, jax.random.key(3)
+      )[0]
+    )
     losses[impl] = (float(f(params)), float(f(params)))
   for impl in ("rbg", "hash"):
     assert losses[impl][0] == losses[impl][1] and losses["threefry"][0] != losses[impl][0]

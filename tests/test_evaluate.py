@@ -1,4 +1,5 @@
 """`sr3 eval` on a tiny trained checkpoint writes a well-formed eval.json and table."""
+
 import json
 import subprocess
 import sys
@@ -11,9 +12,27 @@ from sr3_jax.checkpoint import resolve_checkpoint
 
 
 def test_eval_writes_json_and_table(tiny_workdir, tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "sr3_jax", "eval", "--checkpoint", str(tiny_workdir / "checkpoints" / "2"),
-                         "--num-images", "2", "--samples", "2", "--steps", "3", "--output", str(tmp_path)],
-                        capture_output=True, text=True, timeout=600)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "sr3_jax",
+      "eval",
+      "--checkpoint",
+      str(tiny_workdir / "checkpoints" / "2"),
+      "--num-images",
+      "2",
+      "--samples",
+      "2",
+      "--steps",
+      "3",
+      "--output",
+      str(tmp_path),
+    ],
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.strip().splitlines()[-1] == str(tmp_path / "eval.json")
   r = json.loads((tmp_path / "eval.json").read_text())

@@ -1,6 +1,7 @@
 """DCT-diagonal forward processes against float64 numpy: the DCT (scipy), marginals (Monte Carlo),
 the posterior (brute-force Gaussian conditioning in pixel space), the reduction to standard
 diffusion, and sampling Gaussian data with the exact denoiser."""
+
 import math
 
 import jax
@@ -46,14 +47,21 @@ def dct_basis(h=H, w=W):
 def test_dct_is_orthonormal_and_matches_scipy():
   x = np.random.default_rng(0).normal(size=(2, 8, 6, 3)).astype(np.float32)
   u = np.asarray(frequency.dct2(jnp.asarray(x)))
-  np.testing.assert_allclose(u, scipy.fft.dctn(x.astype(np.float64), axes=(1, 2), norm="ortho"), atol=1e-5)
+  np.testing.assert_allclose(
+    u, scipy.fft.dctn(x.astype(np.float64), axes=(1, 2), norm="ortho"), atol=1e-5
+  )
   np.testing.assert_allclose(np.asarray(frequency.idct2(jnp.asarray(u))), x, atol=1e-5)
   c = frequency.dct_matrix(7).astype(np.float64)
   np.testing.assert_allclose(c @ c.T, np.eye(7), atol=1e-6)
 
 
-@pytest.mark.parametrize("kind,cfg", [("blur", dict(blur_sigma_max=3.0)),
-                                      ("band", dict(cutoff=0.4, width=0.1, low_shift=3.0, high_shift=-2.0))])
+@pytest.mark.parametrize(
+  "kind,cfg",
+  [
+    ("blur", dict(blur_sigma_max=3.0)),
+    ("band", dict(cutoff=0.4, width=0.1, low_shift=3.0, high_shift=-2.0)),
+  ],
+)
 def test_coefficients_marginals_and_posterior(kind, cfg):
   c = fcfg(**cfg)
   x0 = np.random.default_rng(1).uniform(-1, 1, (H, W))
@@ -72,24 +80,32 @@ def test_coefficients_marginals_and_posterior(kind, cfg):
   # Monte-Carlo marginal of z_t: mean and full pixel covariance.
   n = 40000
   noise = jax.random.normal(jax.random.key(0), (n, H, W, 1))
-  z = frequency.q_sample(jnp.broadcast_to(jnp.asarray(x0, jnp.float32)[None, ..., None], noise.shape),
-                         jnp.full((n,), t), noise, kind, c)
+  z = frequency.q_sample(
+    jnp.broadcast_to(jnp.asarray(x0, jnp.float32)[None, ..., None], noise.shape),
+    jnp.full((n,), t),
+    noise,
+    kind,
+    c,
+  )
   zf = np.asarray(z, np.float64).reshape(n, -1)
   np.testing.assert_allclose(zf.mean(0), mean_t, atol=0.03)
-  np.testing.assert_allclose(np.cov(zf.T), cov(st ** 2), atol=0.03)
+  np.testing.assert_allclose(np.cov(zf.T), cov(st**2), atol=0.03)
   # Posterior q(z_s | z_t, x0): brute-force conditioning of the joint Gaussian of (z_s, z_t).
-  c_ss, c_tt, c_st = cov(ss ** 2), cov(st ** 2), cov(at / as_ * ss ** 2)
+  c_ss, c_tt, c_st = cov(ss**2), cov(st**2), cov(at / as_ * ss**2)
   z_t = mean_t + np.linalg.cholesky(c_tt) @ np.random.default_rng(2).normal(size=H * W)
   k = c_st @ np.linalg.inv(c_tt)
   ref_mean, ref_cov = mean_s + k @ (z_t - mean_t), c_ss - k @ c_st.T
   f32 = lambda v: jnp.asarray(v, jnp.float32).reshape(1, H, W, 1)
-  mean_u, var_u = frequency.posterior(frequency.dct2(f32(x0)), frequency.dct2(f32(z_t)),
-                                      f32(at), f32(st), f32(as_), f32(ss))
+  mean_u, var_u = frequency.posterior(
+    frequency.dct2(f32(x0)), frequency.dct2(f32(z_t)), f32(at), f32(st), f32(as_), f32(ss)
+  )
   np.testing.assert_allclose(np.asarray(frequency.idct2(mean_u)).ravel(), ref_mean, atol=2e-4)
   np.testing.assert_allclose(cov(np.asarray(var_u, np.float64)), ref_cov, atol=2e-5)
 
 
-@pytest.mark.parametrize("kind,cfg", [("blur", dict(blur_sigma_max=0.0)), ("band", dict(low_shift=0.0, high_shift=0.0))])
+@pytest.mark.parametrize(
+  "kind,cfg", [("blur", dict(blur_sigma_max=0.0)), ("band", dict(low_shift=0.0, high_shift=0.0))]
+)
 def test_reduces_to_standard_diffusion(kind, cfg):
   """Blur off / equal bands: z_t and the posterior are those of Gaussian diffusion at γ = sigmoid(λ(t))."""
   c = fcfg(**cfg)
@@ -97,8 +113,11 @@ def test_reduces_to_standard_diffusion(kind, cfg):
   noise = jax.random.normal(jax.random.key(2), x0.shape)
   t = jnp.array([0.3, 0.8])
   g = frequency.network_gamma(t, c)
-  np.testing.assert_allclose(np.asarray(frequency.q_sample(x0, t, noise, kind, c)),
-                             np.asarray(diffusion.q_sample(x0, g, noise)), atol=2e-5)
+  np.testing.assert_allclose(
+    np.asarray(frequency.q_sample(x0, t, noise, kind, c)),
+    np.asarray(diffusion.q_sample(x0, g, noise)),
+    atol=2e-5,
+  )
   a_t, s_t = frequency.alpha_sigma(t, (8, 8), kind, c)
   a_s, s_s = frequency.alpha_sigma(t / 2, (8, 8), kind, c)
   z_t = diffusion.q_sample(x0, g, noise)
@@ -106,7 +125,9 @@ def test_reduces_to_standard_diffusion(kind, cfg):
   g_s = frequency.network_gamma(t / 2, c)
   for b in range(2):
     ref_mean, ref_var = samplers.posterior(x0[b], z_t[b], g[b], g_s[b])
-    np.testing.assert_allclose(np.asarray(frequency.idct2(mean_u))[b], np.asarray(ref_mean), atol=2e-5)
+    np.testing.assert_allclose(
+      np.asarray(frequency.idct2(mean_u))[b], np.asarray(ref_mean), atol=2e-5
+    )
     np.testing.assert_allclose(np.asarray(var_u)[b], float(ref_var), rtol=1e-4)
 
 
@@ -122,9 +143,10 @@ def test_sampling_gaussian_data_with_the_exact_denoiser(sampler):
     a0, b0 = math.atan(math.exp(-c.logsnr_max / 2)), math.atan(math.exp(-c.logsnr_min / 2))
     t = (jnp.arctan(jnp.exp(-lam / 2)) - a0) / (b0 - a0)
     a, s = frequency.alpha_sigma(t, shape[1:3], "blur", c)
-    return frequency.idct2(a * s2 / (a ** 2 * s2 + s ** 2) * frequency.dct2(z))
+    return frequency.idct2(a * s2 / (a**2 * s2 + s**2) * frequency.dct2(z))
 
-  out = frequency.sample(denoise, shape, 200, jax.random.key(0), "blur", c, target="x0", sampler=sampler,
-                         t_max=0.999)
+  out = frequency.sample(
+    denoise, shape, 200, jax.random.key(0), "blur", c, target="x0", sampler=sampler, t_max=0.999
+  )
   var = np.asarray(out, np.float64).var(axis=0)
   np.testing.assert_allclose(var, s2, rtol=0.12)

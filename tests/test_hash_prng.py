@@ -1,4 +1,5 @@
 """The counter-hash PRNG of train.dropout_rng='hash': statistics against closed forms, and sharding."""
+
 import subprocess
 import sys
 import textwrap
@@ -29,7 +30,9 @@ def test_keys_are_hash_keys_and_deterministic():
 
 def test_dropout_keep_rate_matches_the_binomial():
   for p in (0.8, 0.5, 0.1):
-    keep = np.asarray(jax.random.bernoulli(jax.random.fold_in(KEY, int(p * 10)), p, (N,)), np.float64)
+    keep = np.asarray(
+      jax.random.bernoulli(jax.random.fold_in(KEY, int(p * 10)), p, (N,)), np.float64
+    )
     sigma = np.sqrt(p * (1 - p) / N)  # binomial standard deviation of the mean
     assert abs(keep.mean() - p) < 5 * sigma, (p, keep.mean())
 
@@ -59,8 +62,10 @@ def test_split_and_folded_keys_give_independent_streams():
   keys = jax.random.split(KEY, 4096)
   data = np.asarray(jax.random.key_data(keys)).reshape(-1)
   assert len(np.unique(data)) == data.size  # no two derived words collide
-  streams = [jax.random.uniform(k, (N // 4,)) for k in
-             (keys[0], keys[1], jax.random.fold_in(KEY, 0), jax.random.fold_in(KEY, 1), KEY)]
+  streams = [
+    jax.random.uniform(k, (N // 4,))
+    for k in (keys[0], keys[1], jax.random.fold_in(KEY, 0), jax.random.fold_in(KEY, 1), KEY)
+  ]
   streams = np.asarray(jnp.stack(streams), np.float64)
   r = np.corrcoef(streams)
   off_diagonal = r[~np.eye(len(streams), dtype=bool)]

@@ -2,6 +2,7 @@
 
 The effect is checked by counting minor page faults (getrusage) in fresh processes; never by time.
 """
+
 import json
 import os
 import subprocess
@@ -33,7 +34,9 @@ print(json.dumps({"said": said, "applied": host_malloc.applied(), "faults": faul
 
 def _probe(mode: str, calls: int) -> dict:
   env = dict(os.environ, SR3_MALLOC=mode, JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", _PROBE, str(calls)], env=env, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, "-c", _PROBE, str(calls)], env=env, capture_output=True, text=True, timeout=300
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -51,17 +54,23 @@ def test_kept_heap_stops_the_page_faults_of_fresh_temporaries():
   assert sorted(auto["faults"])[len(auto["faults"]) // 2] < 1000
 
 
-@pytest.mark.parametrize("platforms,on_cpu", [
-    ("cpu", True), (" cpu , cpu", True), ("cuda", False), ("cpu,tpu", False), ("tpu", False)])
+@pytest.mark.parametrize(
+  "platforms,on_cpu",
+  [("cpu", True), (" cpu , cpu", True), ("cuda", False), ("cpu,tpu", False), ("tpu", False)],
+)
 def test_jax_platforms_decides_where_jax_runs(platforms, on_cpu):
   assert host_malloc.will_run_on_cpu({"JAX_PLATFORMS": platforms}) is on_cpu
 
 
 def test_without_jax_platforms_it_agrees_with_jax():
-  code = ("from sr3_jax import host_malloc; import jax; "
-          "print(host_malloc.will_run_on_cpu(), jax.default_backend() == 'cpu')")
+  code = (
+    "from sr3_jax import host_malloc; import jax; "
+    "print(host_malloc.will_run_on_cpu(), jax.default_backend() == 'cpu')"
+  )
   env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
-  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+  out = subprocess.run(
+    [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   predicted, actual = out.stdout.split()
   assert predicted == actual
@@ -81,6 +90,12 @@ def test_too_late_once_jax_has_started(monkeypatch):
 
 def test_sr3_refuses_a_bad_mode_before_doing_anything(tmp_path):
   env = dict(os.environ, SR3_MALLOC="fast")
-  proc = subprocess.run([sys.executable, "-m", "sr3_jax", "bench", "--config", "missing.py"], env=env,
-                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+  proc = subprocess.run(
+    [sys.executable, "-m", "sr3_jax", "bench", "--config", "missing.py"],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=tmp_path,
+  )
   assert proc.returncode == 2 and "SR3_MALLOC='fast'" in proc.stderr

@@ -1,6 +1,6 @@
 """The Grain loader: determinism, exact resume, disjoint per-process shards, TFDS sources."""
+
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
@@ -60,14 +60,28 @@ def records(batches):
 
 def test_processes_read_disjoint_shares_that_cover_the_split(monkeypatch):
   monkeypatch.setattr(loader, "make_source", lambda dcfg, split: NumberedSource(23))
-  shares = [records(loader.make_dataset(data_cfg(image_size=8), "test", 2, seed=0, train=False,
-                                        process_index=i, process_count=2)) for i in range(2)]
+  shares = [
+    records(
+      loader.make_dataset(
+        data_cfg(image_size=8), "test", 2, seed=0, train=False, process_index=i, process_count=2
+      )
+    )
+    for i in range(2)
+  ]
   assert not set(shares[0]) & set(shares[1])
   assert sorted(shares[0] + shares[1]) == list(range(23))
   # Training streams are disjoint too, epoch after epoch.
-  streams = [records([next(it) for _ in range(6)]) for it in (
-      iter(loader.make_dataset(data_cfg(image_size=8), "train", 2, seed=0, process_index=i, process_count=2))
-      for i in range(2))]
+  streams = [
+    records([next(it) for _ in range(6)])
+    for it in (
+      iter(
+        loader.make_dataset(
+          data_cfg(image_size=8), "train", 2, seed=0, process_index=i, process_count=2
+        )
+      )
+      for i in range(2)
+    )
+  ]
   assert not set(streams[0][:11]) & set(streams[1][:11])
 
 
@@ -81,12 +95,19 @@ def test_held_out_photographs_never_reach_training():
 
 def test_small_gray_and_16bit_images_are_handled(monkeypatch):
   class Mixed:
-    imgs = [np.zeros((40, 40), np.uint8), np.zeros((40, 40, 4), np.uint8),
-            np.full((40, 40, 3), 65535, np.uint16), np.zeros((10, 10, 3), np.uint8)]
+    imgs = [
+      np.zeros((40, 40), np.uint8),
+      np.zeros((40, 40, 4), np.uint8),
+      np.full((40, 40, 3), 65535, np.uint16),
+      np.zeros((10, 10, 3), np.uint8),
+    ]
+
     def __len__(self):
       return len(self.imgs)
+
     def __getitem__(self, i):
       return self.imgs[i]
+
   monkeypatch.setattr(loader, "make_source", lambda dcfg, split: Mixed())
   out = list(loader.make_dataset(data_cfg(), "test", 1, seed=0, train=False))
   assert len(out) == 3  # the 10×10 image is below the target size and dropped (SR3's recipe)
@@ -108,13 +129,24 @@ def test_tfds_source_under_mock_data():
     batches = take(iter(loader.make_dataset(d, "train", 2, seed=0)), 2)
     assert batches[0].shape == (2, 8, 8, 3)
     with pytest.raises(KeyError, match="data.image_key"):
-      take(iter(loader.make_dataset(data_cfg(dataset="div2k/bicubic_x4", image_key="image", image_size=8),
-                                    "train", 2, seed=0)), 1)
+      take(
+        iter(
+          loader.make_dataset(
+            data_cfg(dataset="div2k/bicubic_x4", image_key="image", image_size=8),
+            "train",
+            2,
+            seed=0,
+          )
+        ),
+        1,
+      )
 
 
 def test_unprepared_tfds_dataset_names_the_fix(tmp_path):
   with pytest.raises(FileNotFoundError, match="sr3 prepare"):
-    loader.make_dataset(data_cfg(dataset="no_such_dataset_xyz", data_dir=str(tmp_path)), "train", 2, seed=0)
+    loader.make_dataset(
+      data_cfg(dataset="no_such_dataset_xyz", data_dir=str(tmp_path)), "train", 2, seed=0
+    )
 
 
 def test_global_batch_on_the_mesh():

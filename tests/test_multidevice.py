@@ -1,6 +1,6 @@
 """One SPMD program on 8 simulated devices (own process: the device count is set before JAX starts)."""
+
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -9,8 +9,13 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 
 def test_data_parallel_and_fsdp_match_one_device_and_restore_elsewhere(tmp_path):
-  proc = subprocess.run([sys.executable, str(HERE / "multidevice_check.py"), str(tmp_path / "ckpt")],
-                        capture_output=True, text=True, timeout=900, cwd=HERE.parent)
+  proc = subprocess.run(
+    [sys.executable, str(HERE / "multidevice_check.py"), str(tmp_path / "ckpt")],
+    capture_output=True,
+    text=True,
+    timeout=900,
+    cwd=HERE.parent,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert out["dp_vs_single"] < 1e-5 and out["fsdp_vs_single"] < 1e-5

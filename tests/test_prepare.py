@@ -1,4 +1,5 @@
 """`sr3 prepare`: a folder with planted bad files → a TFDS dataset the loader reads, and a report."""
+
 import json
 import subprocess
 import sys
@@ -22,7 +23,9 @@ def folder(tmp_path_factory):
   Image.fromarray(rng.integers(0, 255, (40, 40), np.uint8)).save(d / "sub" / "gray.png")
   Image.fromarray(rng.integers(0, 255, (40, 40, 4), np.uint8)).save(d / "sub" / "rgba.png")
   Image.fromarray(rng.integers(0, 65535, (40, 40), np.uint16)).save(d / "sub" / "deep16.png")
-  Image.fromarray(rng.integers(0, 255, (40, 40, 3), np.uint8)).convert("CMYK").save(d / "sub" / "cmyk.jpg")
+  Image.fromarray(rng.integers(0, 255, (40, 40, 3), np.uint8)).convert("CMYK").save(
+    d / "sub" / "cmyk.jpg"
+  )
   Image.fromarray(rng.integers(0, 255, (12, 12, 3), np.uint8)).save(d / "small.png")
   (d / "notes.txt").write_text("not an image")
   data = (d / "ok0.png").read_bytes()
@@ -37,9 +40,27 @@ def data_cfg(name, data_dir):
 
 
 def test_prepare_cli_reports_bad_files_and_the_good_ones_load(folder, tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "sr3_jax", "prepare", "--images", str(folder), "--name", "faces",
-                         "--data-dir", str(tmp_path), "--min-size", "32", "--val-fraction", "0.25"],
-                        capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "sr3_jax",
+      "prepare",
+      "--images",
+      str(folder),
+      "--name",
+      "faces",
+      "--data-dir",
+      str(tmp_path),
+      "--min-size",
+      "32",
+      "--val-fraction",
+      "0.25",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.strip().splitlines()[-1] == str(tmp_path / "faces")
   report = json.loads((tmp_path / "faces" / prepare.REPORT_NAME).read_text())
@@ -47,7 +68,12 @@ def test_prepare_cli_reports_bad_files_and_the_good_ones_load(folder, tmp_path):
   assert "min-size" in report["skipped"]["small.png"]
   for name in report["skipped"]:
     assert f"skipped {name}" in proc.stderr
-  assert set(report["converted"]) == {"sub/gray.png", "sub/rgba.png", "sub/deep16.png", "sub/cmyk.jpg"}
+  assert set(report["converted"]) == {
+    "sub/gray.png",
+    "sub/rgba.png",
+    "sub/deep16.png",
+    "sub/cmyk.jpg",
+  }
   assert report["written"] == 10 and sum(report["splits"].values()) == 10
   # Every written image decodes to RGB through the loader, across the splits.
   n = 0
@@ -58,6 +84,7 @@ def test_prepare_cli_reports_bad_files_and_the_good_ones_load(folder, tmp_path):
   assert n == 10
   # The original bytes of a clean PNG are kept, not re-encoded.
   import tensorflow_datasets as tfds
+
   src = tfds.data_source("faces", split="train", data_dir=str(tmp_path))
   by_name = {r["filename"].decode(): r for r in (src[i] for i in range(len(src)))}
   if "ok1.png" in by_name:
@@ -76,8 +103,23 @@ def test_empty_folder_and_bad_arguments(tmp_path):
     prepare.prepare(str(tmp_path / "empty"), "x", str(tmp_path))
   with pytest.raises(FileNotFoundError, match="no such folder"):
     prepare.prepare(str(tmp_path / "missing"), "x", str(tmp_path))
-  proc = subprocess.run([sys.executable, "-m", "sr3_jax", "prepare", "--images", str(tmp_path / "empty"),
-                         "--name", "x", "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "sr3_jax",
+      "prepare",
+      "--images",
+      str(tmp_path / "empty"),
+      "--name",
+      "x",
+      "--data-dir",
+      str(tmp_path),
+    ],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 2 and "holds no files" in proc.stderr
 
 
@@ -90,6 +132,7 @@ def test_interrupted_prepare_leaves_nothing_loadable(folder, tmp_path, monkeypat
     if calls["n"] > 14:  # after the split list is built, while TFDS is writing examples
       raise KeyboardInterrupt
     return real(rel, frac)
+
   monkeypatch.setattr(prepare, "split_of", failing)
   with pytest.raises(KeyboardInterrupt):
     prepare.prepare(str(folder), "halfdone", str(tmp_path), min_size=32, workers=1)

@@ -1,6 +1,5 @@
 """Samplers: posterior against brute-force Gaussian conditioning, exactness on Gaussian data,
 determinism and a single compile."""
-import functools
 
 import chex
 import jax
@@ -20,7 +19,7 @@ def brute_force_posterior(x0, z_t, gamma_t, gamma_s):
   cov_st = np.sqrt(a_ts) * var_s
   var_t = a_ts * var_s + (1.0 - a_ts)
   mean = mu_s + cov_st / var_t * (z_t - mu_t)
-  var = var_s - cov_st ** 2 / var_t
+  var = var_s - cov_st**2 / var_t
   return mean, var
 
 
@@ -28,8 +27,12 @@ def brute_force_posterior(x0, z_t, gamma_t, gamma_s):
 def test_posterior_matches_gaussian_conditioning(gamma_t, gamma_s):
   rng = np.random.default_rng(0)
   x0, z = rng.normal(size=(2, 5)), rng.normal(size=(2, 5))
-  mean, var = samplers.posterior(jnp.asarray(x0, jnp.float32), jnp.asarray(z, jnp.float32),
-                                 jnp.float32(gamma_t), jnp.float32(gamma_s))
+  mean, var = samplers.posterior(
+    jnp.asarray(x0, jnp.float32),
+    jnp.asarray(z, jnp.float32),
+    jnp.float32(gamma_t),
+    jnp.float32(gamma_s),
+  )
   want_mean, want_var = brute_force_posterior(x0, z, gamma_t, gamma_s)
   np.testing.assert_allclose(mean, want_mean, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(var, want_var, rtol=1e-4, atol=1e-7)
@@ -58,23 +61,29 @@ def gaussian_denoiser(target):
     x0 = jnp.sqrt(g) * S2 * z / (g * S2 + 1.0 - g)
     eps = (z - jnp.sqrt(g) * x0) / jnp.sqrt(1.0 - g)
     return diffusion.target_from_x0_eps(x0, eps, g, target)
+
   return fn
 
 
-@pytest.mark.parametrize("name,steps,target,extra", [
+@pytest.mark.parametrize(
+  "name,steps,target,extra",
+  [
     ("ddpm", 1000, "eps", {}),
     ("ddpm", 1000, "v", {"variance": "posterior"}),
     ("ddim", 100, "x0", {"eta": 0.0}),
     ("ddim", 1000, "eps", {"eta": 1.0}),
     ("dpmpp", 20, "eps", {}),
-])
+  ],
+)
 def test_samplers_reproduce_gaussian_data(name, steps, target, extra):
   if name == "dpmpp":  # few steps, uniform in log-SNR
     grid = schedules.gamma_from_logsnr(schedules.cosine_logsnr(jnp.linspace(0.0, 1.0, steps + 1)))
   else:
     grid = schedules.gammas_from_betas(schedules.linear_betas(steps, 1e-4, 0.02 * 1000 / steps))
   cfg = samplers.SamplerConfig(name=name, target=target, clip_x0=None, **extra)
-  fn = jax.jit(lambda k: samplers.sample(gaussian_denoiser(target), (8192, 1, 1, 1), grid, k, cfg)[0])
+  fn = jax.jit(
+    lambda k: samplers.sample(gaussian_denoiser(target), (8192, 1, 1, 1), grid, k, cfg)[0]
+  )
   x = np.asarray(fn(jax.random.key(0)), np.float64).ravel()
   assert abs(x.mean()) < 0.02
   assert x.var() == pytest.approx(S2, rel=0.06)
@@ -83,12 +92,19 @@ def test_samplers_reproduce_gaussian_data(name, steps, target, extra):
 def test_point_mass_is_recovered_exactly():
   """If the denoiser knows x0 exactly, every sampler must end on x0."""
   x_star = jnp.linspace(-0.9, 0.9, 12).reshape(1, 2, 2, 3)
+
   def denoise(z, gamma):
     return diffusion.eps_from_x0(z, gamma, jnp.broadcast_to(x_star, z.shape))
+
   grid = schedules.gammas_from_betas(schedules.linear_betas(50, 1e-4, 0.2))
   for name in samplers.SAMPLERS:
-    out, _ = samplers.sample(denoise, (3, 2, 2, 3), grid, jax.random.key(3),
-                             samplers.SamplerConfig(name=name, clip_x0=None))
+    out, _ = samplers.sample(
+      denoise,
+      (3, 2, 2, 3),
+      grid,
+      jax.random.key(3),
+      samplers.SamplerConfig(name=name, clip_x0=None),
+    )
     np.testing.assert_allclose(out, jnp.broadcast_to(x_star, out.shape), atol=1e-4, err_msg=name)
 
 
@@ -124,6 +140,10 @@ def test_clipping_and_dynamic_thresholding():
 def test_bad_sampler_arguments():
   grid = jnp.array([1.0, 0.5, 0.1])
   with pytest.raises(ValueError, match="sampler="):
-    samplers.sample(lambda z, g: z, (1, 1), grid, jax.random.key(0), samplers.SamplerConfig(name="x"))
+    samplers.sample(
+      lambda z, g: z, (1, 1), grid, jax.random.key(0), samplers.SamplerConfig(name="x")
+    )
   with pytest.raises(ValueError, match="return_every"):
-    samplers.sample(lambda z, g: z, (1, 1), grid, jax.random.key(0), samplers.SamplerConfig(return_every=3))
+    samplers.sample(
+      lambda z, g: z, (1, 1), grid, jax.random.key(0), samplers.SamplerConfig(return_every=3)
+    )

@@ -1,4 +1,5 @@
 """Schedules against closed forms computed in float64 numpy."""
+
 import math
 
 import jax
@@ -24,7 +25,9 @@ def test_gammas_monotone_in_unit_interval(name):
 
 
 def test_linear_and_quadratic_betas_match_numpy():
-  np.testing.assert_allclose(schedules.linear_betas(2000), np.linspace(1e-6, 1e-2, 2000), rtol=1e-5, atol=1e-9)
+  np.testing.assert_allclose(
+    schedules.linear_betas(2000), np.linspace(1e-6, 1e-2, 2000), rtol=1e-5, atol=1e-9
+  )
   want = np.linspace(math.sqrt(1e-4), math.sqrt(2e-2), 1000) ** 2
   np.testing.assert_allclose(schedules.quadratic_betas(1000, 1e-4, 2e-2), want, rtol=1e-5)
   w = np.asarray(schedules.warmup_linear_betas(100, 1e-4, 0.02, 0.1))
@@ -34,7 +37,9 @@ def test_linear_and_quadratic_betas_match_numpy():
 
 def test_gammas_match_float64_cumprod():
   betas = np.linspace(1e-6, 1e-2, 2000)
-  np.testing.assert_allclose(schedules.gammas_from_betas(jnp.asarray(betas)), np_gammas(betas), rtol=2e-5)
+  np.testing.assert_allclose(
+    schedules.gammas_from_betas(jnp.asarray(betas)), np_gammas(betas), rtol=2e-5
+  )
 
 
 def test_cosine_betas_follow_nichol_dhariwal():
@@ -48,9 +53,13 @@ def test_cosine_betas_follow_nichol_dhariwal():
 def test_logsnr_gamma_round_trip():
   # float32 holds 1 − γ to ~6e-8 absolute, so λ near +12 (1 − γ ≈ 6e-6) keeps only ~1% there.
   lam = jnp.linspace(-12.0, 9.0, 85)
-  np.testing.assert_allclose(schedules.logsnr_from_gamma(schedules.gamma_from_logsnr(lam)), lam, atol=2e-3)
+  np.testing.assert_allclose(
+    schedules.logsnr_from_gamma(schedules.gamma_from_logsnr(lam)), lam, atol=2e-3
+  )
   g = jnp.linspace(0.01, 0.99, 50)
-  np.testing.assert_allclose(schedules.gamma_from_logsnr(schedules.logsnr_from_gamma(g)), g, rtol=1e-5)
+  np.testing.assert_allclose(
+    schedules.gamma_from_logsnr(schedules.logsnr_from_gamma(g)), g, rtol=1e-5
+  )
 
 
 def test_cosine_logsnr_closed_form_and_ends():
@@ -65,15 +74,24 @@ def test_cosine_logsnr_closed_form_and_ends():
 
 def test_resolution_shift():
   t = jnp.linspace(0.05, 0.95, 7)
-  np.testing.assert_allclose(schedules.shifted_cosine_logsnr(t, 64), schedules.cosine_logsnr(t), atol=1e-6)
-  np.testing.assert_allclose(schedules.shifted_cosine_logsnr(t, 256),
-                             np.asarray(schedules.cosine_logsnr(t)) + 2 * np.log(64 / 256), atol=1e-5)
+  np.testing.assert_allclose(
+    schedules.shifted_cosine_logsnr(t, 64), schedules.cosine_logsnr(t), atol=1e-6
+  )
+  np.testing.assert_allclose(
+    schedules.shifted_cosine_logsnr(t, 256),
+    np.asarray(schedules.cosine_logsnr(t)) + 2 * np.log(64 / 256),
+    atol=1e-5,
+  )
   interp = schedules.interpolated_shifted_cosine_logsnr(t, 32, 256)
   lo, hi = schedules.shifted_cosine_logsnr(t, 32), schedules.shifted_cosine_logsnr(t, 256)
   np.testing.assert_allclose(interp, np.asarray(t) * lo + (1 - np.asarray(t)) * hi, atol=1e-5)
   ends = schedules.interpolated_shifted_cosine_logsnr(jnp.array([0.0, 1.0]), 32, 256)
-  assert float(ends[0]) == pytest.approx(float(schedules.shifted_cosine_logsnr(jnp.array(0.0), 256)), abs=1e-4)
-  assert float(ends[1]) == pytest.approx(float(schedules.shifted_cosine_logsnr(jnp.array(1.0), 32)), abs=1e-4)
+  assert float(ends[0]) == pytest.approx(
+    float(schedules.shifted_cosine_logsnr(jnp.array(0.0), 256)), abs=1e-4
+  )
+  assert float(ends[1]) == pytest.approx(
+    float(schedules.shifted_cosine_logsnr(jnp.array(1.0), 32)), abs=1e-4
+  )
 
 
 def test_sigmoid_schedule_decreasing():
@@ -94,10 +112,14 @@ def test_sr3_gamma_sampling_is_per_example_and_in_its_interval():
 
 
 def test_inference_grid_independent_of_training():
-  cfg = ml_collections.ConfigDict(dict(kind="beta", name="linear", num_steps=2000, start=1e-4, end=0.1))
+  cfg = ml_collections.ConfigDict(
+    dict(kind="beta", name="linear", num_steps=2000, start=1e-4, end=0.1)
+  )
   grid = np.asarray(schedules.gamma_grid(cfg, 100))
   np.testing.assert_allclose(grid, np_gammas(np.linspace(1e-4, 0.1, 100)), rtol=1e-4)
-  cont = ml_collections.ConfigDict(dict(kind="logsnr", name="shifted_cosine", image_size=128, num_steps=50))
+  cont = ml_collections.ConfigDict(
+    dict(kind="logsnr", name="shifted_cosine", image_size=128, num_steps=50)
+  )
   g = np.asarray(schedules.gamma_grid(cont))
   assert g.shape == (51,) and np.all(np.diff(g) < 0)
 

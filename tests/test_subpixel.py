@@ -1,4 +1,5 @@
 """The upsampling convolution at low resolution, against float64 numpy sums over the upsampled map."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,8 +13,11 @@ def _upsampled_conv_numpy(x, w):
   up = np.repeat(np.repeat(np.float64(x), 2, axis=1), 2, axis=2)
   upp = np.pad(up, ((0, 0), (1, 1), (1, 1), (0, 0)))
   h, wd = up.shape[1:3]
-  return sum(np.einsum("nhwi,io->nhwo", upp[:, a:a + h, b:b + wd], np.float64(w[a, b]))
-             for a in range(3) for b in range(3))
+  return sum(
+    np.einsum("nhwi,io->nhwo", upp[:, a : a + h, b : b + wd], np.float64(w[a, b]))
+    for a in range(3)
+    for b in range(3)
+  )
 
 
 def _upsampled_conv_grads_numpy(x, w, r):
@@ -26,14 +30,14 @@ def _upsampled_conv_grads_numpy(x, w, r):
   dupp = np.zeros_like(upp)
   for a in range(3):
     for b in range(3):
-      dw[a, b] = np.einsum("nhwi,nhwo->io", upp[:, a:a + h, b:b + wd], r)
-      dupp[:, a:a + h, b:b + wd] += np.einsum("nhwo,io->nhwi", r, w[a, b])
+      dw[a, b] = np.einsum("nhwi,nhwo->io", upp[:, a : a + h, b : b + wd], r)
+      dupp[:, a : a + h, b : b + wd] += np.einsum("nhwo,io->nhwi", r, w[a, b])
   dup = dupp[:, 1:-1, 1:-1]
   dx = dup.reshape(x.shape[0], x.shape[1], 2, x.shape[2], 2, x.shape[3]).sum(axis=(2, 4))
   return dx, dw
 
 
-SHAPES = [(2, 5, 7, 3, 4), (1, 4, 4, 6, 2), (3, 1, 2, 2, 5)]   # (N, H, W, C_in, C_out)
+SHAPES = [(2, 5, 7, 3, 4), (1, 4, 4, 6, 2), (3, 1, 2, 2, 5)]  # (N, H, W, C_in, C_out)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -73,12 +77,14 @@ def test_phase_kernel_and_its_fold_are_adjoint():
   k = np.asarray(subpixel.phase_kernel(jnp.asarray(w))).reshape(2, 2, 2, 2, 2, 3)
   for p in range(2):
     for q in range(2):
-      np.testing.assert_allclose(k[:, :, :, p, q].sum(axis=(0, 1)), w.sum(axis=(0, 1)), rtol=1e-5, atol=1e-5)
+      np.testing.assert_allclose(
+        k[:, :, :, p, q].sum(axis=(0, 1)), w.sum(axis=(0, 1)), rtol=1e-5, atol=1e-5
+      )
 
 
 def test_interleave_and_deinterleave_are_adjoint():
   rng = np.random.default_rng(3)
-  out = rng.standard_normal((2, 4, 6, 8)).astype(np.float32)     # H+1 = 4, W+1 = 6, 4·O = 8
+  out = rng.standard_normal((2, 4, 6, 8)).astype(np.float32)  # H+1 = 4, W+1 = 6, 4·O = 8
   dy = rng.standard_normal((2, 6, 10, 2)).astype(np.float32)
   lhs = np.sum(np.float64(subpixel.interleave(jnp.asarray(out))) * dy)
   rhs = np.sum(np.float64(out) * np.asarray(subpixel.deinterleave(jnp.asarray(dy))))
@@ -91,7 +97,7 @@ def test_conv_with_upsample_is_the_convolution_of_the_upsampled_map():
   sub, direct = (conv.Conv(3, 3, upsample=True, upsample_conv=m) for m in ("subpixel", "direct"))
   params = direct.init(jax.random.key(1), x)
   assert jax.tree.map(jnp.shape, sub.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, params)
-  params = jax.tree.map(lambda p: p + 0.1, params)   # a nonzero bias
+  params = jax.tree.map(lambda p: p + 0.1, params)  # a nonzero bias
   np.testing.assert_allclose(sub.apply(params, x), direct.apply(params, x), rtol=1e-5, atol=1e-5)
   loss = lambda module: lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
   got, want = (jax.grad(loss(m), (0, 1))(params, x) for m in (sub, direct))
@@ -101,8 +107,15 @@ def test_conv_with_upsample_is_the_convolution_of_the_upsampled_map():
 
 @pytest.mark.parametrize("resample", ["conv", "resblock"])
 def test_unet_agrees_between_upsampling_convolutions(resample):
-  cfg = dict(image_size=16, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
-             num_groups=4, resample=resample)
+  cfg = dict(
+    image_size=16,
+    channels=8,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    attn_resolutions=(),
+    num_groups=4,
+    resample=resample,
+  )
   sub, direct = (unet.UNet(unet.UNetConfig(upsample_conv=m, **cfg)) for m in ("subpixel", "direct"))
   params = unet.init_params(direct, jax.random.key(0), batch=2)
   params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), params)

@@ -1,4 +1,5 @@
 """The training loop: exact resume, preemption, config and checkpoint mismatches, NaN stops."""
+
 import json
 import os
 import pathlib
@@ -52,8 +53,9 @@ def test_exact_resume_matches_a_straight_run(tmp_path):
   train.train_and_evaluate(small_config(**{"train.num_steps": 3}), tmp_path / "b")
   resumed = train.train_and_evaluate(small_config(), tmp_path / "b")  # continues from step 3
   assert int(resumed.step) == 6
-  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6),
-                         straight.params, resumed.params)
+  jax.tree_util.tree_map(
+    lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), straight.params, resumed.params
+  )
   la, lb = losses(tmp_path / "a"), losses(tmp_path / "b")
   assert sorted(lb) == list(range(1, 7))
   for s in range(1, 7):  # the same batches and noise, in the same order
@@ -86,7 +88,9 @@ def test_leftover_temporary_save_is_ignored(tmp_path):
 
 def test_repeated_non_finite_steps_stop_the_run(tmp_path, monkeypatch):
   real = loader.global_batch
-  monkeypatch.setattr(loader, "global_batch", lambda local, s: real({"hr": local["hr"] * np.nan}, s))
+  monkeypatch.setattr(
+    loader, "global_batch", lambda local, s: real({"hr": local["hr"] * np.nan}, s)
+  )
   c = small_config(**{"train.num_steps": 10, "train.max_consecutive_skips": 3})
   with pytest.raises(FloatingPointError, match="non-finite"):
     train.train_and_evaluate(c, tmp_path)
@@ -107,9 +111,22 @@ def test_batch_not_divisible_by_devices_is_named(tmp_path):
 def test_sigterm_saves_the_step_exits_zero_and_resumes(tmp_path):
   """Run as a user types it: a relative --workdir, from the folder that will hold it."""
   work = tmp_path / "run"
-  cmd = [sys.executable, "-m", "sr3_jax", "train", "--config", CFG_FILE, "--workdir", "run",
-         "--config.train.num_steps=100000", "--config.train.log_every=1", "--config.checkpoint.every=1000"]
-  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+  cmd = [
+    sys.executable,
+    "-m",
+    "sr3_jax",
+    "train",
+    "--config",
+    CFG_FILE,
+    "--workdir",
+    "run",
+    "--config.train.num_steps=100000",
+    "--config.train.log_every=1",
+    "--config.checkpoint.every=1000",
+  ]
+  proc = subprocess.Popen(
+    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+  )
   wait_for_logged_steps(work, 3)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=300)
@@ -118,9 +135,18 @@ def test_sigterm_saves_the_step_exits_zero_and_resumes(tmp_path):
   saved = sorted(int(d.name) for d in (work / "checkpoints").iterdir() if d.name.isdigit())
   assert saved and saved[-1] >= 3 and saved[-1] != 1000  # off the save interval
   assert (work / "checkpoints" / str(saved[-1]) / "commit_success.txt").exists()
-  again = subprocess.run(cmd[:-3] + [f"--config.train.num_steps={saved[-1] + 2}", "--config.train.log_every=1",
-                                     "--config.checkpoint.every=1000"],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+  again = subprocess.run(
+    cmd[:-3]
+    + [
+      f"--config.train.num_steps={saved[-1] + 2}",
+      "--config.train.log_every=1",
+      "--config.checkpoint.every=1000",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=tmp_path,
+  )
   assert again.returncode == 0, again.stderr[-2000:]
   assert f"resumed {work} from step {saved[-1]}" in again.stderr
   assert again.stdout.strip().splitlines()[-1] == str(work)
@@ -130,24 +156,47 @@ def test_sigkill_at_any_moment_leaves_a_restorable_run(tmp_path):
   """Saves every step, killed with SIGKILL mid-run (possibly mid-save): the rerun restores the
   latest complete checkpoint and goes on."""
   work = tmp_path / "run"
-  base = [sys.executable, "-m", "sr3_jax", "train", "--config", CFG, "--workdir", str(work),
-          "--config.train.log_every=1", "--config.checkpoint.every=1", "--config.checkpoint.keep=2"]
-  proc = subprocess.Popen(base + ["--config.train.num_steps=100000"], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  base = [
+    sys.executable,
+    "-m",
+    "sr3_jax",
+    "train",
+    "--config",
+    CFG,
+    "--workdir",
+    str(work),
+    "--config.train.log_every=1",
+    "--config.checkpoint.every=1",
+    "--config.checkpoint.keep=2",
+  ]
+  proc = subprocess.Popen(
+    base + ["--config.train.num_steps=100000"],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   wait_for_logged_steps(work, 4)
   proc.kill()
   proc.communicate(timeout=60)
-  complete = sorted(int(d.name) for d in (work / "checkpoints").iterdir()
-                    if d.name.isdigit() and (d / "commit_success.txt").exists())
+  complete = sorted(
+    int(d.name)
+    for d in (work / "checkpoints").iterdir()
+    if d.name.isdigit() and (d / "commit_success.txt").exists()
+  )
   assert complete
-  again = subprocess.run(base + [f"--config.train.num_steps={complete[-1] + 1}"], capture_output=True,
-                         text=True, timeout=300)
+  again = subprocess.run(
+    base + [f"--config.train.num_steps={complete[-1] + 1}"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert again.returncode == 0, again.stderr[-2000:]
   assert "resumed" in again.stderr
 
 
 def test_sample_grids_are_written(tmp_path):
   from PIL import Image
+
   c = small_config(**{"train.num_steps": 2, "train.sample_every": 2, "train.sample_steps": 2})
   train.train_and_evaluate(c, tmp_path)
   grid = tmp_path / "samples" / "step_00000002.png"
@@ -176,8 +225,19 @@ def test_unwritable_checkpoint_folder_stops_the_run_at_once(tmp_path):
   end of training) with exit status 2 and one message naming the folder and the cause; the
   checkpoint completed before stays restorable."""
   work = tmp_path / "run"
-  cmd = [sys.executable, "-m", "sr3_jax", "train", "--config", CFG, "--workdir", str(work),
-         "--config.train.num_steps=100000", "--config.train.log_every=1", "--config.checkpoint.every=5"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "sr3_jax",
+    "train",
+    "--config",
+    CFG,
+    "--workdir",
+    str(work),
+    "--config.train.num_steps=100000",
+    "--config.train.log_every=1",
+    "--config.checkpoint.every=5",
+  ]
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   undo = None
   try:
@@ -198,7 +258,10 @@ def test_unwritable_checkpoint_folder_stops_the_run_at_once(tmp_path):
       subprocess.run(undo.split(), check=True)
   assert proc.returncode == 2, err[-2000:]
   last = err.strip().splitlines()[-1]
-  m = re.match(rf"sr3 train: saving step (\d+) to {re.escape(str(work / 'checkpoints'))} failed: PermissionError", last)
+  m = re.match(
+    rf"sr3 train: saving step (\d+) to {re.escape(str(work / 'checkpoints'))} failed: PermissionError",
+    last,
+  )
   assert m, last
   failed = int(m.group(1))  # the first save due after the folder was locked
   assert failed % 5 == 0 and failed >= locked_at, (failed, locked_at)
@@ -206,6 +269,15 @@ def test_unwritable_checkpoint_folder_stops_the_run_at_once(tmp_path):
   steps = len((work / "metrics.jsonl").read_text().splitlines())
   assert steps <= failed + 2  # stopped at the failed save, not 100000 steps later
   assert (work / "checkpoints" / "1" / "commit_success.txt").exists()
-  again = subprocess.run(cmd[:-3] + [f"--config.train.num_steps={failed + 1}", "--config.train.log_every=1",
-                                     "--config.checkpoint.every=5"], capture_output=True, text=True, timeout=300)
+  again = subprocess.run(
+    cmd[:-3]
+    + [
+      f"--config.train.num_steps={failed + 1}",
+      "--config.train.log_every=1",
+      "--config.checkpoint.every=5",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert again.returncode == 0 and "resumed" in again.stderr, again.stderr[-2000:]

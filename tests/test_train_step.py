@@ -1,4 +1,5 @@
 """One jitted SPMD train step: the loss falls on a fixed batch; non-finite steps are skipped."""
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -36,7 +37,12 @@ def test_loss_falls_on_a_fixed_batch(setup):
   assert last < 0.8 * first, (first, last)
   assert int(state.step) == 50 and int(state.skipped) == 0
   # The EMA moved away from init but lags the params.
-  dist = lambda a, b: float(sum(jnp.sum((x - y) ** 2) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))))
+  dist = lambda a, b: float(
+    sum(
+      jnp.sum((x - y) ** 2)
+      for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+    )
+  )
   assert 0 < dist(state.ema_params, state.params)
 
 

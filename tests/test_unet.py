@@ -1,4 +1,5 @@
 """The SR3 U-Net: shapes for every runlocal config, the paper configs' sizes, dtype and remat."""
+
 import glob
 import os
 
@@ -10,13 +11,17 @@ import pytest
 from sr3_jax import configs
 from sr3_jax.models import unet
 
-CONFIGS = sorted(os.path.basename(p) for p in glob.glob(
-    os.path.join(os.path.dirname(__file__), "..", "experiments", "configs", "*.py")))
+CONFIGS = sorted(
+  os.path.basename(p)
+  for p in glob.glob(
+    os.path.join(os.path.dirname(__file__), "..", "experiments", "configs", "*.py")
+  )
+)
 PAPER = {  # SR3 Table A.1 parameter counts
-    "sr3_faces_16_128.py": 550e6,
-    "sr3_imagenet_64_256.py": 625e6,
-    "sr3_64_512.py": 625e6,
-    "sr3_256_1024.py": 150e6,
+  "sr3_faces_16_128.py": 550e6,
+  "sr3_imagenet_64_256.py": 625e6,
+  "sr3_64_512.py": 625e6,
+  "sr3_256_1024.py": 150e6,
 }
 
 
@@ -25,7 +30,9 @@ def _runlocal_specs():
   specs = []
   for name in CONFIGS:
     c = configs.load(f"experiments/configs/{name}:runlocal")
-    specs += [s.config for s in c.stages] if "stages" in c else [f"experiments/configs/{name}:runlocal"]
+    specs += (
+      [s.config for s in c.stages] if "stages" in c else [f"experiments/configs/{name}:runlocal"]
+    )
   return specs
 
 
@@ -44,8 +51,12 @@ def test_runlocal_forward_shapes(spec):
   if c.model.aug_embedding:
     extra["aug_level"] = jnp.array([0.0, 0.3])
   cond = None if c.model.conditioning == "none" else z
-  out = jax.eval_shape(lambda p, x, y: model.apply({"params": p}, x, jnp.array([0.2, 0.7]), y, **extra),
-                       params, z, cond)
+  out = jax.eval_shape(
+    lambda p, x, y: model.apply({"params": p}, x, jnp.array([0.2, 0.7]), y, **extra),
+    params,
+    z,
+    cond,
+  )
   assert out.shape == (2, s, s, 3) and out.dtype == jnp.float32
 
 
@@ -53,17 +64,29 @@ def test_runlocal_forward_shapes(spec):
 def test_paper_parameter_counts(name):
   c = configs.load(f"experiments/configs/{name}")
   n = unet.count_params(c.model)
-  assert abs(n / PAPER[name] - 1.0) < 0.10, f"{name}: {n / 1e6:.1f}M vs paper {PAPER[name] / 1e6:.0f}M"
+  assert abs(n / PAPER[name] - 1.0) < 0.10, (
+    f"{name}: {n / 1e6:.1f}M vs paper {PAPER[name] / 1e6:.0f}M"
+  )
 
 
 @pytest.fixture(scope="module")
 def tiny():
-  cfg = unet.UNetConfig(image_size=16, channels=16, channel_mult=(1, 2), num_res_blocks=1,
-                        attn_resolutions=(8,), num_groups=4, dropout=0.1)
+  cfg = unet.UNetConfig(
+    image_size=16,
+    channels=16,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    attn_resolutions=(8,),
+    num_groups=4,
+    dropout=0.1,
+  )
   params = unet.init_params(unet.build(cfg), jax.random.key(0))
   # Give the zero-initialised output layers weights so the tests see a non-trivial function.
-  params = jax.jit(lambda ps: jax.tree_util.tree_map(
-      lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), ps))(params)
+  params = jax.jit(
+    lambda ps: jax.tree_util.tree_map(
+      lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), ps
+    )
+  )(params)
   k = jax.random.split(jax.random.key(2), 2)
   z = jax.random.normal(k[0], (2, 16, 16, 3))
   cond = jax.random.normal(k[1], (2, 16, 16, 3))
@@ -82,8 +105,12 @@ def test_noise_level_and_conditioning_change_the_output(tiny):
 def test_bfloat16_compute_keeps_float32_params(tiny):
   cfg, params, z, cond = tiny
   import dataclasses
+
   bf = unet.build(dataclasses.replace(cfg, dtype="bfloat16"))
-  assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(unet.init_params(bf, jax.random.key(0))))
+  assert all(
+    p.dtype == jnp.float32
+    for p in jax.tree_util.tree_leaves(unet.init_params(bf, jax.random.key(0)))
+  )
   g = jnp.array([0.5, 0.5])
   out32 = jax.jit(unet.build(cfg).apply)({"params": params}, z, g, cond)
   out16 = jax.jit(bf.apply)({"params": params}, z, g, cond)
@@ -94,20 +121,27 @@ def test_bfloat16_compute_keeps_float32_params(tiny):
 def test_remat_gives_the_same_gradients(tiny):
   cfg, params, z, cond = tiny
   import dataclasses
+
   def grads(c):
     m = unet.build(c)
     loss = lambda p: jnp.sum(m.apply({"params": p}, z, jnp.array([0.5, 0.5]), cond) ** 2)
     return jax.jit(jax.grad(loss))(params)
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4),
-                         grads(cfg), grads(dataclasses.replace(cfg, remat=True)))
+
+  jax.tree_util.tree_map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4),
+    grads(cfg),
+    grads(dataclasses.replace(cfg, remat=True)),
+  )
 
 
 def test_dropout_only_in_training(tiny):
   cfg, params, z, cond = tiny
   m = unet.build(cfg)
   g = jnp.array([0.5, 0.5])
-  f = jax.jit(lambda key, train: m.apply({"params": params}, z, g, cond, train=train,
-                                         rngs={"dropout": key}), static_argnums=1)
+  f = jax.jit(
+    lambda key, train: m.apply({"params": params}, z, g, cond, train=train, rngs={"dropout": key}),
+    static_argnums=1,
+  )
   assert not np.allclose(f(jax.random.key(0), True), f(jax.random.key(1), True))
   np.testing.assert_array_equal(f(jax.random.key(0), False), f(jax.random.key(1), False))
 
@@ -131,7 +165,9 @@ def test_group_norm_matches_float64_reference():
   xd = x.astype(np.float64).reshape(2, 5, 6, 4, 4)
   mean = xd.mean(axis=(1, 2, 4), keepdims=True)
   var = xd.var(axis=(1, 2, 4), keepdims=True)
-  want = ((xd - mean) / np.sqrt(var + 1e-5)).reshape(2, 5, 6, 16) * np.linspace(0.5, 1.5, 16) + np.linspace(-1, 1, 16)
+  want = ((xd - mean) / np.sqrt(var + 1e-5)).reshape(2, 5, 6, 16) * np.linspace(
+    0.5, 1.5, 16
+  ) + np.linspace(-1, 1, 16)
   np.testing.assert_allclose(got, want, atol=1e-4)
   bf = np.asarray(gn.apply(params, jnp.asarray(x, jnp.bfloat16)).astype(jnp.float32))
   np.testing.assert_allclose(bf, want, atol=0.1)

@@ -1,4 +1,5 @@
 """`sr3 upscale`: tiling round-trips exactly; real files of odd sizes, gray, RGBA and a corrupt one."""
+
 import json
 
 import numpy as np
@@ -9,20 +10,27 @@ from sr3_jax import cli, images, upscale
 from sr3_jax.data import embedded
 
 
-@pytest.mark.parametrize("h,w,tile,overlap,multiple", [(5, 7, 16, 4, 4), (37, 20, 16, 4, 1), (33, 50, 12, 3, 2),
-                                                       (16, 16, 16, 0, 8), (40, 9, 8, 7, 1)])
+@pytest.mark.parametrize(
+  "h,w,tile,overlap,multiple",
+  [(5, 7, 16, 4, 4), (37, 20, 16, 4, 1), (33, 50, 12, 3, 2), (16, 16, 16, 0, 8), (40, 9, 8, 7, 1)],
+)
 def test_tiles_blend_back_to_the_whole_image(h, w, tile, overlap, multiple):
   """Any per-pixel upscaler applied tile by tile and blended equals it applied to the whole image."""
   x = np.random.default_rng(0).normal(size=(h, w, 3))
   th, tw, ph, pw = upscale.plan(h, w, tile, multiple, overlap)
-  assert th % multiple == 0 and tw % multiple == 0 and th <= max(tile, multiple) and tw <= max(tile, multiple)
+  assert (
+    th % multiple == 0
+    and tw % multiple == 0
+    and th <= max(tile, multiple)
+    and tw <= max(tile, multiple)
+  )
   padded = np.pad(x, ((0, ph - h), (0, pw - w), (0, 0)), mode="symmetric")
   tiles, pos = upscale.split_tiles(padded, th, tw, overlap)
   assert tiles.shape[1:] == (th, tw, 3)
   full = len(upscale.tile_starts(ph, tile, overlap)) * len(upscale.tile_starts(pw, tile, overlap))
-  assert len(pos) <= max(full, 1)   # balanced tiles: never more tiles than full-length ones
+  assert len(pos) <= max(full, 1)  # balanced tiles: never more tiles than full-length ones
   nearest = lambda a, s=3: np.repeat(np.repeat(a, s, axis=-3), s, axis=-2)
-  out = upscale.blend_tiles(nearest(tiles), pos, ph, pw, 3, overlap)[:h * 3, :w * 3]
+  out = upscale.blend_tiles(nearest(tiles), pos, ph, pw, 3, overlap)[: h * 3, : w * 3]
   np.testing.assert_allclose(out, nearest(x), atol=1e-12)
 
 
@@ -39,8 +47,8 @@ def test_tile_starts_cover_with_overlap():
 def inputs(tmp_path_factory):
   d = tmp_path_factory.mktemp("lr")
   photo = embedded.load_photo("chelsea")
-  Image.fromarray(photo[100:121, 200:213]).save(d / "cat.png")                   # 13×21, tiled at --tile 8
-  Image.fromarray(photo[50:59, 80:90]).convert("L").save(d / "gray.jpg")          # 10×9 grayscale
+  Image.fromarray(photo[100:121, 200:213]).save(d / "cat.png")  # 13×21, tiled at --tile 8
+  Image.fromarray(photo[50:59, 80:90]).convert("L").save(d / "gray.jpg")  # 10×9 grayscale
   rgba = Image.fromarray(photo[0:12, 0:12]).convert("RGBA")
   rgba.putalpha(Image.fromarray(np.tile(np.linspace(0, 255, 12).astype(np.uint8), (12, 1))))
   rgba.save(d / "logo.png")
@@ -50,10 +58,29 @@ def inputs(tmp_path_factory):
 
 def test_upscale_folder_with_samples(tiny_workdir, inputs, tmp_path, capsys):
   out = tmp_path / "sr"
-  rc = cli.main(["upscale", "--checkpoint", str(tiny_workdir), "--input", str(inputs), "--output", str(out),
-                 "--samples", "2", "--steps", "2", "--tile", "8", "--overlap", "2", "--batch", "4"])
+  rc = cli.main(
+    [
+      "upscale",
+      "--checkpoint",
+      str(tiny_workdir),
+      "--input",
+      str(inputs),
+      "--output",
+      str(out),
+      "--samples",
+      "2",
+      "--steps",
+      "2",
+      "--tile",
+      "8",
+      "--overlap",
+      "2",
+      "--batch",
+      "4",
+    ]
+  )
   captured = capsys.readouterr()
-  assert rc == 1                                          # one file failed …
+  assert rc == 1  # one file failed …
   assert "broken.png: not a readable image" in captured.err
   assert captured.out.strip().splitlines()[-1] == str(out)
   report = json.loads((out / "upscale.json").read_text())
@@ -61,41 +88,86 @@ def test_upscale_folder_with_samples(tiny_workdir, inputs, tmp_path, capsys):
   by_name = {e["input"].rsplit("/", 1)[-1]: e for e in report["files"]}
   assert "broken.png" in by_name["broken.png"]["error"]
   # … and every other file was written, at 4× its size, in its own mode.
-  for name, stem, (w, h), mode in [("cat.png", "cat", (13, 21), "RGB"), ("gray.jpg", "gray", (10, 9), "L"),
-                                   ("logo.png", "logo", (12, 12), "RGBA")]:
+  for name, stem, (w, h), mode in [
+    ("cat.png", "cat", (13, 21), "RGB"),
+    ("gray.jpg", "gray", (10, 9), "L"),
+    ("logo.png", "logo", (12, 12), "RGBA"),
+  ]:
     assert by_name[name]["hr_size"] == [4 * w, 4 * h]
     for suffix in ("_sample0", "_sample1", "_mean"):
       with Image.open(out / f"{stem}{suffix}.png") as im:
         assert im.size == (4 * w, 4 * h) and im.mode == mode, (name, suffix, im.mode)
     with Image.open(out / f"{stem}_std.png") as im:
       assert im.size == (4 * w, 4 * h) and im.mode == "RGB"
-    assert by_name[name]["std_max"] > 0                   # two different samples
-  s0, s1, mean = (np.asarray(Image.open(out / f"cat{s}.png"), np.float64) for s in ("_sample0", "_sample1", "_mean"))
-  assert np.abs(mean - (s0 + s1) / 2).max() <= 1.0        # the mean of the two (up to uint8 rounding)
-  with Image.open(out / "logo_mean.png") as im:           # the alpha ramp survives the upscale
+    assert by_name[name]["std_max"] > 0  # two different samples
+  s0, s1, mean = (
+    np.asarray(Image.open(out / f"cat{s}.png"), np.float64)
+    for s in ("_sample0", "_sample1", "_mean")
+  )
+  assert np.abs(mean - (s0 + s1) / 2).max() <= 1.0  # the mean of the two (up to uint8 rounding)
+  with Image.open(out / "logo_mean.png") as im:  # the alpha ramp survives the upscale
     alpha = np.asarray(im.getchannel("A"), np.float64)
   assert alpha[:, 0].mean() < 30 and alpha[:, -1].mean() > 225
 
 
 def test_upscale_single_file_and_bad_paths(tiny_workdir, inputs, tmp_path, capsys):
-  rc = cli.main(["upscale", "--checkpoint", str(tiny_workdir), "--input", str(inputs / "gray.jpg"),
-                 "--output", str(tmp_path / "one"), "--steps", "2"])
+  rc = cli.main(
+    [
+      "upscale",
+      "--checkpoint",
+      str(tiny_workdir),
+      "--input",
+      str(inputs / "gray.jpg"),
+      "--output",
+      str(tmp_path / "one"),
+      "--steps",
+      "2",
+    ]
+  )
   assert rc == 0
   with Image.open(tmp_path / "one" / "gray.png") as im:
     assert im.size == (40, 36) and im.mode == "L"
   (tmp_path / "empty").mkdir()
-  assert cli.main(["upscale", "--checkpoint", str(tiny_workdir), "--input", str(tmp_path / "empty"),
-                   "--output", str(tmp_path / "x")]) == 2
+  assert (
+    cli.main(
+      [
+        "upscale",
+        "--checkpoint",
+        str(tiny_workdir),
+        "--input",
+        str(tmp_path / "empty"),
+        "--output",
+        str(tmp_path / "x"),
+      ]
+    )
+    == 2
+  )
   assert "holds no files" in capsys.readouterr().err
-  assert cli.main(["upscale", "--checkpoint", str(tmp_path), "--input", str(inputs),
-                   "--output", str(tmp_path / "x")]) == 2
+  assert (
+    cli.main(
+      [
+        "upscale",
+        "--checkpoint",
+        str(tmp_path),
+        "--input",
+        str(inputs),
+        "--output",
+        str(tmp_path / "x"),
+      ]
+    )
+    == 2
+  )
   assert "neither a workdir" in capsys.readouterr().err
 
 
 def test_load_image_modes(tmp_path):
-  Image.fromarray(np.full((4, 5), 40000, np.uint16)).save(tmp_path / "deep.png")   # 16-bit gray
+  Image.fromarray(np.full((4, 5), 40000, np.uint16)).save(tmp_path / "deep.png")  # 16-bit gray
   img = images.load_image(tmp_path / "deep.png")
-  assert img.gray and img.rgb.shape == (4, 5, 3) and abs(int(img.rgb[0, 0, 0]) - round(40000 / 65535 * 255)) <= 1
+  assert (
+    img.gray
+    and img.rgb.shape == (4, 5, 3)
+    and abs(int(img.rgb[0, 0, 0]) - round(40000 / 65535 * 255)) <= 1
+  )
   (tmp_path / "text.txt").write_text("hello")
   with pytest.raises(images.ImageReadError, match="text.txt: not a readable image"):
     images.load_image(tmp_path / "text.txt")

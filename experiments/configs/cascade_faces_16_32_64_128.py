@@ -11,19 +11,52 @@ Run the cascade: sr3 cascade --config experiments/configs/cascade_faces_16_32_64
 Laptop:          add `runlocal` (…py:stage=sr32,runlocal and …py:runlocal): 8→16→32→64 on the
                  embedded photographs, tiny U-Nets.
 """
+
 from sr3_jax import configs
 
 PATH = "experiments/configs/cascade_faces_16_32_64_128.py"
 # name: (size, factor, model, blur_prob, sampling aug_level)
 STAGES = {
-    "base16": (16, 1, dict(channels=128, channel_mult=(1, 2, 2), num_res_blocks=3, attn_resolutions=(8, 4),
-                           dropout=0.1), 0.0, 0.0),
-    "sr32": (32, 2, dict(channels=128, channel_mult=(1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(8,),
-                         dropout=0.1), 0.0, 0.2),
-    "sr64": (64, 2, dict(channels=128, channel_mult=(1, 2, 3, 4), num_res_blocks=2, attn_resolutions=(16,),
-                         dropout=0.1), 0.5, 0.1),
-    "sr128": (128, 2, dict(channels=64, channel_mult=(1, 2, 4, 8, 8), num_res_blocks=2,
-                           attn_resolutions=(16,), dropout=0.1), 0.5, 0.1),
+  "base16": (
+    16,
+    1,
+    dict(
+      channels=128, channel_mult=(1, 2, 2), num_res_blocks=3, attn_resolutions=(8, 4), dropout=0.1
+    ),
+    0.0,
+    0.0,
+  ),
+  "sr32": (
+    32,
+    2,
+    dict(
+      channels=128, channel_mult=(1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(8,), dropout=0.1
+    ),
+    0.0,
+    0.2,
+  ),
+  "sr64": (
+    64,
+    2,
+    dict(
+      channels=128, channel_mult=(1, 2, 3, 4), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1
+    ),
+    0.5,
+    0.1,
+  ),
+  "sr128": (
+    128,
+    2,
+    dict(
+      channels=64,
+      channel_mult=(1, 2, 4, 8, 8),
+      num_res_blocks=2,
+      attn_resolutions=(16,),
+      dropout=0.1,
+    ),
+    0.5,
+    0.1,
+  ),
 }
 
 
@@ -33,12 +66,22 @@ def get_config(arg=None):
     size, factor, model, blur, _ = configs.cascade_stage(STAGES, a.stage)
     if a.runlocal:
       size //= 2
-    return configs.stage_config(size=size, factor=factor, dataset="ffhq", model=model, runlocal=a.runlocal,
-                                aug_noise=True, blur_prob=blur)
+    return configs.stage_config(
+      size=size,
+      factor=factor,
+      dataset="ffhq",
+      model=model,
+      runlocal=a.runlocal,
+      aug_noise=True,
+      blur_prob=blur,
+    )
   c = configs.ml_collections.ConfigDict()
   c.workdir = "runs/cascade_faces" + ("_runlocal" if a.runlocal else "")
   local = ",runlocal" if a.runlocal else ""
-  c.stages = [configs.cascade_entry(name, f"{PATH}:stage={name}{local}", steps=10 if a.runlocal else 100,
-                                    aug_level=level)
-              for name, (_, _, _, _, level) in STAGES.items()]
+  c.stages = [
+    configs.cascade_entry(
+      name, f"{PATH}:stage={name}{local}", steps=10 if a.runlocal else 100, aug_level=level
+    )
+    for name, (_, _, _, _, level) in STAGES.items()
+  ]
   return c

@@ -6,6 +6,7 @@ T = 2000), L1 on ε, Adam 1e-3 with 100 warmup steps, EMA.
 
 Run: sr3 demo --output demo_out        (or: make demo)
 """
+
 from sr3_jax import configs
 
 
@@ -13,8 +14,18 @@ def get_config(arg=None):
   a = configs.parse_arg(arg, runlocal=False, steps=0)
   c = configs.base_config()
   c.data.update(dict(dataset="embedded", image_size=32, factor=4))
-  c.model.update(dict(image_size=32, channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
-                      attn_resolutions=(), num_groups=8, dropout=0.0, dtype="float32"))
+  c.model.update(
+    dict(
+      image_size=32,
+      channels=32,
+      channel_mult=(1, 2, 2),
+      num_res_blocks=1,
+      attn_resolutions=(),
+      num_groups=8,
+      dropout=0.0,
+      dtype="float32",
+    )
+  )
   c.diffusion.update(dict(diffuse="residual", residual_scale=4.0, target="eps", loss="l1"))
   c.optim.update(dict(lr=1e-3, warmup_steps=100, ema_decay=0.999))
   c.train.update(dict(batch_size=32, num_steps=500, log_every=50))

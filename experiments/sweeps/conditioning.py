@@ -3,8 +3,11 @@ summary, cross-attention to LR-encoder features, or LR features injected at ever
 
 sr3 sweep --sweep experiments/sweeps/conditioning.py --workdir runs/conditioning --local
 """
+
 from sr3_jax import sweep
 
 
 def get_sweep(arg=None):
-  return sweep.on_demo(arg, sweep.product(**{"model.conditioning": ["concat", "film", "cross_attention", "injection"]}))
+  return sweep.on_demo(
+    arg, sweep.product(**{"model.conditioning": ["concat", "film", "cross_attention", "injection"]})
+  )

@@ -2,6 +2,7 @@
 
 sr3 sweep --sweep experiments/sweeps/loss.py --workdir runs/loss --local
 """
+
 from sr3_jax import sweep
 
 

@@ -2,6 +2,7 @@
 
 sr3 sweep --sweep experiments/sweeps/parameterization.py --workdir runs/parameterization --local
 """
+
 from sr3_jax import sweep
 
 

@@ -6,6 +6,7 @@ centres at (i + 0.5)·in/out, the window clipped at the borders and its weights 
 Each axis becomes a small dense matrix built once in float64 numpy, so the resize is two
 matmuls on device (MXU-friendly on TPU) and runs inside the jitted train or eval step.
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,7 +45,9 @@ def resize_matrix(in_size: int, out_size: int) -> np.ndarray:
   return weights
 
 
-def resize(images: Array, height: int, width: int, value_range: tuple[float, float] | None = None) -> Array:
+def resize(
+  images: Array, height: int, width: int, value_range: tuple[float, float] | None = None
+) -> Array:
   """Bicubic resize of NHWC or HWC float images to (height, width); anti-aliased when shrinking.
 
   Like Pillow, the width pass runs first; with `value_range` the cubic kernel's overshoot is
@@ -105,10 +108,10 @@ def gaussian_blur_matrix(n: int, sigma: Array) -> Array:
   i = jnp.arange(n)[:, None]
   # Offsets reach across the image twice over so that reflected taps are all accounted for.
   offsets = jnp.arange(-2 * n + 1, 2 * n)[None, :]
-  taps = _reflect(i + offsets, n)                               # (n, 4n−1) source pixel of each tap
+  taps = _reflect(i + offsets, n)  # (n, 4n−1) source pixel of each tap
   w = jnp.exp(-0.5 * (offsets / jnp.maximum(sigma, 1e-3)) ** 2)  # (…, n, 4n−1)
   w = w / jnp.sum(w, axis=-1, keepdims=True)
-  onehot = jax.nn.one_hot(taps, n, dtype=jnp.float32)           # (n, 4n−1, n)
+  onehot = jax.nn.one_hot(taps, n, dtype=jnp.float32)  # (n, 4n−1, n)
   m = jnp.einsum("...it,itj->...ij", w, onehot, precision=jax.lax.Precision.HIGHEST)
   return jnp.where(sigma > 1e-3, m, jnp.eye(n, dtype=jnp.float32))
 

@@ -4,6 +4,7 @@ They make the demo and the tests work offline. `embedded`: photographs with a fi
 held-out photographs (chelsea, coffee) never used for training. `lfw_faces`: the 100 face crops of
 scikit-image's LFW subset (25×25 gray, as RGB), a tiny face set; the last 10 are held out.
 """
+
 from __future__ import annotations
 
 import importlib.resources
@@ -13,26 +14,26 @@ from PIL import Image
 
 # Name → file in skimage/data. Grayscale photographs are replicated to three channels.
 PHOTOS = {
-    "astronaut": "astronaut.png",
-    "rocket": "rocket.jpg",
-    "stereo_motorcycle": "motorcycle_left.png",
-    "hubble_deep_field": "hubble_deep_field.jpg",
-    "retina": "retina.jpg",
-    "immunohistochemistry": "ihc.png",
-    "colorwheel": "color.png",
-    "camera": "camera.png",
-    "brick": "brick.png",
-    "grass": "grass.png",
-    "gravel": "gravel.png",
-    "moon": "moon.png",
-    "coins": "coins.png",
-    "chelsea": "chelsea.png",
-    "coffee": "coffee.png",
+  "astronaut": "astronaut.png",
+  "rocket": "rocket.jpg",
+  "stereo_motorcycle": "motorcycle_left.png",
+  "hubble_deep_field": "hubble_deep_field.jpg",
+  "retina": "retina.jpg",
+  "immunohistochemistry": "ihc.png",
+  "colorwheel": "color.png",
+  "camera": "camera.png",
+  "brick": "brick.png",
+  "grass": "grass.png",
+  "gravel": "gravel.png",
+  "moon": "moon.png",
+  "coins": "coins.png",
+  "chelsea": "chelsea.png",
+  "coffee": "coffee.png",
 }
 HELD_OUT = ("chelsea", "coffee")
 SPLITS = {
-    "train": tuple(n for n in PHOTOS if n not in HELD_OUT),
-    "test": HELD_OUT,
+  "train": tuple(n for n in PHOTOS if n not in HELD_OUT),
+  "test": HELD_OUT,
 }
 
 

@@ -5,6 +5,7 @@ device inside the jitted step. Each process reads the disjoint share `[process_i
 of the shuffled, repeated record stream, so a pod's hosts never read the same example twice in an
 epoch, and the Grain iterator's state (a few integers) is enough to resume exactly.
 """
+
 from __future__ import annotations
 
 import io
@@ -47,13 +48,15 @@ class TFDSSource:
 
   def __init__(self, name: str, split: str, data_dir: str | None = None, image_key: str = "image"):
     import tensorflow_datasets as tfds  # imported here: only TFDS runs need it
+
     try:
       self.source = tfds.data_source(name, split=split, data_dir=data_dir)
     except Exception as e:  # TFDS raises several types for "not there"
       raise FileNotFoundError(
-          f"TFDS dataset {name!r} split {split!r} is not prepared under data_dir={data_dir!r} ({e}); "
-          f"prepare it with `tfds build {name}` (or `sr3 prepare --images DIR --name {name}` for a "
-          f"folder of images)") from e
+        f"TFDS dataset {name!r} split {split!r} is not prepared under data_dir={data_dir!r} ({e}); "
+        f"prepare it with `tfds build {name}` (or `sr3 prepare --images DIR --name {name}` for a "
+        f"folder of images)"
+      ) from e
     self.image_key = image_key
 
   def __len__(self) -> int:
@@ -62,9 +65,13 @@ class TFDSSource:
   def __getitem__(self, index: int) -> np.ndarray:
     record = self.source[index]
     if self.image_key not in record:
-      raise KeyError(f"records have no key {self.image_key!r}; set data.image_key to one of {sorted(record)}")
+      raise KeyError(
+        f"records have no key {self.image_key!r}; set data.image_key to one of {sorted(record)}"
+      )
     value = record[self.image_key]
-    if isinstance(value, (bytes, np.bytes_)) or (isinstance(value, np.ndarray) and value.dtype == object):
+    if isinstance(value, (bytes, np.bytes_)) or (
+      isinstance(value, np.ndarray) and value.dtype == object
+    ):
       return decode_image(bytes(value.item() if isinstance(value, np.ndarray) else value))
     return np.asarray(value)
 
@@ -114,14 +121,18 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
   return np.ascontiguousarray(image[..., :3])
 
 
-def random_crop(image: np.ndarray, size: int, rng: np.random.Generator, flip: bool = True) -> np.ndarray:
+def random_crop(
+  image: np.ndarray, size: int, rng: np.random.Generator, flip: bool = True
+) -> np.ndarray:
   """A random size×size crop (DIV2K-style patches), flipped horizontally with probability ½."""
   h, w = image.shape[:2]
   if min(h, w) < size:
-    raise ValueError(f"image of {h}×{w} is smaller than the crop size {size}; raise data.min_size "
-                     f"when preparing, or lower data.image_size")
+    raise ValueError(
+      f"image of {h}×{w} is smaller than the crop size {size}; raise data.min_size "
+      f"when preparing, or lower data.image_size"
+    )
   y, x = rng.integers(h - size + 1), rng.integers(w - size + 1)
-  crop = image[y:y + size, x:x + size]
+  crop = image[y : y + size, x : x + size]
   return crop[:, ::-1] if flip and rng.random() < 0.5 else crop
 
 
@@ -129,7 +140,7 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
   """The central size×size crop (evaluation patches of large images)."""
   h, w = image.shape[:2]
   y, x = (h - size) // 2, (w - size) // 2
-  return image[y:y + size, x:x + size]
+  return image[y : y + size, x : x + size]
 
 
 def center_resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -137,12 +148,20 @@ def center_resize(image: np.ndarray, size: int) -> np.ndarray:
   h, w = image.shape[:2]
   s = min(h, w)
   y, x = (h - s) // 2, (w - s) // 2
-  square = Image.fromarray(image[y:y + s, x:x + s])
+  square = Image.fromarray(image[y : y + s, x : x + s])
   return np.asarray(square.resize((size, size), Image.BOX)) if s != size else np.asarray(square)
 
 
-def make_dataset(dcfg, split: str, batch_size: int, *, seed: int, train: bool = True,
-                 process_index: int | None = None, process_count: int | None = None) -> grain.IterDataset:
+def make_dataset(
+  dcfg,
+  split: str,
+  batch_size: int,
+  *,
+  seed: int,
+  train: bool = True,
+  process_index: int | None = None,
+  process_count: int | None = None,
+) -> grain.IterDataset:
   """Local batches {"hr": (batch_size, S, S, 3) float32 in [−1, 1]} for this process, plus
   {"label": (batch_size,) int32} when data.label_key is set.
 
@@ -163,7 +182,9 @@ def make_dataset(dcfg, split: str, batch_size: int, *, seed: int, train: bool = 
   if train:
     ds = ds.shuffle().repeat(None)
   ds = ds[pi::pc]
-  ds = ds.map(lambda e: dict(e, image=to_rgb(e["image"]))).filter(lambda e: min(e["image"].shape[:2]) >= size)
+  ds = ds.map(lambda e: dict(e, image=to_rgb(e["image"]))).filter(
+    lambda e: min(e["image"].shape[:2]) >= size
+  )
 
   def prep(example: dict, rng: np.random.Generator) -> dict:
     image = example["image"]
@@ -179,18 +200,30 @@ def make_dataset(dcfg, split: str, batch_size: int, *, seed: int, train: bool = 
     return out
 
   ds = ds.random_map(prep)
-  iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=dcfg.get("num_threads", 2),
-                                                 prefetch_buffer_size=dcfg.get("prefetch", 8)))
-  iter_ds = iter_ds.batch(batch_size, drop_remainder=train, batch_fn=lambda xs: {k: np.stack([x[k] for x in xs]) for k in xs[0]})
+  iter_ds = ds.to_iter_dataset(
+    grain.ReadOptions(
+      num_threads=dcfg.get("num_threads", 2), prefetch_buffer_size=dcfg.get("prefetch", 8)
+    )
+  )
+  iter_ds = iter_ds.batch(
+    batch_size,
+    drop_remainder=train,
+    batch_fn=lambda xs: {k: np.stack([x[k] for x in xs]) for k in xs[0]},
+  )
   workers = dcfg.get("num_workers", 0)
   if workers:
     from absl import flags
-    if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; outside absl.app, use defaults
+
+    if (
+      not flags.FLAGS.is_parsed()
+    ):  # Grain's workers read absl flags; outside absl.app, use defaults
       flags.FLAGS.mark_as_parsed()
     iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return iter_ds
 
 
-def global_batch(local: dict[str, np.ndarray], sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
+def global_batch(
+  local: dict[str, np.ndarray], sharding: jax.sharding.Sharding
+) -> dict[str, jax.Array]:
   """Per-process batches → one global jax.Array per key, sharded as `sharding` (over the data axis)."""
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}

@@ -7,6 +7,7 @@ a PNG. Files that cannot be used are skipped, named with the reason in the repor
 the run. TFDS writes into an `incomplete.*` folder and renames it when done, so an interrupted
 run leaves nothing that `tfds.data_source` would load.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,6 +30,7 @@ REPORT_NAME = "prepare_report.json"
 @dataclasses.dataclass(frozen=True)
 class Prepared:
   """One file's outcome: encoded bytes and size, or the reason it was skipped."""
+
   path: str
   data: bytes | None = None
   height: int = 0
@@ -88,7 +90,7 @@ def list_files(folder: pathlib.Path) -> list[pathlib.Path]:
 
 def split_of(relpath: str, val_fraction: float) -> str:
   """A fixed split from a hash of the path: the same file always lands in the same split."""
-  h = int.from_bytes(hashlib.sha256(relpath.encode()).digest()[:8], "big") / 2 ** 64
+  h = int.from_bytes(hashlib.sha256(relpath.encode()).digest()[:8], "big") / 2**64
   return "validation" if h < val_fraction else "train"
 
 
@@ -97,6 +99,7 @@ def _builder_class(name: str):
 
   class FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Images from a local folder, stored as encoded bytes (decoded with Pillow at read time)."""
+
     VERSION = tfds.core.Version("1.0.0")
 
     def __init__(self, *, examples, splits, **kwargs):
@@ -106,14 +109,17 @@ def _builder_class(name: str):
 
     def _info(self):
       return tfds.core.DatasetInfo(
-          builder=self,
-          description=f"Images prepared by `sr3 prepare` as dataset {name!r}.",
-          features=tfds.features.FeaturesDict({
-              "image": tfds.features.Tensor(shape=(), dtype=np.object_),  # encoded PNG/JPEG bytes
-              "filename": tfds.features.Text(),
-              "height": tfds.features.Scalar(dtype=np.int32),
-              "width": tfds.features.Scalar(dtype=np.int32),
-          }))
+        builder=self,
+        description=f"Images prepared by `sr3 prepare` as dataset {name!r}.",
+        features=tfds.features.FeaturesDict(
+          {
+            "image": tfds.features.Tensor(shape=(), dtype=np.object_),  # encoded PNG/JPEG bytes
+            "filename": tfds.features.Text(),
+            "height": tfds.features.Scalar(dtype=np.int32),
+            "width": tfds.features.Scalar(dtype=np.int32),
+          }
+        ),
+      )
 
     def _split_generators(self, dl_manager):
       return {s: self._generate_examples(s) for s in self._splits}
@@ -127,24 +133,37 @@ def _builder_class(name: str):
   return FolderImages
 
 
-def prepare(images: str, name: str, data_dir: str | None = None, min_size: int = 0,
-            val_fraction: float = 0.0, workers: int | None = None, log=sys.stderr) -> dict:
+def prepare(
+  images: str,
+  name: str,
+  data_dir: str | None = None,
+  min_size: int = 0,
+  val_fraction: float = 0.0,
+  workers: int | None = None,
+  log=sys.stderr,
+) -> dict:
   """Builds dataset `name` under `data_dir` from every image below `images`; returns the report."""
-  import tensorflow_datasets as tfds
+
   folder = pathlib.Path(images)
   if not folder.is_dir():
     raise FileNotFoundError(f"--images {images}: no such folder")
   files = list_files(folder)
   if not files:
-    raise ValueError(f"--images {images}: the folder holds no files; point it at a folder of PNG/JPEG images")
+    raise ValueError(
+      f"--images {images}: the folder holds no files; point it at a folder of PNG/JPEG images"
+    )
   if not 0.0 <= val_fraction < 1.0:
     raise ValueError(f"--val-fraction {val_fraction} must be in [0, 1)")
   if not name.replace("_", "").isalnum() or not name[0].isalpha() or name.lower() != name:
-    raise ValueError(f"--name {name!r}: use lower-case letters, digits and '_', starting with a letter")
+    raise ValueError(
+      f"--name {name!r}: use lower-case letters, digits and '_', starting with a letter"
+    )
   data_dir = data_dir or os.path.expanduser("~/tensorflow_datasets")
   target = pathlib.Path(data_dir) / name
   if target.exists() and any(p.name[0].isdigit() for p in target.iterdir()):
-    raise FileExistsError(f"dataset {name!r} already exists in {data_dir}; remove {target} or pick another --name")
+    raise FileExistsError(
+      f"dataset {name!r} already exists in {data_dir}; remove {target} or pick another --name"
+    )
   workers = workers or min(2, os.cpu_count() or 1)
   outcomes: list[Prepared] = []
 
@@ -159,27 +178,40 @@ def prepare(images: str, name: str, data_dir: str | None = None, min_size: int =
 
   kept = [(r, o) for r, o in zip(rel, outcomes) if not o.skipped]
   if not kept:
-    raise ValueError(f"--images {images}: none of the {len(files)} files is a usable image "
-                     f"(see the reasons above); nothing was written")
+    raise ValueError(
+      f"--images {images}: none of the {len(files)} files is a usable image "
+      f"(see the reasons above); nothing was written"
+    )
 
   def examples() -> Iterator[tuple[str, dict, str]]:
     for r, o in kept:
-      yield r, {"image": o.data, "filename": r, "height": o.height, "width": o.width}, split_of(r, val_fraction)
+      yield (
+        r,
+        {"image": o.data, "filename": r, "height": o.height, "width": o.width},
+        split_of(r, val_fraction),
+      )
 
   present = sorted({split_of(r, val_fraction) for r, _ in kept})
-  builder = _builder_class(name)(examples=examples, splits=present, data_dir=data_dir,
-                                 file_format="array_record")
+  builder = _builder_class(name)(
+    examples=examples, splits=present, data_dir=data_dir, file_format="array_record"
+  )
   builder.download_and_prepare()
   report = {
-      "dataset": name, "data_dir": str(data_dir), "folder": str(folder),
-      "files": len(files), "written": len(kept),
-      "splits": {s: sum(1 for r, _ in kept if split_of(r, val_fraction) == s) for s in present},
-      "converted": {r: o.converted for r, o in kept if o.converted},
-      "skipped": {r: o.skipped for r, o in zip(rel, outcomes) if o.skipped},
+    "dataset": name,
+    "data_dir": str(data_dir),
+    "folder": str(folder),
+    "files": len(files),
+    "written": len(kept),
+    "splits": {s: sum(1 for r, _ in kept if split_of(r, val_fraction) == s) for s in present},
+    "converted": {r: o.converted for r, o in kept if o.converted},
+    "skipped": {r: o.skipped for r, o in zip(rel, outcomes) if o.skipped},
   }
   (target / REPORT_NAME).write_text(json.dumps(report, indent=2))
   for r, why in report["skipped"].items():
     print(f"skipped {r}: {why}", file=log)
-  print(f"{name}: wrote {report['written']} of {report['files']} files {report['splits']}; "
-        f"skipped {len(report['skipped'])}; report: {target / REPORT_NAME}", file=log)
+  print(
+    f"{name}: wrote {report['written']} of {report['files']} files {report['splits']}; "
+    f"skipped {len(report['skipped'])}; report: {target / REPORT_NAME}",
+    file=log,
+  )
   return report

@@ -1,4 +1,5 @@
 """PSNR and SR3's consistency metric, jittable and batched (one value per image)."""
+
 from __future__ import annotations
 
 import jax
@@ -32,13 +33,14 @@ def _prepare(a: Array, b: Array, max_val: float, crop_border: int, y_channel: bo
   return a, b
 
 
-def psnr(a: Array, b: Array, max_val: float = 1.0, crop_border: int = 0,
-         y_channel: bool = False) -> Array:
+def psnr(
+  a: Array, b: Array, max_val: float = 1.0, crop_border: int = 0, y_channel: bool = False
+) -> Array:
   """10·log10(max_val² / MSE) per image: (B,) for NHWC input, a scalar for HWC."""
   squeeze = jnp.ndim(a) == 3
   a, b = _prepare(a, b, max_val, crop_border, y_channel)
   mse = jnp.mean(jnp.square(a - b), axis=(1, 2, 3))
-  out = 10.0 * jnp.log10(max_val ** 2 / mse)
+  out = 10.0 * jnp.log10(max_val**2 / mse)
   return out[0] if squeeze else out
 
 

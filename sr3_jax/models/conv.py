@@ -26,6 +26,7 @@ unless the upsampled map's convolution is Winograd's.
 `Conv` has nn.Conv's parameters (`kernel` (k, k, C_in, C_out) and `bias`, float32, the same
 initialisers), so params and checkpoints do not depend on which weight gradient is used.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -66,7 +67,10 @@ CHUNK_POSITIONS = 512
 
 
 def _conv(x, w):
-  if w.shape[:2] == (1, 1):  # a matmul over channels (XLA's CPU 1×1 convolution: ~70 GFLOP/s, dot ~230)
+  if w.shape[:2] == (
+    1,
+    1,
+  ):  # a matmul over channels (XLA's CPU 1×1 convolution: ~70 GFLOP/s, dot ~230)
     return lax.dot_general(x, w[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
   return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DIMS)
 
@@ -79,7 +83,9 @@ def rows_per_chunk(batch: int, height: int, width: int, positions: int = CHUNK_P
   return rows
 
 
-def chunk_shape(batch: int, height: int, width: int, positions: int = CHUNK_POSITIONS) -> tuple[int, int]:
+def chunk_shape(
+  batch: int, height: int, width: int, positions: int = CHUNK_POSITIONS
+) -> tuple[int, int]:
   """(examples, rows) per scan step: `rows` image rows (a divisor of `height`) of one example when a
   map holds at least `positions` positions, else whole maps of as many examples (a divisor of
   `batch`) as fit in `positions`."""
@@ -91,8 +97,13 @@ def chunk_shape(batch: int, height: int, width: int, positions: int = CHUNK_POSI
   return examples, height
 
 
-def im2col_weight_grad(x: jax.Array, dy: jax.Array, kernel_size: int, rows: int | None = None,
-                       padding: tuple[int, int] | None = None) -> jax.Array:
+def im2col_weight_grad(
+  x: jax.Array,
+  dy: jax.Array,
+  kernel_size: int,
+  rows: int | None = None,
+  padding: tuple[int, int] | None = None,
+) -> jax.Array:
   """∂L/∂w of a stride-1 k×k convolution (x (N,H,W,I), dy (N,H',W',O)) → (k, k, I, O).
 
   `padding` (before, after), on both spatial axes, is 'SAME''s when None (then H' = H); the output
@@ -109,22 +120,27 @@ def im2col_weight_grad(x: jax.Array, dy: jax.Array, kernel_size: int, rows: int 
   k = kernel_size
   lo, hi = ((k - 1) // 2, k - 1 - (k - 1) // 2) if padding is None else padding
   if x.shape[1] + lo + hi - k + 1 != h or x.shape[2] + lo + hi - k + 1 != w:
-    raise ValueError(f"im2col_weight_grad: a {k}×{k} kernel with padding {(lo, hi)} maps {x.shape} "
-                     f"to another size than dy {dy.shape}")
+    raise ValueError(
+      f"im2col_weight_grad: a {k}×{k} kernel with padding {(lo, hi)} maps {x.shape} "
+      f"to another size than dy {dy.shape}"
+    )
   examples, rows = (1, rows) if rows else chunk_shape(n, h, w)
   chunks = h // rows
   xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
-  dy_t = dy.transpose(3, 0, 1, 2)                                              # (O, N, H, W)
+  dy_t = dy.transpose(3, 0, 1, 2)  # (O, N, H, W)
 
   def step(acc, i):
     b, r = (i // chunks) * examples, (i % chunks) * rows
     window = lax.dynamic_slice(xp, (b, r, 0, 0), (examples, rows + k - 1, w + k - 1, ci))
-    cols = jnp.concatenate([window[:, a:a + rows, c:c + w, :] for a in range(k) for c in range(k)],
-                           axis=-1).reshape(-1, k * k * ci)                    # (positions, k·k·I)
+    cols = jnp.concatenate(
+      [window[:, a : a + rows, c : c + w, :] for a in range(k) for c in range(k)], axis=-1
+    ).reshape(-1, k * k * ci)  # (positions, k·k·I)
     dy_rows = lax.dynamic_slice(dy_t, (0, b, r, 0), (co, examples, rows, w)).reshape(co, -1)
     return acc + jnp.dot(dy_rows, cols, preferred_element_type=jnp.float32), None
 
-  acc, _ = lax.scan(step, jnp.zeros((co, k * k * ci), jnp.float32), jnp.arange(n // examples * chunks))
+  acc, _ = lax.scan(
+    step, jnp.zeros((co, k * k * ci), jnp.float32), jnp.arange(n // examples * chunks)
+  )
   return acc.reshape(co, k, k, ci).transpose(1, 2, 3, 0).astype(x.dtype)
 
 
@@ -135,12 +151,16 @@ def _single_cpu_device() -> bool:
 def use_im2col(weight_grad: str) -> bool:
   if weight_grad not in WEIGHT_GRADS:
     raise ValueError(f"model.weight_grad={weight_grad!r}; choose one of {WEIGHT_GRADS}")
-  if weight_grad == "auto":  # with the batch sharded, every chunk's partial sum would be all-reduced
+  if (
+    weight_grad == "auto"
+  ):  # with the batch sharded, every chunk's partial sum would be all-reduced
     return _single_cpu_device()
   return weight_grad == "im2col"
 
 
-def use_winograd(mode: str, x_shape, kernel_shape, dtype=jnp.float32, prepared: bool = False) -> bool:
+def use_winograd(
+  mode: str, x_shape, kernel_shape, dtype=jnp.float32, prepared: bool = False
+) -> bool:
   """Whether `Conv` runs F(4×4, 3×3) Winograd for this input and kernel (module docstring);
   `prepared`: for inference, from a kernel transformed once per sampler call (larger maps then)."""
   if mode not in WINOGRADS:
@@ -148,12 +168,19 @@ def use_winograd(mode: str, x_shape, kernel_shape, dtype=jnp.float32, prepared: 
   if mode == "off" or not winograd.supports(x_shape, kernel_shape):
     return False
   if mode == "auto":  # XLA's GPU/TPU convolutions are the fast path there
-    max_map, min_channels = ((WINOGRAD_MAX_MAP_PREPARED, WINOGRAD_MIN_CHANNELS_PREPARED) if prepared
-                             else (WINOGRAD_MAX_MAP, WINOGRAD_MIN_CHANNELS))
-    return (_single_cpu_device() and jnp.dtype(dtype) == jnp.float32  # its transforms need float32
-            and x_shape[1] * x_shape[2] <= max_map and min(kernel_shape[2:]) >= min_channels
-            and x_shape[0] * x_shape[1] * x_shape[2] >= WINOGRAD_MIN_POSITIONS
-            and kernel_shape[2] * kernel_shape[3] <= WINOGRAD_MAX_KERNEL)
+    max_map, min_channels = (
+      (WINOGRAD_MAX_MAP_PREPARED, WINOGRAD_MIN_CHANNELS_PREPARED)
+      if prepared
+      else (WINOGRAD_MAX_MAP, WINOGRAD_MIN_CHANNELS)
+    )
+    return (
+      _single_cpu_device()
+      and jnp.dtype(dtype) == jnp.float32  # its transforms need float32
+      and x_shape[1] * x_shape[2] <= max_map
+      and min(kernel_shape[2:]) >= min_channels
+      and x_shape[0] * x_shape[1] * x_shape[2] >= WINOGRAD_MIN_POSITIONS
+      and kernel_shape[2] * kernel_shape[3] <= WINOGRAD_MAX_KERNEL
+    )
   return True
 
 
@@ -176,8 +203,9 @@ def _bwd(res, dy):
 conv_im2col_grad.defvjp(_fwd, _bwd)
 
 
-def use_subpixel(mode: str, winograd_mode: str, x_shape, kernel_shape, dtype=jnp.float32,
-                 prepared: bool = False) -> bool:
+def use_subpixel(
+  mode: str, winograd_mode: str, x_shape, kernel_shape, dtype=jnp.float32, prepared: bool = False
+) -> bool:
   """Whether `Conv(upsample=True)` runs `subpixel.upsample_conv` on x rather than convolving the
   upsampled map. `auto`: on a single CPU device (where it was measured), for 3×3 kernels, unless the
   upsampled map's convolution would be Winograd (fewer multiplies still)."""
@@ -187,7 +215,9 @@ def use_subpixel(mode: str, winograd_mode: str, x_shape, kernel_shape, dtype=jnp
     return False
   if mode == "auto":
     up_shape = (x_shape[0], 2 * x_shape[1], 2 * x_shape[2], x_shape[3])
-    return _single_cpu_device() and not use_winograd(winograd_mode, up_shape, kernel_shape, dtype, prepared)
+    return _single_cpu_device() and not use_winograd(
+      winograd_mode, up_shape, kernel_shape, dtype, prepared
+    )
   return True
 
 
@@ -196,11 +226,17 @@ def may_use_winograd(winograd_mode: str) -> bool:
   return winograd_mode == "on" or (winograd_mode == "auto" and _single_cpu_device())
 
 
-def custom_convs_active(weight_grad: str, winograd_mode: str, upsample_conv: str = "direct") -> bool:
+def custom_convs_active(
+  weight_grad: str, winograd_mode: str, upsample_conv: str = "direct"
+) -> bool:
   """Whether some convolution of a model with these settings may leave XLA's own (im2col, Winograd,
   subpixel upsampling)."""
-  return (use_im2col(weight_grad) or winograd_mode == "on" or upsample_conv == "subpixel"
-          or ((winograd_mode == "auto" or upsample_conv == "auto") and _single_cpu_device()))
+  return (
+    use_im2col(weight_grad)
+    or winograd_mode == "on"
+    or upsample_conv == "subpixel"
+    or ((winograd_mode == "auto" or upsample_conv == "auto") and _single_cpu_device())
+  )
 
 
 class Conv(nn.Module):
@@ -214,6 +250,7 @@ class Conv(nn.Module):
   With `upsample=True` the layer is this convolution of `subpixel.upsample_nearest(x)`; where
   `use_subpixel` says so it runs at x's resolution instead (`subpixel.upsample_conv`, same kernel).
   """
+
   features: int
   kernel_size: int = 3
   dtype: Any = None

@@ -16,6 +16,7 @@ kernel's, folded back onto the 3×3 taps by the adjoint of `TAPS`. XLA's CPU bac
 weight gradient of this 2×2 convolution more than 100× slower than the forward pass, hence the
 explicit one.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -28,15 +29,19 @@ from jax import lax
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 # TAPS[p, t, a]: the weight of kernel row a in window row t (low-res rows i-1+p+t) for output phase p.
-TAPS = np.array([[[1, 0, 0], [0, 1, 1]],
-                 [[1, 1, 0], [0, 0, 1]]], np.float32)
+TAPS = np.array([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], np.float32)
 
 
 def phase_kernel(w: jax.Array) -> jax.Array:
   """(3, 3, I, O) → (2, 2, I, 4·O): the four phases' folded 2×2 kernels, output channels (p, q, o)."""
   _, _, ci, co = w.shape
-  k = jnp.einsum("pta,qsb,abio->tsipqo", TAPS.astype(w.dtype), TAPS.astype(w.dtype), w,
-                 precision=lax.Precision.HIGHEST)
+  k = jnp.einsum(
+    "pta,qsb,abio->tsipqo",
+    TAPS.astype(w.dtype),
+    TAPS.astype(w.dtype),
+    w,
+    precision=lax.Precision.HIGHEST,
+  )
   return k.reshape(2, 2, ci, 4 * co)
 
 
@@ -44,8 +49,13 @@ def fold_phase_gradient(dk: jax.Array) -> jax.Array:
   """Adjoint of `phase_kernel`: (2, 2, I, 4·O) → (3, 3, I, O)."""
   _, _, ci, co4 = dk.shape
   dk = dk.reshape(2, 2, ci, 2, 2, co4 // 4)
-  return jnp.einsum("pta,qsb,tsipqo->abio", TAPS.astype(dk.dtype), TAPS.astype(dk.dtype), dk,
-                    precision=lax.Precision.HIGHEST)
+  return jnp.einsum(
+    "pta,qsb,tsipqo->abio",
+    TAPS.astype(dk.dtype),
+    TAPS.astype(dk.dtype),
+    dk,
+    precision=lax.Precision.HIGHEST,
+  )
 
 
 def upsample_nearest(x: jax.Array) -> jax.Array:
@@ -64,8 +74,10 @@ def interleave(out: jax.Array) -> jax.Array:
   n, h1, w1, co4 = out.shape
   h, w, co = h1 - 1, w1 - 1, co4 // 4
   out = out.reshape(n, h1, w1, 2, 2, co)
-  rows = [jnp.stack([out[:, p:p + h, q:q + w, p, q] for q in range(2)], axis=3) for p in range(2)]
-  return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, co)      # (N, H, p, W, q, O)
+  rows = [
+    jnp.stack([out[:, p : p + h, q : q + w, p, q] for q in range(2)], axis=3) for p in range(2)
+  ]
+  return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, co)  # (N, H, p, W, q, O)
 
 
 def deinterleave(dy: jax.Array) -> jax.Array:
@@ -73,7 +85,11 @@ def deinterleave(dy: jax.Array) -> jax.Array:
   n, h2, w2, co = dy.shape
   h, w = h2 // 2, w2 // 2
   dy = dy.reshape(n, h, 2, w, 2, co)
-  phases = [jnp.pad(dy[:, :, p, :, q], ((0, 0), (p, 1 - p), (q, 1 - q), (0, 0))) for p in range(2) for q in range(2)]
+  phases = [
+    jnp.pad(dy[:, :, p, :, q], ((0, 0), (p, 1 - p), (q, 1 - q), (0, 0)))
+    for p in range(2)
+    for q in range(2)
+  ]
   return jnp.stack(phases, axis=3).reshape(n, h + 1, w + 1, 4 * co)
 
 
@@ -87,10 +103,12 @@ def _input_grad(dout, k):
   """
   n, h1, w1, co4 = dout.shape
   ci = k.shape[2]
-  kt = jnp.flip(k, (0, 1)).transpose(3, 0, 1, 2).reshape(co4, 4 * ci)   # columns (t, s, i), flipped taps
+  kt = (
+    jnp.flip(k, (0, 1)).transpose(3, 0, 1, 2).reshape(co4, 4 * ci)
+  )  # columns (t, s, i), flipped taps
   terms = jnp.dot(dout.reshape(-1, co4), kt).reshape(n, h1, w1, 2, 2, ci)
   h, w = h1 - 1, w1 - 1
-  return sum(terms[:, t:t + h, s:s + w, t, s] for t in range(2) for s in range(2))
+  return sum(terms[:, t : t + h, s : s + w, t, s] for t in range(2) for s in range(2))
 
 
 def _forward(x, w):
@@ -121,13 +139,15 @@ def _fwd(x, w, weight_grad):
 
 def _bwd(weight_grad, res, dy):
   x, w = res
-  dout = deinterleave(dy)                                       # (N, H+1, W+1, 4·O)
+  dout = deinterleave(dy)  # (N, H+1, W+1, 4·O)
   dx = _input_grad(dout, phase_kernel(w))
   if weight_grad is not None:
     dw = fold_phase_gradient(weight_grad(x, dout, 2, padding=(1, 1)))
   else:
     up = upsample_nearest(x)
-    dw = jax.vjp(lambda w: lax.conv_general_dilated(up, w, (1, 1), "SAME", dimension_numbers=DIMS), w)[1](dy)[0]
+    dw = jax.vjp(
+      lambda w: lax.conv_general_dilated(up, w, (1, 1), "SAME", dimension_numbers=DIMS), w
+    )[1](dy)[0]
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
 

@@ -10,17 +10,25 @@ The network sees the noise level γ (as log-SNR λ or as √γ), never a step in
 grid can be used. Params are float32; `dtype` sets the compute dtype (bfloat16 on TPU/GPU) with
 GroupNorm statistics kept in float32.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sr3_jax.models.conv import PREPARED, UPSAMPLE_CONVS, WEIGHT_GRADS, WINOGRADS, Conv, may_use_winograd
+from sr3_jax.models.conv import (
+  PREPARED,
+  UPSAMPLE_CONVS,
+  WEIGHT_GRADS,
+  WINOGRADS,
+  Conv,
+  may_use_winograd,
+)
 from sr3_jax.models.subpixel import upsample_nearest
 
 Array = jax.Array
@@ -32,6 +40,7 @@ NOISE_EMBEDDINGS = ("logsnr", "sqrt_gamma")
 @dataclasses.dataclass(frozen=True)
 class UNetConfig:
   """Shape of the network (paper Table A.1 names: channels, multipliers, res blocks)."""
+
   image_size: int = 128
   out_channels: int = 3
   channels: int = 64
@@ -60,10 +69,10 @@ class UNetConfig:
   # Block style. SR3/BigGAN (default): resampling inside residual blocks, FiLM scale-and-shift,
   # residual sums scaled by 1/√2, a 4·channels embedding. DDPM style (the widely used PyTorch
   # SR3 port): resample="conv", film="shift", skip_scale=1.0, emb_channels=channels.
-  resample: str = "resblock"   # resblock | conv
-  film: str = "scale_shift"    # scale_shift | shift
+  resample: str = "resblock"  # resblock | conv
+  film: str = "scale_shift"  # scale_shift | shift
   skip_scale: float = INV_SQRT2
-  emb_channels: int = 0        # 0: 4 · channels
+  emb_channels: int = 0  # 0: 4 · channels
   # Extra embeddings added to the noise embedding (cascades). num_classes > 0: a class label
   # (B,) int in [0, num_classes], the last index being the null class of classifier-free
   # guidance. aug_embedding: the conditioning-augmentation level s ∈ [0, 1] (B,) (CDM).
@@ -74,7 +83,7 @@ class UNetConfig:
   # the embedding that modulates every block), injection (its features, projected, are added at
   # every level) or cross_attention (U-Net features attend to its features at cond_resolutions;
   # empty: the lowest resolution).
-  cond_channels: int = 0       # 0: channels
+  cond_channels: int = 0  # 0: channels
   cond_resolutions: tuple[int, ...] = ()
 
   @classmethod
@@ -95,16 +104,22 @@ class UNetConfig:
   def validate(self) -> None:
     down = 2 ** (len(self.channel_mult) - 1)
     if self.image_size % down:
-      raise ValueError(f"model.image_size={self.image_size} must be divisible by {down} "
-                       f"(2 ** (len(model.channel_mult) - 1))")
+      raise ValueError(
+        f"model.image_size={self.image_size} must be divisible by {down} "
+        f"(2 ** (len(model.channel_mult) - 1))"
+      )
     for m in self.channel_mult:
       if (self.channels * m) % self.num_groups:
-        raise ValueError(f"model.channels * {m} = {self.channels * m} is not divisible by "
-                         f"model.num_groups={self.num_groups}")
+        raise ValueError(
+          f"model.channels * {m} = {self.channels * m} is not divisible by "
+          f"model.num_groups={self.num_groups}"
+        )
     if self.conditioning not in CONDITIONINGS:
       raise ValueError(f"model.conditioning={self.conditioning!r}; choose one of {CONDITIONINGS}")
     if self.noise_embedding not in NOISE_EMBEDDINGS:
-      raise ValueError(f"model.noise_embedding={self.noise_embedding!r}; choose one of {NOISE_EMBEDDINGS}")
+      raise ValueError(
+        f"model.noise_embedding={self.noise_embedding!r}; choose one of {NOISE_EMBEDDINGS}"
+      )
     if self.resample not in ("resblock", "conv"):
       raise ValueError(f"model.resample={self.resample!r}; choose 'resblock' or 'conv'")
     if self.film not in ("scale_shift", "shift"):
@@ -114,7 +129,9 @@ class UNetConfig:
     if self.winograd not in WINOGRADS:
       raise ValueError(f"model.winograd={self.winograd!r}; choose one of {WINOGRADS}")
     if self.upsample_conv not in UPSAMPLE_CONVS:
-      raise ValueError(f"model.upsample_conv={self.upsample_conv!r}; choose one of {UPSAMPLE_CONVS}")
+      raise ValueError(
+        f"model.upsample_conv={self.upsample_conv!r}; choose one of {UPSAMPLE_CONVS}"
+      )
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"model.dtype={self.dtype!r}; choose float32, bfloat16 or float16")
 
@@ -134,7 +151,9 @@ def noise_features(gamma: Array, kind: str) -> Array:
 def sinusoidal_embedding(x: Array, dim: int, min_period: float, max_period: float) -> Array:
   """[sin(x·ω_k), cos(x·ω_k)] with periods geometric from min_period to max_period; (B,) → (B, dim)."""
   half = dim // 2
-  periods = min_period * (max_period / min_period) ** (jnp.arange(half, dtype=jnp.float32) / max(half - 1, 1))
+  periods = min_period * (max_period / min_period) ** (
+    jnp.arange(half, dtype=jnp.float32) / max(half - 1, 1)
+  )
   args = x[:, None] * (2.0 * jnp.pi / periods)[None, :]
   return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
 
@@ -146,6 +165,7 @@ class GroupNorm32(nn.Module):
   fused scale-and-shift, which XLA's CPU backend runs about twice as fast as a reshape to
   (B, H, W, G, C/G) with reductions over three axes; on TPU/GPU it fuses the same way.
   """
+
   num_groups: int
   epsilon: float = 1e-5
 
@@ -161,7 +181,7 @@ class GroupNorm32(nn.Module):
     inv = jax.lax.rsqrt(jnp.maximum(mean_sq - jnp.square(mean), 0.0) + self.epsilon)
     gamma = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
     beta = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-    scale = jnp.repeat(inv, per, axis=1) * gamma                  # (B, C)
+    scale = jnp.repeat(inv, per, axis=1) * gamma  # (B, C)
     shift = beta - jnp.repeat(mean, per, axis=1) * scale
     y = x.astype(jnp.float32) * scale[:, None, None, :] + shift[:, None, None, :]
     return y.astype(x.dtype)
@@ -174,6 +194,7 @@ def downsample_avg(x: Array) -> Array:
 
 class ResBlock(nn.Module):
   """BigGAN-style residual block with FiLM from the noise embedding; output (skip + h)/√2."""
+
   out_channels: int
   num_groups: int
   dropout: float
@@ -188,8 +209,16 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, x, emb, train: bool):
     conv = lambda c, k, name, init=nn.initializers.lecun_normal(), upsample=False: Conv(
-        c, k, dtype=self.dtype, kernel_init=init, weight_grad=self.weight_grad, winograd=self.winograd,
-        upsample=upsample, upsample_conv=self.upsample_conv, name=name)
+      c,
+      k,
+      dtype=self.dtype,
+      kernel_init=init,
+      weight_grad=self.weight_grad,
+      winograd=self.winograd,
+      upsample=upsample,
+      upsample_conv=self.upsample_conv,
+      name=name,
+    )
     h = nn.silu(GroupNorm32(self.num_groups, name="norm_in")(x))
     if self.resample == "up":  # h is upsampled inside conv_in
       x = upsample_nearest(x)
@@ -213,6 +242,7 @@ class ResBlock(nn.Module):
 
 class Resample(nn.Module):
   """DDPM-style resampling outside the residual blocks: stride-2 3×3 conv, or nearest ×2 + 3×3 conv."""
+
   direction: str
   dtype: Any
   weight_grad: str = "auto"
@@ -222,14 +252,24 @@ class Resample(nn.Module):
   @nn.compact
   def __call__(self, x):
     if self.direction == "up":
-      return Conv(x.shape[-1], 3, dtype=self.dtype, weight_grad=self.weight_grad, winograd=self.winograd,
-                  upsample=True, upsample_conv=self.upsample_conv, name="conv")(x)
-    return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                   name="conv")(x)
+      return Conv(
+        x.shape[-1],
+        3,
+        dtype=self.dtype,
+        weight_grad=self.weight_grad,
+        winograd=self.winograd,
+        upsample=True,
+        upsample_conv=self.upsample_conv,
+        name="conv",
+      )(x)
+    return nn.Conv(
+      x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype, name="conv"
+    )(x)
 
 
 class AttnBlock(nn.Module):
   """Multi-head self-attention over the H·W positions, via jax.nn.dot_product_attention."""
+
   head_dim: int
   num_groups: int
   dtype: Any
@@ -243,8 +283,9 @@ class AttnBlock(nn.Module):
     qkv = nn.DenseGeneral((3, heads, c // heads), dtype=self.dtype, name="qkv")(h)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     h = jax.nn.dot_product_attention(q, k, v)  # (B, L, heads, head_dim)
-    h = nn.DenseGeneral(c, axis=(-2, -1), dtype=self.dtype, kernel_init=nn.initializers.zeros,
-                        name="proj")(h)
+    h = nn.DenseGeneral(
+      c, axis=(-2, -1), dtype=self.dtype, kernel_init=nn.initializers.zeros, name="proj"
+    )(h)
     h = h.reshape(b, hgt, wid, c)
     return (x + h) * self.skip_scale if self.skip_scale != 1.0 else x + h
 
@@ -252,14 +293,21 @@ class AttnBlock(nn.Module):
 class LREncoder(nn.Module):
   """Features of the conditioning image at every U-Net level: 3×3 conv, then stride-2 conv + 3×3
   conv per level down; (B, H, W, C) → [(B, H/2^l, W/2^l, channels) for l < levels]."""
+
   channels: int
   levels: int
   dtype: Any
 
   @nn.compact
   def __call__(self, cond):
-    conv = lambda name, stride=1: nn.Conv(self.channels, (3, 3), strides=(stride, stride),
-                                          padding=((1, 1), (1, 1)), dtype=self.dtype, name=name)
+    conv = lambda name, stride=1: nn.Conv(
+      self.channels,
+      (3, 3),
+      strides=(stride, stride),
+      padding=((1, 1), (1, 1)),
+      dtype=self.dtype,
+      name=name,
+    )
     h = nn.silu(conv("conv_in")(cond.astype(self.dtype)))
     feats = [h]
     for level in range(1, self.levels):
@@ -271,6 +319,7 @@ class LREncoder(nn.Module):
 
 class CrossAttnBlock(nn.Module):
   """U-Net features (queries) attend to LR-encoder features (keys, values) of the same level."""
+
   head_dim: int
   num_groups: int
   dtype: Any
@@ -281,33 +330,56 @@ class CrossAttnBlock(nn.Module):
     b, hgt, wid, c = x.shape
     heads = max(1, c // self.head_dim)
     q = nn.DenseGeneral((heads, c // heads), dtype=self.dtype, name="q")(
-        GroupNorm32(self.num_groups, name="norm")(x).reshape(b, hgt * wid, c))
+      GroupNorm32(self.num_groups, name="norm")(x).reshape(b, hgt * wid, c)
+    )
     ctx = ctx.reshape(b, -1, ctx.shape[-1]).astype(self.dtype)
     kv = nn.DenseGeneral((2, heads, c // heads), dtype=self.dtype, name="kv")(ctx)
     h = jax.nn.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1])
-    h = nn.DenseGeneral(c, axis=(-2, -1), dtype=self.dtype, kernel_init=nn.initializers.zeros,
-                        name="proj")(h).reshape(b, hgt, wid, c)
+    h = nn.DenseGeneral(
+      c, axis=(-2, -1), dtype=self.dtype, kernel_init=nn.initializers.zeros, name="proj"
+    )(h).reshape(b, hgt, wid, c)
     return (x + h) * self.skip_scale if self.skip_scale != 1.0 else x + h
 
 
 class UNet(nn.Module):
   """SR3 U-Net: (z (B,H,W,C), γ (B,), cond (B,H,W,C) or None) → prediction (B,H,W,out_channels)."""
+
   config: UNetConfig
 
   @nn.compact
-  def __call__(self, z: Array, gamma: Array, cond: Array | None = None, train: bool = False, *,
-               label: Array | None = None, aug_level: Array | None = None) -> Array:
+  def __call__(
+    self,
+    z: Array,
+    gamma: Array,
+    cond: Array | None = None,
+    train: bool = False,
+    *,
+    label: Array | None = None,
+    aug_level: Array | None = None,
+  ) -> Array:
     cfg = self.config
     dtype = cfg.compute_dtype
     block_cls = nn.remat(ResBlock, static_argnums=(3,)) if cfg.remat else ResBlock
     res_block = lambda c, name, resample=None: block_cls(
-        c, cfg.num_groups, cfg.dropout, dtype, resample, cfg.film, cfg.skip_scale, cfg.weight_grad, cfg.winograd,
-        cfg.upsample_conv, name=name)
+      c,
+      cfg.num_groups,
+      cfg.dropout,
+      dtype,
+      resample,
+      cfg.film,
+      cfg.skip_scale,
+      cfg.weight_grad,
+      cfg.winograd,
+      cfg.upsample_conv,
+      name=name,
+    )
     attn = lambda name: AttnBlock(cfg.head_dim, cfg.num_groups, dtype, cfg.skip_scale, name=name)
 
     def resample(h, direction, name):
       if cfg.resample == "conv":
-        return Resample(direction, dtype, cfg.weight_grad, cfg.winograd, cfg.upsample_conv, name=name)(h)
+        return Resample(
+          direction, dtype, cfg.weight_grad, cfg.winograd, cfg.upsample_conv, name=name
+        )(h)
       return res_block(h.shape[-1], name, direction)(h, emb, train)
 
     # Noise-level embedding: sinusoidal features of λ (or √γ), then a two-layer MLP.
@@ -316,7 +388,9 @@ class UNet(nn.Module):
     if cfg.noise_embedding == "logsnr":
       emb = sinusoidal_embedding(feats, cfg.channels, min_period=0.05, max_period=200.0)
     else:
-      emb = sinusoidal_embedding(feats, cfg.channels, min_period=2 * jnp.pi, max_period=2 * jnp.pi * 1e4)
+      emb = sinusoidal_embedding(
+        feats, cfg.channels, min_period=2 * jnp.pi, max_period=2 * jnp.pi * 1e4
+      )
     emb = nn.Dense(4 * cfg.channels, name="emb_dense0")(emb)
     emb = nn.Dense(emb_dim, name="emb_dense1")(nn.silu(emb))
     if cfg.num_classes:
@@ -324,19 +398,29 @@ class UNet(nn.Module):
         label = jnp.full((z.shape[0],), cfg.num_classes, jnp.int32)
       emb = emb + nn.Embed(cfg.num_classes + 1, emb_dim, name="class_emb")(label)
     if cfg.aug_embedding:
-      level = jnp.zeros((z.shape[0],), jnp.float32) if aug_level is None else aug_level.astype(jnp.float32)
+      level = (
+        jnp.zeros((z.shape[0],), jnp.float32)
+        if aug_level is None
+        else aug_level.astype(jnp.float32)
+      )
       a = sinusoidal_embedding(level, cfg.channels, min_period=2e-3, max_period=4.0)
-      a = nn.Dense(emb_dim, name="aug_dense1")(nn.silu(nn.Dense(4 * cfg.channels, name="aug_dense0")(a)))
+      a = nn.Dense(emb_dim, name="aug_dense1")(
+        nn.silu(nn.Dense(4 * cfg.channels, name="aug_dense0")(a))
+      )
       emb = emb + a
     emb = emb.astype(dtype)
 
     # Conditioning seam: how the LR input enters the network.
     if cfg.conditioning != "none" and cond is None:
-      raise ValueError(f"model.conditioning={cfg.conditioning!r} needs the upsampled LR image as `cond`")
+      raise ValueError(
+        f"model.conditioning={cfg.conditioning!r} needs the upsampled LR image as `cond`"
+      )
     x = jnp.concatenate([z, cond.astype(z.dtype)], axis=-1) if cfg.conditioning == "concat" else z
     feats = None
     if cfg.conditioning in ("film", "injection", "cross_attention"):
-      feats = LREncoder(cfg.cond_channels or cfg.channels, len(cfg.channel_mult), dtype, name="lr_encoder")(cond)
+      feats = LREncoder(
+        cfg.cond_channels or cfg.channels, len(cfg.channel_mult), dtype, name="lr_encoder"
+      )(cond)
     if cfg.conditioning == "film":
       summary = jnp.mean(feats[-1].astype(jnp.float32), axis=(1, 2))
       emb = emb + nn.Dense(emb_dim, name="film_dense")(summary).astype(emb.dtype)
@@ -345,14 +429,25 @@ class UNet(nn.Module):
     def inject(h, level, name):
       if cfg.conditioning != "injection":
         return h
-      return h + Conv(h.shape[-1], 1, dtype=dtype, weight_grad=cfg.weight_grad, name=name)(feats[level])
+      return h + Conv(h.shape[-1], 1, dtype=dtype, weight_grad=cfg.weight_grad, name=name)(
+        feats[level]
+      )
 
     def cross(h, level, res, name):
       if cfg.conditioning != "cross_attention" or res not in cross_res:
         return h
-      return CrossAttnBlock(cfg.head_dim, cfg.num_groups, dtype, cfg.skip_scale, name=name)(h, feats[level])
-    h = Conv(cfg.channels, 3, dtype=dtype, weight_grad=cfg.weight_grad, winograd=cfg.winograd,
-             name="conv_in")(x.astype(dtype))
+      return CrossAttnBlock(cfg.head_dim, cfg.num_groups, dtype, cfg.skip_scale, name=name)(
+        h, feats[level]
+      )
+
+    h = Conv(
+      cfg.channels,
+      3,
+      dtype=dtype,
+      weight_grad=cfg.weight_grad,
+      winograd=cfg.winograd,
+      name="conv_in",
+    )(x.astype(dtype))
 
     skips = [h]
     res = cfg.image_size
@@ -388,8 +483,15 @@ class UNet(nn.Module):
     assert not skips
 
     h = nn.silu(GroupNorm32(cfg.num_groups, name="norm_out")(h))
-    out = Conv(cfg.out_channels, 3, dtype=dtype, kernel_init=nn.initializers.zeros,
-               weight_grad=cfg.weight_grad, winograd=cfg.winograd, name="conv_out")(h)
+    out = Conv(
+      cfg.out_channels,
+      3,
+      dtype=dtype,
+      kernel_init=nn.initializers.zeros,
+      weight_grad=cfg.weight_grad,
+      winograd=cfg.winograd,
+      name="conv_out",
+    )(h)
     return out.astype(jnp.float32)
 
 
@@ -417,13 +519,17 @@ def init_params(model: UNet, rng: Array, batch: int = 1) -> Any:
       extra["label"] = jnp.zeros((batch,), jnp.int32)
     if model.config.aug_embedding:
       extra["aug_level"] = jnp.zeros((batch,), jnp.float32)
-    return model.init({"params": rng}, z, jnp.full((batch,), 0.5), cond, train=False, **extra)["params"]
+    return model.init({"params": rng}, z, jnp.full((batch,), 0.5), cond, train=False, **extra)[
+      "params"
+    ]
+
   # One compiled call instead of hundreds of eager ops; under an outer jit this simply inlines.
   return jax.jit(init)(rng)
 
 
-def prepare_inference(model: UNet, params: Any, z: Array, gamma: Array, cond: Array | None = None,
-                      **extra) -> dict:
+def prepare_inference(
+  model: UNet, params: Any, z: Array, gamma: Array, cond: Array | None = None, **extra
+) -> dict:
   """The variables for `model.apply` at inference: {"params": params} plus, where a convolution runs
   as Winograd on inputs of these shapes, its transformed kernel (conv.PREPARED), made once here
   instead of at every sampling step. Call it under the same jit as the sampler: only the kernel
@@ -434,7 +540,9 @@ def prepare_inference(model: UNet, params: Any, z: Array, gamma: Array, cond: Ar
   """
   if not may_use_winograd(model.config.winograd):
     return {"params": params}
-  _, prepared = model.apply({"params": params}, z, gamma, cond, train=False, mutable=[PREPARED], **extra)
+  _, prepared = model.apply(
+    {"params": params}, z, gamma, cond, train=False, mutable=[PREPARED], **extra
+  )
   return {"params": params, **prepared}
 
 

@@ -14,6 +14,7 @@ matmuls dominate. Float32 error grows to ~2e-5 relative (the direct convolution:
 with the kernel flipped and its channels swapped, and the weight gradient contracts the input's
 transform (kept from the forward pass) with a transform of the output gradient over tiles.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,22 +24,31 @@ from jax import lax
 
 TILE = 4  # output tile side; input tiles are TILE + 2 = 6
 # Input, kernel and output transforms of F(4, 3), interpolation points 0, ±1, ±2, ∞.
-B_T = np.array([[4, 0, -5, 0, 1, 0],
-                [0, -4, -4, 1, 1, 0],
-                [0, 4, -4, -1, 1, 0],
-                [0, -2, -1, 2, 1, 0],
-                [0, 2, -1, -2, 1, 0],
-                [0, 4, 0, -5, 0, 1]], np.float64)
-G = np.array([[1 / 4, 0, 0],
-              [-1 / 6, -1 / 6, -1 / 6],
-              [-1 / 6, 1 / 6, -1 / 6],
-              [1 / 24, 1 / 12, 1 / 6],
-              [1 / 24, -1 / 12, 1 / 6],
-              [0, 0, 1]], np.float64)
-A_T = np.array([[1, 1, 1, 1, 1, 0],
-                [0, 1, -1, 2, -2, 0],
-                [0, 1, 1, 4, 4, 0],
-                [0, 1, -1, 8, -8, 1]], np.float64)
+B_T = np.array(
+  [
+    [4, 0, -5, 0, 1, 0],
+    [0, -4, -4, 1, 1, 0],
+    [0, 4, -4, -1, 1, 0],
+    [0, -2, -1, 2, 1, 0],
+    [0, 2, -1, -2, 1, 0],
+    [0, 4, 0, -5, 0, 1],
+  ],
+  np.float64,
+)
+G = np.array(
+  [
+    [1 / 4, 0, 0],
+    [-1 / 6, -1 / 6, -1 / 6],
+    [-1 / 6, 1 / 6, -1 / 6],
+    [1 / 24, 1 / 12, 1 / 6],
+    [1 / 24, -1 / 12, 1 / 6],
+    [0, 0, 1],
+  ],
+  np.float64,
+)
+A_T = np.array(
+  [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64
+)
 
 
 def supports(x_shape, kernel_shape) -> bool:
@@ -62,15 +72,21 @@ def _combine(matrix: np.ndarray, parts: list) -> list:
 
 def _leading_matmul(matrix: np.ndarray, t: jax.Array) -> jax.Array:
   """matrix (R, K) applied over the leading axis of t (K, ...): one (R, K)·(K, rest) matmul."""
-  y = lax.dot_general(jnp.asarray(matrix.astype(t.dtype)), t.reshape(t.shape[0], -1), (((1,), (0,)), ((), ())),
-                      precision=lax.Precision.HIGHEST)
+  y = lax.dot_general(
+    jnp.asarray(matrix.astype(t.dtype)),
+    t.reshape(t.shape[0], -1),
+    (((1,), (0,)), ((), ())),
+    precision=lax.Precision.HIGHEST,
+  )
   return y.reshape(matrix.shape[0], *t.shape[1:])
 
 
 def kernel_transform(w: jax.Array, flip: bool = False) -> jax.Array:
   """(3, 3, I, O) → (36, I, O): U[(k,l)] = Σ_{a,b} G[k,a] G[l,b] w[a,b] (`flip`: w[2-a, 2-b])."""
   g = G[:, ::-1] if flip else G
-  return _leading_matmul(np.kron(g, g), w.reshape(9, *w.shape[2:]))   # (36, 9): row (k, l), column (a, b)
+  return _leading_matmul(
+    np.kron(g, g), w.reshape(9, *w.shape[2:])
+  )  # (36, 9): row (k, l), column (a, b)
 
 
 def input_transform(x: jax.Array) -> jax.Array:
@@ -78,8 +94,10 @@ def input_transform(x: jax.Array) -> jax.Array:
   n, h, w, c = x.shape
   th, tw = h // TILE, w // TILE
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  rows = _combine(B_T, [xp[:, i:i + TILE * th:TILE] for i in range(6)])          # 6 × (N, th, W+2, C)
-  tiles = [t for r in rows for t in _combine(B_T, [r[:, :, j:j + TILE * tw:TILE] for j in range(6)])]
+  rows = _combine(B_T, [xp[:, i : i + TILE * th : TILE] for i in range(6)])  # 6 × (N, th, W+2, C)
+  tiles = [
+    t for r in rows for t in _combine(B_T, [r[:, :, j : j + TILE * tw : TILE] for j in range(6)])
+  ]
   return jnp.stack(tiles).reshape(36, n * th * tw, c)
 
 
@@ -87,8 +105,8 @@ def input_transform(x: jax.Array) -> jax.Array:
 # product of the 1-D matrix with itself: one small matmul per layer. Written as sums of shifted
 # slices instead, XLA's CPU backend made each slice its own copy (6–36 per layer), and the train
 # step ran ~6% slower (BENCHMARKS.md).
-A_T_2D = np.kron(A_T, A_T)        # (16, 36): row (p, q), column (k, l)
-A_2D = np.kron(A_T.T, A_T.T)      # (36, 16): row (k, l), column (p, q)
+A_T_2D = np.kron(A_T, A_T)  # (16, 36): row (p, q), column (k, l)
+A_2D = np.kron(A_T.T, A_T.T)  # (36, 16): row (k, l), column (p, q)
 
 
 def output_transform(m: jax.Array, n: int, th: int, tw: int) -> jax.Array:
@@ -102,7 +120,11 @@ def output_gradient_transform(dy: jax.Array) -> jax.Array:
   """(N, H, W, O) → (36, N·H/4·W/4, O): A dY Aᵀ for every 4×4 tile of an output gradient."""
   n, h, w, o = dy.shape
   th, tw = h // TILE, w // TILE
-  t = dy.reshape(n, th, TILE, tw, TILE, o).transpose(2, 4, 0, 1, 3, 5).reshape(TILE * TILE, n * th * tw, o)
+  t = (
+    dy.reshape(n, th, TILE, tw, TILE, o)
+    .transpose(2, 4, 0, 1, 3, 5)
+    .reshape(TILE * TILE, n * th * tw, o)
+  )
   return _leading_matmul(A_2D, t)
 
 
@@ -113,8 +135,10 @@ def _tiles_matmul(v, u, contract_out: bool):
 
 def _check(x_shape, w_shape):
   if not supports(x_shape, w_shape):
-    raise ValueError(f"winograd_conv: needs a 3×3 kernel and H, W divisible by {TILE}; "
-                     f"got input {x_shape}, kernel {w_shape}")
+    raise ValueError(
+      f"winograd_conv: needs a 3×3 kernel and H, W divisible by {TILE}; "
+      f"got input {x_shape}, kernel {w_shape}"
+    )
 
 
 def _forward(v, u, x_shape):
@@ -136,8 +160,10 @@ def conv_transformed(x: jax.Array, u: jax.Array) -> jax.Array:
   Training keeps `conv`, whose custom gradients reuse the input's transform.
   """
   if u.shape[0] != 36 or u.shape[1] != x.shape[-1] or x.shape[1] % TILE or x.shape[2] % TILE:
-    raise ValueError(f"winograd.conv_transformed: needs u (36, {x.shape[-1]}, O) and H, W divisible by "
-                     f"{TILE}; got input {x.shape}, u {u.shape}")
+    raise ValueError(
+      f"winograd.conv_transformed: needs u (36, {x.shape[-1]}, O) and H, W divisible by "
+      f"{TILE}; got input {x.shape}, u {u.shape}"
+    )
   return _forward(input_transform(x), u, x.shape)
 
 
@@ -154,8 +180,8 @@ def weight_grad(v: jax.Array, dy: jax.Array) -> jax.Array:
   y is linear in g through Aᵀ diag(Bᵀ d) G, so ∂L/∂g = Gᵀ diag(Bᵀ d) A ∂L/∂y: per tile position, a
   matmul over tiles (36, P, I)ᵀ · (36, P, O), then the (9 × 36) map Gᵀ · G back to the 3×3 taps.
   """
-  m = lax.dot_general(v, output_gradient_transform(dy), (((1,), (1,)), ((0,), (0,))))   # (36, I, O)
-  return _leading_matmul(np.kron(G, G).T, m).reshape(3, 3, *m.shape[1:])                    # (9, 36) map
+  m = lax.dot_general(v, output_gradient_transform(dy), (((1,), (1,)), ((0,), (0,))))  # (36, I, O)
+  return _leading_matmul(np.kron(G, G).T, m).reshape(3, 3, *m.shape[1:])  # (9, 36) map
 
 
 @jax.custom_vjp
