@@ -162,8 +162,9 @@ class GroupNorm32(nn.Module):
   """GroupNorm with float32 statistics whatever the compute dtype; returns the input dtype.
 
   Written as two reductions over the positions (Σx, Σx² per channel, then per group) and one
-  fused scale-and-shift, which XLA's CPU backend runs about twice as fast as a reshape to
-  (B, H, W, G, C/G) with reductions over three axes; on TPU/GPU it fuses the same way.
+  fused scale-and-shift: fewer passes over the activations than a reshape to (B, H, W, G, C/G)
+  with reductions over three axes (BENCHMARKS.md has the CPU figure); on TPU/GPU it fuses the
+  same way.
   """
 
   num_groups: int
