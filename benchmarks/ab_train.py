@@ -5,9 +5,9 @@ slow minute of the machine hits all of them alike. Prints each variant's median,
 the per-round ratio of the first variant's time to each other's.
 
   python benchmarks/ab_train.py --config experiments/configs/bench_reference_16_128.py --rounds 4 \
-      "xla:model.weight_grad='xla'" "auto:"
+      "xla:model.conv_impl='xla'" "cpu:model.conv_impl='cpu'"
   python benchmarks/ab_train.py --config experiments/configs/bench_reference_16_128.py --rounds 10 \
-      --what forward "direct:model.upsample_conv='direct'" "auto:"
+      --what forward "xla:model.conv_impl='xla'" "auto:"
 
 `--what forward` times one network call as a sampling step makes it (Winograd kernels prepared
 once, `unet.prepare_inference`), on the same random params for every variant.
@@ -25,7 +25,8 @@ import time
 import jax
 import numpy as np
 
-from sr3_jax import configs, host_malloc, sharding, train
+from sr3_jax import configs, sharding, train
+from sr3_jax.cpu import malloc as host_malloc
 from sr3_jax.models import unet
 
 

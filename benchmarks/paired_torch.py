@@ -23,7 +23,8 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import torch_reference  # noqa: E402
 
-from sr3_jax import configs, host_malloc, sharding, train  # noqa: E402
+from sr3_jax import configs, sharding, train  # noqa: E402
+from sr3_jax.cpu import malloc as host_malloc  # noqa: E402
 from sr3_jax.models import unet  # noqa: E402
 
 PAUSE_S = 1.0

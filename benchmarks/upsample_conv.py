@@ -15,8 +15,8 @@ import time
 import jax
 import numpy as np
 
-from sr3_jax import host_malloc
-from sr3_jax.models import conv, subpixel
+from sr3_jax.cpu import malloc as host_malloc
+from sr3_jax.cpu import conv, subpixel
 
 LAYERS = ((4, 64, 64, 128), (4, 32, 32, 256))
 

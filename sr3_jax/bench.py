@@ -19,9 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sr3_jax import configs, host_malloc, inference, sharding, train
+from sr3_jax import configs, inference, sharding, train
+from sr3_jax.cpu import malloc as host_malloc
 from sr3_jax.data import loader
-from sr3_jax.models import conv, unet
+from sr3_jax.models import unet
 
 # Dense peak TFLOP/s per chip, by compute dtype (GPU float32 runs matmuls as TF32 by default).
 PEAK_TFLOPS = {
@@ -149,19 +150,17 @@ class BenchResult:
   host_allocator: str | None = None
 
 
-def _direct_convolutions(config):
-  """`config` with XLA's own convolutions, when it uses the CPU's im2col, Winograd or subpixel ones.
+def _direct_convolutions(config, model: unet.UNet):
+  """`config` with XLA's own convolutions, when `model` uses the CPU's (im2col, Winograd, subpixel).
 
   FLOP counts (and MFU) refer to the direct convolution's arithmetic: XLA's cost analysis counts
   the im2col weight gradient's loop body once, and Winograd and the subpixel upsampling
   convolution do fewer multiplies by design.
   """
-  model = config.model
-  if not conv.custom_convs_active(model.weight_grad, model.winograd, model.upsample_conv):
+  if model.config.conv_impl != "cpu":
     return config
   direct = config.copy_and_resolve_references()
-  direct.model.weight_grad, direct.model.winograd = "xla", "off"
-  direct.model.upsample_conv = "direct"
+  direct.model.conv_impl = "xla"
   return direct
 
 
@@ -189,8 +188,8 @@ def run(
   bs = config.train.batch_size
   size = config.data.image_size
   mesh = sharding.make_mesh(config)
-  model = unet.build(config.model)
-  direct = _direct_convolutions(config)
+  model = unet.build(config.model, mesh.devices.flat)
+  direct = _direct_convolutions(config, model)
   direct_model = model if direct is config else unet.build(direct.model)
   devices = jax.devices()
   kind = devices[0].device_kind

@@ -110,7 +110,7 @@ class Cascade:
     replicated = NamedSharding(self.mesh, P())
     self.params, self.fns, self.grids, self.truncates = [], [], [], []
     for i, s in enumerate(stages):
-      model = unet.build(s.config.model)
+      model = unet.build(s.config.model, self.mesh.devices.flat)
       nxt = stages[i + 1] if i + 1 < len(stages) else None
       truncate = nxt is not None and nxt.truncated
       sampler = inference.sampler_config(s.config)

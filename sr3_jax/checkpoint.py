@@ -215,7 +215,7 @@ def load_for_inference(path: str) -> tuple[ml_collections.ConfigDict, unet.UNet,
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
   config.mesh.update(dict(data=-1, fsdp=1, rules=()))
   mesh = sharding.make_mesh(config, jax.local_devices())
-  model = unet.build(config.model)
+  model = unet.build(config.model, mesh.devices.flat)
   abstract, _ = train_state.abstract_train_state(config, model, mesh)
   ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint)
   step = ckpt.latest_step() if step is None else step

@@ -183,7 +183,7 @@ def _tune(args) -> int:
 
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  from sr3_jax import host_malloc  # before JAX starts a thread: see host_malloc
+  from sr3_jax.cpu import malloc as host_malloc  # before JAX starts a thread: see host_malloc
 
   try:
     host_malloc.keep_freed_memory()

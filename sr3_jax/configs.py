@@ -252,6 +252,8 @@ def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
     for h in head:
       parent = parent[h]
     if last not in parent:
+      if head == ["model"] and last in unet.DEPRECATED_CONV_FIELDS:
+        raise KeyError(f"config field {key!r} is replaced by model.conv_impl (auto | xla | cpu)")
       raise KeyError(f"config has no field {key!r}")
     parent[last] = value
   return config

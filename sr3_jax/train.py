@@ -166,6 +166,9 @@ def check_workdir_config(config, workdir) -> None:
     # A field the saved config lacks (added to sr3_jax since) is no change if it holds its default.
     defaults = _flat(json.loads(configs.base_config().to_json_best_effort()))
     flat_old, flat_new = _flat(old), _flat(new)
+    for name in unet.DEPRECATED_CONV_FIELDS:  # replaced by model.conv_impl: `auto` changes nothing
+      if flat_old.get(f"model.{name}") == "auto" and f"model.{name}" not in flat_new:
+        del flat_old[f"model.{name}"]
     for flat in (flat_old, flat_new):  # `auto` is the generator it resolves to here
       if flat.get("train.dropout_rng") == "auto":
         flat["train.dropout_rng"] = resolve_dropout_rng("auto", jax.devices())
@@ -281,7 +284,7 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
   validate_for_mesh(config, mesh)
   workdir = epath.Path(paths.resolve(workdir))  # relative or ~ as typed; gs:// as it is
   check_workdir_config(config, workdir)
-  model = unet.build(config.model)
+  model = unet.build(config.model, mesh.devices.flat)
   abstract, _ = abstract_train_state(config, model, mesh)
   wait_for_all_processes("sr3_train_start")
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint)

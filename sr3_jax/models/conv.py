@@ -1,265 +1,46 @@
-"""Stride-1 'SAME' convolutions, with im2col weight gradients and Winograd variants for the CPU.
+"""The U-Net's stride-1 'SAME' convolutions, and the one seam to the CPU kernels.
 
-The weight gradient of a k×k convolution is a sum over every position of the batch,
-    ∂L/∂w[a, b, i, o] = Σ_{n,h,w} x_pad[n, h+a, w+b, i] · ∂L/∂y[n, h, w, o],
-a contraction of tens of thousands of positions into a small (k·k·C_in, C_out) matrix. XLA's CPU
-backend lowers it to a convolution whose input features are the batch (a handful) and whose kernel
-is the whole image, and runs it at 25–45 GFLOP/s on 32–128-pixel feature maps where the forward
-convolution reaches 180. `im2col_weight_grad` computes the same sum in a `lax.scan` over chunks of
-image rows: each step gathers the k·k shifted windows of ~`CHUNK_POSITIONS` positions (a patch
-matrix that stays in cache) and multiplies it by that chunk of ∂L/∂y — 2–2.5× faster on the CPU.
-On TPU and GPU the native gradient convolution is the right one; `weight_grad="auto"` keeps it there,
-and on a CPU mesh of several devices too (a sharded batch would all-reduce every chunk's partial sum).
-
-A 3×3 convolution, its input gradient and its weight gradient can all run as Winograd
-F(4×4, 3×3) (sr3_jax/models/winograd.py): `winograd="auto"` picks it on a single CPU device for
-float32 maps of at most 32×32 with at least 256 channels in and out, 256 positions in the batch
-and a transformed kernel of at most 113 MB, where XLA's CPU convolution leaves the most matmul
-speed unused; elsewhere XLA's stays. For inference from kernels transformed once per sampler call
-(`PREPARED`) it also takes 64×64 maps with at least 128 channels.
-
-`Conv(upsample=True)` is the 3×3 convolution after a 2× nearest upsampling. `upsample_conv="auto"`
-runs it, on a single CPU device, at the low resolution as one 2×2 convolution of the four output
-phases (sr3_jax/models/subpixel.py: 16 multiplies per pixel pair where the direct form has 36),
-unless the upsampled map's convolution is Winograd's.
-
-`Conv` has nn.Conv's parameters (`kernel` (k, k, C_in, C_out) and `bias`, float32, the same
-initialisers), so params and checkpoints do not depend on which weight gradient is used.
+`Conv` is a plain convolution (XLA's), with an optional 2× nearest-neighbour upsampling of its
+input first. `conv_factory(impl)` gives the class every U-Net block builds its convolutions with:
+`xla` → `Conv`; `cpu` → `sr3_jax.cpu.conv.Conv` (Winograd, im2col weight gradients, sub-pixel
+upsampling, each chosen by the layer's shapes). Both declare the same parameters (`kernel`
+(k, k, C_in, C_out) and `bias`, float32, the same initialisers), so params and checkpoints do not
+depend on the implementation. `resolve_conv_impl` decides `auto` once, from the devices a model
+will run on (`unet.build`): `cpu` on a single CPU device, `xla` everywhere else.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from sr3_jax.models import subpixel, winograd
+from sr3_jax.cpu import conv as cpu_conv
 
-WEIGHT_GRADS = ("auto", "xla", "im2col")
-WINOGRADS = ("auto", "off", "on")
-UPSAMPLE_CONVS = ("auto", "direct", "subpixel")
-# Where `winograd="auto"` uses F(4×4, 3×3) on a single CPU device: float32 maps of at most 32×32
-# (on larger ones its memory-bound transforms dominate) with at least 256 channels in and out (with
-# fewer there is too little matmul work to save), at least 256 positions in the batch (with fewer
-# tiles the kernel transform costs as much as the convolution) and C_in·C_out of at most 1536·512,
-# that is a transformed kernel (36·C_in·C_out float32, 4× the kernel) of at most 113 MB: the paper
-# 16→128 model's 1024-channel layers, with few tiles at batch 1, ran it out of 24 GB without this
-# bound. Measured: BENCHMARKS.md.
-WINOGRAD_MAX_MAP = 32 * 32
-WINOGRAD_MIN_CHANNELS = 256
-WINOGRAD_MIN_POSITIONS = 256
-WINOGRAD_MAX_KERNEL = 1536 * 512  # C_in·C_out
-# Inference (a convolution whose transformed kernel is prepared once per sampler call, `PREPARED`):
-# with no kernel transform per call and no backward pass, Winograd pays on 64×64 maps with at least
-# 128 channels as well (isolated, batch 4: 1.8–1.9× XLA's forward convolution there; 128×128 maps of
-# 64 channels gained ~10% only, and 128→64 lost). The reference network's forward pass: 12% faster.
-WINOGRAD_MAX_MAP_PREPARED = 64 * 64
-WINOGRAD_MIN_CHANNELS_PREPARED = 128
-DIMS = ("NHWC", "HWIO", "NHWC")
-# The variable collection of Winograd kernels transformed ahead of inference (`Conv`; unet.prepare_inference).
-PREPARED = "winograd_kernels"
-# Positions per scan step: the (positions, k·k·C_in) patch matrix of a 64-channel layer is then
-# about 1 MB, inside a core's L2 cache. Measured best of 512/1024/2048 on the 2-core dev CPU.
-CHUNK_POSITIONS = 512
+CONV_IMPLS = ("auto", "xla", "cpu")
+# The variable collection of kernels transformed ahead of inference (CPU Winograd only).
+PREPARED = cpu_conv.PREPARED
 
 
-def _conv(x, w):
-  if w.shape[:2] == (
-    1,
-    1,
-  ):  # a matmul over channels (XLA's CPU 1×1 convolution: ~70 GFLOP/s, dot ~230)
-    return lax.dot_general(x, w[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
-  return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DIMS)
-
-
-def rows_per_chunk(batch: int, height: int, width: int, positions: int = CHUNK_POSITIONS) -> int:
-  """The largest divisor of `height` whose rows × width × batch stays within `positions`."""
-  rows = max(1, min(height, positions // max(1, batch * width)))
-  while height % rows:
-    rows -= 1
-  return rows
-
-
-def chunk_shape(
-  batch: int, height: int, width: int, positions: int = CHUNK_POSITIONS
-) -> tuple[int, int]:
-  """(examples, rows) per scan step: `rows` image rows (a divisor of `height`) of one example when a
-  map holds at least `positions` positions, else whole maps of as many examples (a divisor of
-  `batch`) as fit in `positions`."""
-  if height * width >= positions:
-    return 1, rows_per_chunk(1, height, width, positions)
-  examples = max(1, min(batch, positions // (height * width)))
-  while batch % examples:
-    examples -= 1
-  return examples, height
-
-
-def im2col_weight_grad(
-  x: jax.Array,
-  dy: jax.Array,
-  kernel_size: int,
-  rows: int | None = None,
-  padding: tuple[int, int] | None = None,
-) -> jax.Array:
-  """∂L/∂w of a stride-1 k×k convolution (x (N,H,W,I), dy (N,H',W',O)) → (k, k, I, O).
-
-  `padding` (before, after), on both spatial axes, is 'SAME''s when None (then H' = H); the output
-  is whatever size dy has, H' = H + before + after - k + 1.
-
-  A scan over chunks of ~`CHUNK_POSITIONS` positions (`chunk_shape`; `rows` forces chunks of that
-  many rows of one example): each step gathers the chunk's (positions, k·k·I) patch matrix and
-  adds ∂L/∂y's chunk, channel-major (O, positions), times it. Both operands of that matmul are in
-  the row-major (M, K)·(K, N) form; contracting the patch matrix over its leading axis instead ran
-  at half the speed on the CPU.
-  """
-  n, _, _, ci = x.shape
-  _, h, w, co = dy.shape
-  k = kernel_size
-  lo, hi = ((k - 1) // 2, k - 1 - (k - 1) // 2) if padding is None else padding
-  if x.shape[1] + lo + hi - k + 1 != h or x.shape[2] + lo + hi - k + 1 != w:
-    raise ValueError(
-      f"im2col_weight_grad: a {k}×{k} kernel with padding {(lo, hi)} maps {x.shape} "
-      f"to another size than dy {dy.shape}"
-    )
-  examples, rows = (1, rows) if rows else chunk_shape(n, h, w)
-  chunks = h // rows
-  xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
-  dy_t = dy.transpose(3, 0, 1, 2)  # (O, N, H, W)
-
-  def step(acc, i):
-    b, r = (i // chunks) * examples, (i % chunks) * rows
-    window = lax.dynamic_slice(xp, (b, r, 0, 0), (examples, rows + k - 1, w + k - 1, ci))
-    cols = jnp.concatenate(
-      [window[:, a : a + rows, c : c + w, :] for a in range(k) for c in range(k)], axis=-1
-    ).reshape(-1, k * k * ci)  # (positions, k·k·I)
-    dy_rows = lax.dynamic_slice(dy_t, (0, b, r, 0), (co, examples, rows, w)).reshape(co, -1)
-    return acc + jnp.dot(dy_rows, cols, preferred_element_type=jnp.float32), None
-
-  acc, _ = lax.scan(
-    step, jnp.zeros((co, k * k * ci), jnp.float32), jnp.arange(n // examples * chunks)
-  )
-  return acc.reshape(co, k, k, ci).transpose(1, 2, 3, 0).astype(x.dtype)
-
-
-def _single_cpu_device() -> bool:
-  return jax.default_backend() == "cpu" and jax.device_count() == 1
-
-
-def use_im2col(weight_grad: str) -> bool:
-  if weight_grad not in WEIGHT_GRADS:
-    raise ValueError(f"model.weight_grad={weight_grad!r}; choose one of {WEIGHT_GRADS}")
-  if (
-    weight_grad == "auto"
-  ):  # with the batch sharded, every chunk's partial sum would be all-reduced
-    return _single_cpu_device()
-  return weight_grad == "im2col"
-
-
-def use_winograd(
-  mode: str, x_shape, kernel_shape, dtype=jnp.float32, prepared: bool = False
-) -> bool:
-  """Whether `Conv` runs F(4×4, 3×3) Winograd for this input and kernel (module docstring);
-  `prepared`: for inference, from a kernel transformed once per sampler call (larger maps then)."""
-  if mode not in WINOGRADS:
-    raise ValueError(f"model.winograd={mode!r}; choose one of {WINOGRADS}")
-  if mode == "off" or not winograd.supports(x_shape, kernel_shape):
-    return False
-  if mode == "auto":  # XLA's GPU/TPU convolutions are the fast path there
-    max_map, min_channels = (
-      (WINOGRAD_MAX_MAP_PREPARED, WINOGRAD_MIN_CHANNELS_PREPARED)
-      if prepared
-      else (WINOGRAD_MAX_MAP, WINOGRAD_MIN_CHANNELS)
-    )
-    return (
-      _single_cpu_device()
-      and jnp.dtype(dtype) == jnp.float32  # its transforms need float32
-      and x_shape[1] * x_shape[2] <= max_map
-      and min(kernel_shape[2:]) >= min_channels
-      and x_shape[0] * x_shape[1] * x_shape[2] >= WINOGRAD_MIN_POSITIONS
-      and kernel_shape[2] * kernel_shape[3] <= WINOGRAD_MAX_KERNEL
-    )
-  return True
-
-
-@jax.custom_vjp
-def conv_im2col_grad(x: jax.Array, w: jax.Array) -> jax.Array:
-  """A stride-1 'SAME' convolution (odd square kernel) whose weight gradient is `im2col_weight_grad`."""
-  return _conv(x, w)
-
-
-def _fwd(x, w):
-  return _conv(x, w), (x, w)
-
-
-def _bwd(res, dy):
-  x, w = res
-  dx = jax.vjp(lambda x: _conv(x, w), x)[1](dy)[0]  # XLA's input gradient is already fast
-  return dx, im2col_weight_grad(x, dy, w.shape[0])
-
-
-conv_im2col_grad.defvjp(_fwd, _bwd)
-
-
-def use_subpixel(
-  mode: str, winograd_mode: str, x_shape, kernel_shape, dtype=jnp.float32, prepared: bool = False
-) -> bool:
-  """Whether `Conv(upsample=True)` runs `subpixel.upsample_conv` on x rather than convolving the
-  upsampled map. `auto`: on a single CPU device (where it was measured), for 3×3 kernels, unless the
-  upsampled map's convolution would be Winograd (fewer multiplies still)."""
-  if mode not in UPSAMPLE_CONVS:
-    raise ValueError(f"model.upsample_conv={mode!r}; choose one of {UPSAMPLE_CONVS}")
-  if mode == "direct" or tuple(kernel_shape[:2]) != (3, 3):
-    return False
-  if mode == "auto":
-    up_shape = (x_shape[0], 2 * x_shape[1], 2 * x_shape[2], x_shape[3])
-    return _single_cpu_device() and not use_winograd(
-      winograd_mode, up_shape, kernel_shape, dtype, prepared
-    )
-  return True
-
-
-def may_use_winograd(winograd_mode: str) -> bool:
-  """Whether some convolution of a model with this `model.winograd` may run as Winograd."""
-  return winograd_mode == "on" or (winograd_mode == "auto" and _single_cpu_device())
-
-
-def custom_convs_active(
-  weight_grad: str, winograd_mode: str, upsample_conv: str = "direct"
-) -> bool:
-  """Whether some convolution of a model with these settings may leave XLA's own (im2col, Winograd,
-  subpixel upsampling)."""
-  return (
-    use_im2col(weight_grad)
-    or winograd_mode == "on"
-    or upsample_conv == "subpixel"
-    or ((winograd_mode == "auto" or upsample_conv == "auto") and _single_cpu_device())
-  )
+def upsample_nearest(x: jax.Array) -> jax.Array:
+  """2× nearest-neighbour upsampling by broadcast + reshape (no gather, no transposed conv)."""
+  b, h, w, c = x.shape
+  x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
+  return x.reshape(b, 2 * h, 2 * w, c)
 
 
 class Conv(nn.Module):
-  """nn.Conv(features, (k, k), padding='SAME') with a choice of algorithms (module docstring).
-
-  A Winograd convolution applied with the `PREPARED` collection mutable stores its transformed
-  kernel there ("kernel", (36, C_in, C_out)); applied with that collection given, it uses the
-  stored transform instead of making it again. That is for inference, where one kernel serves every
-  sampling step; gradients do not reach params through a stored transform.
-
-  With `upsample=True` the layer is this convolution of `subpixel.upsample_nearest(x)`; where
-  `use_subpixel` says so it runs at x's resolution instead (`subpixel.upsample_conv`, same kernel).
-  """
+  """A k×k stride-1 'SAME' convolution (k odd), of `upsample_nearest(x)` when `upsample`."""
 
   features: int
   kernel_size: int = 3
   dtype: Any = None
   kernel_init: Any = nn.initializers.lecun_normal()
   bias_init: Any = nn.initializers.zeros
-  weight_grad: str = "auto"
-  winograd: str = "auto"
   upsample: bool = False
-  upsample_conv: str = "auto"
 
   @nn.compact
   def __call__(self, x):
@@ -269,23 +50,24 @@ class Conv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32)
     bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    prepared = self.has_variable(PREPARED, "kernel") or self.is_mutable_collection(PREPARED)
     if self.upsample:
-      if use_subpixel(self.upsample_conv, self.winograd, x.shape, kernel.shape, x.dtype, prepared):
-        grad = im2col_weight_grad if use_im2col(self.weight_grad) else None
-        return subpixel.upsample_conv(x, kernel, grad) + bias
-      x = subpixel.upsample_nearest(x)
-    if use_winograd(self.winograd, x.shape, kernel.shape, x.dtype, prepared):
-      if self.has_variable(PREPARED, "kernel"):
-        y = winograd.conv_transformed(x, self.get_variable(PREPARED, "kernel"))
-      elif self.is_mutable_collection(PREPARED):
-        u = winograd.kernel_transform(kernel)
-        self.put_variable(PREPARED, "kernel", u)
-        y = winograd.conv_transformed(x, u)
-      else:
-        y = winograd.conv(x, kernel)
-    elif use_im2col(self.weight_grad):
-      y = conv_im2col_grad(x, kernel)
-    else:
-      y = _conv(x, kernel)
+      x = upsample_nearest(x)
+    y = lax.conv_general_dilated(
+      x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     return y + bias
+
+
+def resolve_conv_impl(impl: str, devices: Sequence[Any]) -> str:
+  """`model.conv_impl` with `auto` decided by the devices: cpu on one CPU device, else xla."""
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"model.conv_impl={impl!r}; choose one of {CONV_IMPLS}")
+  if impl != "auto":
+    return impl
+  devices = list(devices)
+  return "cpu" if len(devices) == 1 and devices[0].platform == "cpu" else "xla"
+
+
+def conv_factory(impl: str):
+  """The convolution class for a resolved implementation (an unresolved `auto` is `xla`)."""
+  return cpu_conv.Conv if impl == "cpu" else Conv

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import flax.linen as nn
@@ -22,14 +23,12 @@ import jax
 import jax.numpy as jnp
 
 from sr3_jax.models.conv import (
+  CONV_IMPLS,
   PREPARED,
-  UPSAMPLE_CONVS,
-  WEIGHT_GRADS,
-  WINOGRADS,
-  Conv,
-  may_use_winograd,
+  conv_factory,
+  resolve_conv_impl,
+  upsample_nearest,
 )
-from sr3_jax.models.subpixel import upsample_nearest
 
 Array = jax.Array
 INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -54,18 +53,12 @@ class UNetConfig:
   noise_embedding: str = "logsnr"
   dtype: str = "float32"
   remat: bool = False
-  # Weight gradient of the stride-1 convolutions (sr3_jax/models/conv.py): auto (row-chunked
-  # im2col matmuls on a single CPU device, XLA's gradient convolution elsewhere) | xla | im2col.
-  weight_grad: str = "auto"
-  # Algorithm of the 3×3 convolutions and their gradients: auto (Winograd F(4×4, 3×3) for float32
-  # maps of ≤ 32×32, ≥ 256 channels, ≥ 256 positions, C_in·C_out ≤ 1536·512, on a single CPU
-  # device; XLA's elsewhere) | off | on.
-  winograd: str = "auto"
-  # The 3×3 convolution after each 2× nearest upsampling: auto (at the low resolution as one 2×2
-  # convolution of the four output phases, 16 multiplies per pixel pair where the direct form has
-  # 36 (sr3_jax/models/subpixel.py), on a single CPU device unless Winograd takes that layer;
-  # the direct form elsewhere) | direct | subpixel. The same params either way.
-  upsample_conv: str = "auto"
+  # The convolutions (sr3_jax/models/conv.py): xla (XLA's own: TPU, GPU, a CPU mesh of several
+  # devices) | cpu (sr3_jax/cpu/: Winograd, im2col weight gradients, sub-pixel upsampling, chosen
+  # per layer by shape; the reference CPU train step ran 1.35x faster with them, BENCHMARKS.md) |
+  # auto: decided once by `build` from the devices the model will run on (cpu on a single CPU
+  # device, xla otherwise). The same params either way.
+  conv_impl: str = "auto"
   # Block style. SR3/BigGAN (default): resampling inside residual blocks, FiLM scale-and-shift,
   # residual sums scaled by 1/√2, a 4·channels embedding. DDPM style (the widely used PyTorch
   # SR3 port): resample="conv", film="shift", skip_scale=1.0, emb_channels=channels.
@@ -88,9 +81,10 @@ class UNetConfig:
 
   @classmethod
   def from_config(cls, cfg) -> "UNetConfig":
-    """From the `model` block of an experiment config (unknown keys are an error)."""
+    """From the `model` block of an experiment config (unknown keys are an error; the CPU-kernel
+    fields that `conv_impl` replaced are read as it: see `_conv_impl_from_deprecated`)."""
     names = {f.name for f in dataclasses.fields(cls)}
-    values = dict(cfg)
+    values = _conv_impl_from_deprecated(dict(cfg))
     unknown = sorted(set(values) - names)
     if unknown:
       raise ValueError(f"unknown model config field(s) {unknown}; known: {sorted(names)}")
@@ -124,20 +118,47 @@ class UNetConfig:
       raise ValueError(f"model.resample={self.resample!r}; choose 'resblock' or 'conv'")
     if self.film not in ("scale_shift", "shift"):
       raise ValueError(f"model.film={self.film!r}; choose 'scale_shift' or 'shift'")
-    if self.weight_grad not in WEIGHT_GRADS:
-      raise ValueError(f"model.weight_grad={self.weight_grad!r}; choose one of {WEIGHT_GRADS}")
-    if self.winograd not in WINOGRADS:
-      raise ValueError(f"model.winograd={self.winograd!r}; choose one of {WINOGRADS}")
-    if self.upsample_conv not in UPSAMPLE_CONVS:
-      raise ValueError(
-        f"model.upsample_conv={self.upsample_conv!r}; choose one of {UPSAMPLE_CONVS}"
-      )
+    if self.conv_impl not in CONV_IMPLS:
+      raise ValueError(f"model.conv_impl={self.conv_impl!r}; choose one of {CONV_IMPLS}")
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"model.dtype={self.dtype!r}; choose float32, bfloat16 or float16")
 
   @property
   def compute_dtype(self):
     return jnp.dtype(self.dtype)
+
+
+# Fields that model.conv_impl replaced, and the implementation each non-auto value asked for.
+DEPRECATED_CONV_FIELDS = {
+  "weight_grad": {"xla": "xla", "im2col": "cpu"},
+  "winograd": {"off": "xla", "on": "cpu"},
+  "upsample_conv": {"direct": "xla", "subpixel": "cpu"},
+}
+
+
+def _conv_impl_from_deprecated(values: dict) -> dict:
+  """Drops the replaced fields (configs saved before conv_impl hold them as `auto`); a value that
+  chose an algorithm sets conv_impl (cpu if any asked for a CPU kernel) with a warning."""
+  asked = set()
+  for name, meaning in DEPRECATED_CONV_FIELDS.items():
+    value = values.pop(name, "auto")
+    if value == "auto":
+      continue
+    if value not in meaning:
+      raise ValueError(
+        f"model.{name}={value!r} is replaced by model.conv_impl (one of {CONV_IMPLS})"
+      )
+    asked.add(meaning[value])
+  if asked and values.get("conv_impl", "auto") == "auto":
+    impl = "cpu" if "cpu" in asked else "xla"
+    warnings.warn(
+      f"model.weight_grad / winograd / upsample_conv are replaced by model.conv_impl; "
+      f"reading them as conv_impl={impl!r}",
+      DeprecationWarning,
+      stacklevel=3,
+    )
+    values["conv_impl"] = impl
+  return values
 
 
 def noise_features(gamma: Array, kind: str) -> Array:
@@ -203,22 +224,12 @@ class ResBlock(nn.Module):
   resample: str | None = None  # None, "up" or "down"
   film: str = "scale_shift"
   skip_scale: float = INV_SQRT2
-  weight_grad: str = "auto"
-  winograd: str = "auto"
-  upsample_conv: str = "auto"
+  conv_cls: Any = None  # models.conv.conv_factory(...): the class of every convolution here
 
   @nn.compact
   def __call__(self, x, emb, train: bool):
-    conv = lambda c, k, name, init=nn.initializers.lecun_normal(), upsample=False: Conv(
-      c,
-      k,
-      dtype=self.dtype,
-      kernel_init=init,
-      weight_grad=self.weight_grad,
-      winograd=self.winograd,
-      upsample=upsample,
-      upsample_conv=self.upsample_conv,
-      name=name,
+    conv = lambda c, k, name, init=nn.initializers.lecun_normal(), upsample=False: self.conv_cls(
+      c, k, dtype=self.dtype, kernel_init=init, upsample=upsample, name=name
     )
     h = nn.silu(GroupNorm32(self.num_groups, name="norm_in")(x))
     if self.resample == "up":  # h is upsampled inside conv_in
@@ -246,23 +257,12 @@ class Resample(nn.Module):
 
   direction: str
   dtype: Any
-  weight_grad: str = "auto"
-  winograd: str = "auto"
-  upsample_conv: str = "auto"
+  conv_cls: Any = None  # models.conv.conv_factory(...)
 
   @nn.compact
   def __call__(self, x):
     if self.direction == "up":
-      return Conv(
-        x.shape[-1],
-        3,
-        dtype=self.dtype,
-        weight_grad=self.weight_grad,
-        winograd=self.winograd,
-        upsample=True,
-        upsample_conv=self.upsample_conv,
-        name="conv",
-      )(x)
+      return self.conv_cls(x.shape[-1], 3, dtype=self.dtype, upsample=True, name="conv")(x)
     return nn.Conv(
       x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype, name="conv"
     )(x)
@@ -360,6 +360,7 @@ class UNet(nn.Module):
   ) -> Array:
     cfg = self.config
     dtype = cfg.compute_dtype
+    conv = conv_factory(cfg.conv_impl)
     block_cls = nn.remat(ResBlock, static_argnums=(3,)) if cfg.remat else ResBlock
     res_block = lambda c, name, resample=None: block_cls(
       c,
@@ -369,18 +370,14 @@ class UNet(nn.Module):
       resample,
       cfg.film,
       cfg.skip_scale,
-      cfg.weight_grad,
-      cfg.winograd,
-      cfg.upsample_conv,
+      conv,
       name=name,
     )
     attn = lambda name: AttnBlock(cfg.head_dim, cfg.num_groups, dtype, cfg.skip_scale, name=name)
 
     def resample(h, direction, name):
       if cfg.resample == "conv":
-        return Resample(
-          direction, dtype, cfg.weight_grad, cfg.winograd, cfg.upsample_conv, name=name
-        )(h)
+        return Resample(direction, dtype, conv, name=name)(h)
       return res_block(h.shape[-1], name, direction)(h, emb, train)
 
     # Noise-level embedding: sinusoidal features of λ (or √γ), then a two-layer MLP.
@@ -430,9 +427,7 @@ class UNet(nn.Module):
     def inject(h, level, name):
       if cfg.conditioning != "injection":
         return h
-      return h + Conv(h.shape[-1], 1, dtype=dtype, weight_grad=cfg.weight_grad, name=name)(
-        feats[level]
-      )
+      return h + conv(h.shape[-1], 1, dtype=dtype, name=name)(feats[level])
 
     def cross(h, level, res, name):
       if cfg.conditioning != "cross_attention" or res not in cross_res:
@@ -441,14 +436,7 @@ class UNet(nn.Module):
         h, feats[level]
       )
 
-    h = Conv(
-      cfg.channels,
-      3,
-      dtype=dtype,
-      weight_grad=cfg.weight_grad,
-      winograd=cfg.winograd,
-      name="conv_in",
-    )(x.astype(dtype))
+    h = conv(cfg.channels, 3, dtype=dtype, name="conv_in")(x.astype(dtype))
 
     skips = [h]
     res = cfg.image_size
@@ -484,22 +472,20 @@ class UNet(nn.Module):
     assert not skips
 
     h = nn.silu(GroupNorm32(cfg.num_groups, name="norm_out")(h))
-    out = Conv(
-      cfg.out_channels,
-      3,
-      dtype=dtype,
-      kernel_init=nn.initializers.zeros,
-      weight_grad=cfg.weight_grad,
-      winograd=cfg.winograd,
-      name="conv_out",
+    out = conv(
+      cfg.out_channels, 3, dtype=dtype, kernel_init=nn.initializers.zeros, name="conv_out"
     )(h)
     return out.astype(jnp.float32)
 
 
-def build(model_cfg) -> UNet:
-  """A UNet from the config's `model` block (a ConfigDict or a UNetConfig)."""
+def build(model_cfg, devices=None) -> UNet:
+  """A UNet from the config's `model` block (a ConfigDict or a UNetConfig), with `conv_impl=auto`
+  decided here, once, from `devices` (the mesh's; default: jax.devices())."""
   cfg = model_cfg if isinstance(model_cfg, UNetConfig) else UNetConfig.from_config(model_cfg)
   cfg.validate()
+  if cfg.conv_impl == "auto":
+    devices = jax.devices() if devices is None else list(devices)
+    cfg = dataclasses.replace(cfg, conv_impl=resolve_conv_impl("auto", devices))
   return UNet(cfg)
 
 
@@ -535,11 +521,11 @@ def prepare_inference(
   as Winograd on inputs of these shapes, its transformed kernel (conv.PREPARED), made once here
   instead of at every sampling step. Call it under the same jit as the sampler: only the kernel
   transforms are then computed; the forward pass it traces has no used output and is removed.
-  `z`, `cond` and `extra` need only the shapes the sampler's calls will have. A model none of whose
-  convolutions can be Winograd's (model.winograd off, or auto off a single CPU device: every TPU
-  and GPU) is not traced at all: the variables are {"params": params}.
+  `z`, `cond` and `extra` need only the shapes the sampler's calls will have. Only the CPU
+  convolutions prepare anything: with conv_impl xla (every TPU and GPU) nothing is traced and the
+  variables are {"params": params}.
   """
-  if not may_use_winograd(model.config.winograd):
+  if model.config.conv_impl != "cpu":
     return {"params": params}
   _, prepared = model.apply(
     {"params": params}, z, gamma, cond, train=False, mutable=[PREPARED], **extra

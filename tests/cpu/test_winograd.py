@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sr3_jax.models import conv, unet, winograd
+from sr3_jax.cpu import conv, winograd
+from sr3_jax.models import unet
 
 
 def _conv_numpy(x, w):
@@ -110,7 +111,7 @@ def test_conv_module_with_winograd_equals_flax_conv():
 
 
 def test_policy():
-  single_cpu = jax.default_backend() == "cpu" and jax.device_count() == 1
+  single_cpu = True  # the CPU Conv's auto rule is by shape alone (conv_impl decides the device)
   k3 = (3, 3, 256, 256)
   assert conv.use_winograd("auto", (4, 32, 32, 256), k3) == single_cpu
   assert not conv.use_winograd("auto", (4, 64, 64, 256), k3)  # large maps: XLA's convolution
@@ -143,8 +144,8 @@ def test_policy():
   assert not conv.use_winograd("on", (4, 30, 32, 8), (3, 3, 8, 8))  # height not a multiple of 4
   assert not conv.use_winograd("on", (4, 32, 32, 8), (1, 1, 8, 8))  # not a 3×3 kernel
   assert not conv.use_winograd("off", (4, 16, 16, 8), (3, 3, 8, 8))
-  with pytest.raises(ValueError, match="model.winograd='fast'"):
-    unet.UNetConfig(winograd="fast").validate()
+  with pytest.raises(ValueError, match="model.winograd='fast' is replaced by model.conv_impl"):
+    unet.UNetConfig.from_config({"winograd": "fast"})
   with pytest.raises(ValueError, match="divisible by 4"):
     winograd.winograd_conv(jnp.zeros((1, 6, 8, 2)), jnp.zeros((3, 3, 2, 2)))
 
@@ -190,9 +191,6 @@ def test_conv_module_stores_its_transformed_kernel_and_uses_the_stored_one():
   assert not none
 
 
-@pytest.mark.skipif(
-  jax.default_backend() != "cpu" or jax.device_count() != 1, reason="auto's rule: one CPU device"
-)
 def test_auto_runs_64x64_maps_as_winograd_for_inference_only():
   x = jax.random.normal(jax.random.key(0), (1, 64, 64, 128))
   flax_conv = nn.Conv(128, (3, 3), padding="SAME")
@@ -209,7 +207,9 @@ def test_auto_runs_64x64_maps_as_winograd_for_inference_only():
   assert "conv_general_dilated" not in jaxpr(lambda p: ours.apply({**p, **prepared}, x))
 
 
-def test_prepared_unet_matches_xla_convolutions_and_prepares_only_kernel_transforms():
+def test_prepared_unet_matches_xla_convolutions_and_prepares_only_kernel_transforms(
+  force_cpu_kernels,
+):
   cfg = dict(
     image_size=16,
     channels=8,
@@ -219,7 +219,8 @@ def test_prepared_unet_matches_xla_convolutions_and_prepares_only_kernel_transfo
     num_groups=4,
     head_dim=8,
   )
-  fast, ref = (unet.UNet(unet.UNetConfig(winograd=m, **cfg)) for m in ("on", "off"))
+  force_cpu_kernels(winograd="on")
+  fast, ref = (unet.UNet(unet.UNetConfig(conv_impl=m, **cfg)) for m in ("cpu", "xla"))
   params = unet.init_params(ref, jax.random.key(0))
   leaves, tree = jax.tree.flatten(params)  # a zero-initialised output layer would hide everything
   keys = jax.random.split(jax.random.key(2), len(leaves))
@@ -249,7 +250,7 @@ def test_prepared_unet_matches_xla_convolutions_and_prepares_only_kernel_transfo
 
 
 @pytest.mark.parametrize("base", [False, True])
-def test_samplers_with_prepared_kernels_match_xla_convolutions(base):
+def test_samplers_with_prepared_kernels_match_xla_convolutions(force_cpu_kernels, base):
   """make_super_resolve, and make_generate with guidance (which doubles the batch), transform the
   Winograd kernels once per call; their samples equal those of XLA's convolutions."""
   from sr3_jax import configs, inference
@@ -260,8 +261,9 @@ def test_samplers_with_prepared_kernels_match_xla_convolutions(base):
   if base:
     c.model.update(dict(conditioning="none", num_classes=3))
   outs = []
-  for mode in ("on", "off"):
-    c.model.winograd = mode
+  force_cpu_kernels(winograd="on")
+  for impl in ("cpu", "xla"):
+    c.model.conv_impl = impl
     model = unet.build(c.model)
     params = unet.init_params(model, jax.random.key(0))
     params = jax.tree.map(

@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sr3_jax.models import conv, unet
+from sr3_jax.cpu import conv
+from sr3_jax.models import conv as model_conv
+from sr3_jax.models import unet
 
 
 def _weight_grad_numpy(x, dy, k, padding=None):
@@ -97,27 +99,47 @@ def test_conv_equals_flax_conv_in_value_and_gradients(k, weight_grad):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_auto_picks_im2col_only_on_a_single_cpu_device():
-  assert conv.use_im2col("im2col") and not conv.use_im2col("xla")
-  expected = jax.default_backend() == "cpu" and jax.device_count() == 1
-  assert conv.use_im2col("auto") == expected
+class _Device:
+  def __init__(self, platform):
+    self.platform = platform
 
 
-def test_bad_weight_grad_names_the_field():
-  with pytest.raises(ValueError, match="model.weight_grad='fast'"):
-    unet.UNetConfig(weight_grad="fast").validate()
+def test_conv_impl_auto_is_cpu_only_on_one_cpu_device():
+  assert conv.use_im2col("auto") and conv.use_im2col("im2col") and not conv.use_im2col("xla")
+  assert model_conv.resolve_conv_impl("auto", [_Device("cpu")]) == "cpu"
+  assert model_conv.resolve_conv_impl("auto", [_Device("cpu")] * 8) == "xla"
+  assert model_conv.resolve_conv_impl("auto", [_Device("tpu")]) == "xla"
+  assert model_conv.resolve_conv_impl("cpu", [_Device("tpu")] * 4) == "cpu"
+  cfg = dict(image_size=16, channels=8, channel_mult=(1, 2), num_groups=4)
+  assert unet.build(cfg | {"conv_impl": "auto"}, [_Device("gpu")]).config.conv_impl == "xla"
+  assert unet.build(cfg | {"conv_impl": "auto"}, [_Device("cpu")]).config.conv_impl == "cpu"
+
+
+def test_bad_or_replaced_conv_fields_are_named():
+  with pytest.raises(ValueError, match="model.conv_impl='fast'"):
+    unet.UNetConfig(conv_impl="fast").validate()
+  with pytest.raises(ValueError, match="model.weight_grad='fast' is replaced by model.conv_impl"):
+    unet.UNetConfig.from_config({"weight_grad": "fast"})
+  assert (
+    unet.UNetConfig.from_config({"winograd": "auto", "weight_grad": "auto"}).conv_impl == "auto"
+  )
+  with pytest.warns(DeprecationWarning, match="conv_impl='cpu'"):
+    assert unet.UNetConfig.from_config({"winograd": "on"}).conv_impl == "cpu"
+  with pytest.warns(DeprecationWarning, match="conv_impl='xla'"):
+    assert unet.UNetConfig.from_config({"upsample_conv": "direct"}).conv_impl == "xla"
   with pytest.raises(ValueError, match="odd"):
     conv.Conv(3, 2).init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
 
 
 @pytest.mark.parametrize(
-  "field,values,rtol,atol",
+  "switches,rtol,atol",
   [
-    ("weight_grad", ("xla", "im2col"), 1e-4, 1e-6),
-    ("winograd", ("off", "on"), 2e-4, 2e-6),  # Winograd's float32 error is ~10× the direct sum's
+    (dict(weight_grad="im2col", winograd="off", upsample_conv="direct"), 1e-4, 1e-6),
+    # Winograd's float32 error is ~10× the direct sum's
+    (dict(weight_grad="xla", winograd="on", upsample_conv="direct"), 2e-4, 2e-6),
   ],
 )
-def test_unet_gradients_agree_between_conv_algorithms(field, values, rtol, atol):
+def test_unet_gradients_agree_between_conv_algorithms(force_cpu_kernels, switches, rtol, atol):
   """A whole (tiny) U-Net: parameter gradients with im2col or Winograd equal XLA's convolutions'."""
   cfg = dict(
     image_size=16,
@@ -129,8 +151,9 @@ def test_unet_gradients_agree_between_conv_algorithms(field, values, rtol, atol)
     head_dim=8,
   )
   grads = []
-  for value in values:
-    model = unet.UNet(unet.UNetConfig(**{field: value}, **cfg))
+  force_cpu_kernels(**switches)
+  for impl in ("xla", "cpu"):
+    model = unet.UNet(unet.UNetConfig(conv_impl=impl, **cfg))
     params = unet.init_params(model, jax.random.key(0))
     # Zero-initialised output layers would stop most gradients: perturb every parameter.
     leaves, tree = jax.tree.flatten(params)

@@ -11,14 +11,14 @@ import sys
 import jax
 import pytest
 
-from sr3_jax import host_malloc
+from sr3_jax.cpu import malloc as host_malloc
 
 # A jitted call with 64 MB temporaries inside it and a small output: with glibc's defaults the
 # temporaries are mmap'ed on every call and fault in page by page (16,384 pages each); with the
 # heap kept they are the same memory again.
 _PROBE = r"""
 import json, resource, sys
-from sr3_jax import host_malloc
+from sr3_jax.cpu import malloc as host_malloc
 said = host_malloc.keep_freed_memory()
 import jax, jax.numpy as jnp
 f = jax.jit(lambda x: jnp.sum(jnp.sin(x) * 2.0, axis=0) + jnp.sum(jnp.cos(x)[::-1], axis=0))
@@ -64,7 +64,7 @@ def test_jax_platforms_decides_where_jax_runs(platforms, on_cpu):
 
 def test_without_jax_platforms_it_agrees_with_jax():
   code = (
-    "from sr3_jax import host_malloc; import jax; "
+    "from sr3_jax.cpu import malloc as host_malloc; import jax; "
     "print(host_malloc.will_run_on_cpu(), jax.default_backend() == 'cpu')"
   )
   env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
