@@ -1,4 +1,9 @@
-"""The `sr3` command line. Logs and progress go to stderr; results (a path, a JSON line) to stdout."""
+"""The `sr3` command line. Logs and progress go to stderr; results (a path, a JSON line) to stdout.
+
+Each subcommand imports its module inside its handler: `sr3 --help` and a wrong flag answer
+without loading JAX, TFDS or Orbax, and malloc is set up (sr3_jax.cpu.malloc) before any of them
+starts a thread.
+"""
 
 from __future__ import annotations
 
@@ -183,7 +188,7 @@ def _tune(args) -> int:
 
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  from sr3_jax.cpu import malloc as host_malloc  # before JAX starts a thread: see host_malloc
+  from sr3_jax.cpu import malloc as host_malloc  # before JAX starts a thread
 
   try:
     host_malloc.keep_freed_memory()

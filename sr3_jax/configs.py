@@ -59,6 +59,8 @@ def base_config() -> ml_collections.ConfigDict:
       prefetch=8,
       num_workers=0,
       label_key="",
+      # Held-out data for sample grids and `sr3 eval`: another prepared dataset ("": data.dataset).
+      eval_dataset="",
     )
   )  # class labels for a class-conditional base stage ("": none)
 
@@ -181,14 +183,35 @@ def validate(config) -> None:
     raise ValueError("sampling.project_consistency needs an LR input; a base stage has none")
 
 
+# The paper's data (SR3 §4): faces train on FFHQ and are evaluated on CelebA-HQ, each aligned face
+# resized whole to the HR size (center_resize of a square image); ImageNet models
+# train on ImageNet's train split, resized from the central square, and are evaluated on its
+# validation split. Each is a prepared TFDS dataset (data.loader.PREPARE_HOWTO says how to make it).
+FACES = dict(
+  dataset="ffhq", eval_dataset="celeb_a_hq", eval_split="train", preprocess="center_resize"
+)
+IMAGENET = dict(
+  dataset="imagenet2012", eval_dataset="", eval_split="validation", preprocess="center_resize"
+)
+
+
 def paper_config(
-  arg, *, hr, factor, channels, channel_mult, num_res_blocks, dropout, attn_resolutions=(16,)
+  arg,
+  *,
+  hr,
+  factor,
+  channels,
+  channel_mult,
+  num_res_blocks,
+  dropout,
+  data,
+  attn_resolutions=(16,),
 ):
-  """SR3 paper model (Table A.1) and training recipe; `runlocal` shrinks it for a laptop CPU."""
+  """SR3 paper model (Table A.1), training recipe and data (`data`: FACES or IMAGENET);
+  `runlocal` shrinks it for a laptop CPU and switches the data to the embedded photographs."""
   a = parse_arg(arg, runlocal=False, batch=0)
   c = base_config()
-  c.data.image_size = hr
-  c.data.factor = factor
+  c.data.update(dict(data, image_size=hr, factor=factor))
   c.model.update(
     dict(
       image_size=hr,
@@ -204,7 +227,9 @@ def paper_config(
   c.train.batch_size = 256
   if a.runlocal:
     # Same task and factor at a small size: LR of 4 pixels a side, a tiny U-Net on the CPU.
-    c.data.dataset = "embedded"
+    c.data.update(
+      dict(dataset="embedded", eval_dataset="", eval_split="test", preprocess="random_crop")
+    )
     c.data.image_size = c.model.image_size = 4 * factor
     c.model.update(
       dict(

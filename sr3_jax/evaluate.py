@@ -90,11 +90,9 @@ def summarize(per_image: dict, seed: int = 0) -> dict:
 
 
 def eval_data(config, dataset: str | None) -> tuple[ml_collections.ConfigDict, str]:
-  """The data block and split for NAME[:split] (default: the run's dataset and eval split)."""
-  dcfg = ml_collections.ConfigDict(config.data.to_dict())
+  """The data block and split for NAME[:split] (default: the run's held-out data and eval split)."""
   name, _, split = (dataset or "").partition(":")
-  dcfg.dataset = name or dcfg.dataset
-  return dcfg, split or dcfg.eval_split
+  return loader.eval_block(config.data, name), split or config.data.eval_split
 
 
 def evaluate(

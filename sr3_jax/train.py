@@ -283,15 +283,15 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
   mesh = sharding.make_mesh(config)
   validate_for_mesh(config, mesh)
   workdir = epath.Path(paths.resolve(workdir))  # relative or ~ as typed; gs:// as it is
+  local_bs = config.train.batch_size // jax.process_count()
+  data_iter = iter(  # first: a dataset that is not prepared stops the run before anything else
+    loader.make_dataset(config.data, config.data.train_split, local_bs, seed=config.seed)
+  )
   check_workdir_config(config, workdir)
   model = unet.build(config.model, mesh.devices.flat)
   abstract, _ = abstract_train_state(config, model, mesh)
   wait_for_all_processes("sr3_train_start")
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint)
-  local_bs = config.train.batch_size // jax.process_count()
-  data_iter = iter(
-    loader.make_dataset(config.data, config.data.train_split, local_bs, seed=config.seed)
-  )
   latest = ckpt.latest_step()
   if latest is None:
     state = create_train_state(config, model, mesh)
@@ -309,7 +309,13 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
     sampler_fn = (inference.make_generate if base else inference.make_super_resolve)(config, model)
     gammas = inference.inference_gammas(config, tcfg.sample_steps)
     eval_src = loader.make_dataset(
-      config.data, config.data.eval_split, 4, seed=0, train=False, process_index=0, process_count=1
+      loader.eval_block(config.data),
+      config.data.eval_split,
+      4,
+      seed=0,
+      train=False,
+      process_index=0,
+      process_count=1,
     )
     sample_hr = next(iter(eval_src))["hr"]
     if jax.process_index() == 0:

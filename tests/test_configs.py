@@ -37,3 +37,62 @@ def test_validate_names_the_field():
   c.data.image_size = 64
   with pytest.raises(ValueError, match="data.image_size=64"):
     configs.validate(c)
+
+
+PAPER = {  # config: (train data, eval data, eval split, preprocess, HR size, factor)
+  "sr3_faces_16_128": ("ffhq", "celeb_a_hq", "train", "center_resize", 128, 8),
+  "sr3_faces_64_256": ("ffhq", "celeb_a_hq", "train", "center_resize", 256, 4),
+  "sr3_64_512": ("ffhq", "celeb_a_hq", "train", "center_resize", 512, 8),
+  "sr3_256_1024": ("ffhq", "celeb_a_hq", "train", "center_resize", 1024, 4),
+  "sr3_imagenet_64_256": ("imagenet2012", "", "validation", "center_resize", 256, 4),
+  "cascade_faces_64_256_1024:stage=sr256": ("ffhq", "celeb_a_hq", "train", "center_resize", 256, 4),
+  "cascade_faces_64_256_1024:stage=sr1024": (
+    "ffhq",
+    "celeb_a_hq",
+    "train",
+    "center_resize",
+    1024,
+    4,
+  ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_configs_train_on_the_papers_data(name):
+  """SR3 §4: faces train on FFHQ and are evaluated on CelebA-HQ; ImageNet 64→256 trains on
+  ImageNet's central squares and is evaluated on its validation split. `runlocal` switches to the
+  embedded photographs."""
+  file, _, arg = name.partition(":")
+  c = configs.load(f"experiments/configs/{file}.py" + (f":{arg}" if arg else ""))
+  configs.validate(c)
+  d = c.data
+  got = (d.dataset, d.eval_dataset, d.eval_split, d.preprocess, d.image_size, d.factor)
+  assert got == PAPER[name]
+  assert (d.train_split, c.model.image_size) == ("train", PAPER[name][4])
+  local = configs.load(
+    f"experiments/configs/{file}.py:" + ",".join(filter(None, [arg, "runlocal"]))
+  )
+  configs.validate(local)
+  assert (local.data.dataset, local.data.eval_dataset) == ("embedded", "")
+
+
+def test_face_cascade_chains_64_to_256_to_1024():
+  c = configs.load("experiments/configs/cascade_faces_64_256_1024.py")
+  stages = [configs.load(s.config) for s in c.stages]
+  assert [(s.data.image_size // s.data.factor, s.data.image_size) for s in stages] == [
+    (64, 256),
+    (256, 1024),
+  ]
+
+
+def test_a_paper_config_without_its_data_stops_before_compiling(tmp_path):
+  from sr3_jax import train
+
+  c = configs.load(
+    "experiments/configs/sr3_faces_16_128.py", {"data.data_dir": str(tmp_path / "tfds")}
+  )
+  with pytest.raises(FileNotFoundError) as e:
+    train.train_and_evaluate(c, tmp_path / "run")
+  msg = str(e.value)
+  assert "'ffhq'" in msg and str(tmp_path / "tfds") in msg and "sr3 prepare --images" in msg
+  assert not (tmp_path / "run").exists()  # stopped before writing anything

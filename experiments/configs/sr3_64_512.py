@@ -1,15 +1,22 @@
-"""SR3 64→512 (paper Table A.1: 64 channels, 1,2,4,8,8,16,16, 3 res blocks, 625M).
+"""SR3 faces 64→512 (paper Table A.1: 64 channels, 1,2,4,8,8,16,16, 3 res blocks, 625M).
 
 Train: sr3 train --config experiments/configs/sr3_64_512.py --workdir WORKDIR
-Laptop: sr3 train --config experiments/configs/sr3_64_512.py:runlocal --workdir /tmp/w
+Laptop: sr3 train --config experiments/configs/sr3_64_512.py:runlocal --workdir /tmp/w (embedded photos)
+
+Data: FFHQ for training, CelebA-HQ for evaluation, each face resized whole to the HR size
+(preprocess=center_resize); each a folder of images made a TFDS dataset:
+  sr3 prepare --images FFHQ_DIR --name ffhq --min-size 512
+  sr3 prepare --images CELEBA_HQ_DIR --name celeb_a_hq --min-size 512
+(add --data-dir DIR to both, and --config.data.data_dir=DIR to the train command, for another place)
 """
 
-from sr3_jax.configs import paper_config
+from sr3_jax.configs import FACES, paper_config
 
 
 def get_config(arg=None):
-  c = paper_config(
+  return paper_config(
     arg,
+    data=FACES,
     hr=512,
     factor=8,
     channels=64,
@@ -17,6 +24,3 @@ def get_config(arg=None):
     num_res_blocks=3,
     dropout=0.0,
   )
-  if not c.data.dataset == "embedded":
-    c.data.dataset = "imagenet2012"
-  return c

@@ -1,15 +1,21 @@
 """SR3 ImageNet 64→256 (paper Table A.1: 128 channels, 1,2,4,4,8,8, 3 res blocks, 625M).
 
 Train: sr3 train --config experiments/configs/sr3_imagenet_64_256.py --workdir WORKDIR
-Laptop: sr3 train --config experiments/configs/sr3_imagenet_64_256.py:runlocal --workdir /tmp/w
+Laptop: sr3 train --config experiments/configs/sr3_imagenet_64_256.py:runlocal --workdir /tmp/w (embedded photos)
+
+Data: ImageNet (ILSVRC2012) through TFDS: put the tar files in TFDS's manual folder, then
+  tfds build imagenet2012
+Training resizes the central square of each image (preprocess=center_resize); evaluation uses the
+validation split.
 """
 
-from sr3_jax.configs import paper_config
+from sr3_jax.configs import IMAGENET, paper_config
 
 
 def get_config(arg=None):
-  c = paper_config(
+  return paper_config(
     arg,
+    data=IMAGENET,
     hr=256,
     factor=4,
     channels=128,
@@ -17,6 +23,3 @@ def get_config(arg=None):
     num_res_blocks=3,
     dropout=0.0,
   )
-  if not c.data.dataset == "embedded":
-    c.data.dataset = "imagenet2012"
-  return c

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 
 import grain
+import ml_collections
 import jax
 import numpy as np
 from PIL import Image
@@ -43,6 +44,14 @@ class EmbeddedSource:
     return self.labels[index]
 
 
+# How a user makes the datasets the paper configs name (sr3_jax/configs.py).
+PREPARE_HOWTO = {
+  "ffhq": "sr3 prepare --images FFHQ_DIR --name ffhq (FFHQ's images, any folder layout)",
+  "celeb_a_hq": "sr3 prepare --images CELEBA_HQ_DIR --name celeb_a_hq (CelebA-HQ's images)",
+  "imagenet2012": "tfds build imagenet2012 (the ILSVRC2012 tar files in TFDS's manual folder)",
+}
+
+
 class TFDSSource:
   """A prepared TFDS dataset (tfds.data_source, array_record) yielding the images under `image_key`."""
 
@@ -52,10 +61,14 @@ class TFDSSource:
     try:
       self.source = tfds.data_source(name, split=split, data_dir=data_dir)
     except Exception as e:  # TFDS raises several types for "not there"
+      where = data_dir or "~/tensorflow_datasets (TFDS's default; set data.data_dir)"
+      flag = f" --data-dir {data_dir}" if data_dir else ""
+      how = PREPARE_HOWTO.get(
+        name.split("/")[0], f"sr3 prepare --images DIR --name {name}{flag}, or tfds build {name}"
+      )
       raise FileNotFoundError(
-        f"TFDS dataset {name!r} split {split!r} is not prepared under data_dir={data_dir!r} ({e}); "
-        f"prepare it with `tfds build {name}` (or `sr3 prepare --images DIR --name {name}` for a "
-        f"folder of images)"
+        f"dataset {name!r} (split {split!r}) is not prepared in {where}: {str(e)[:200]}. "
+        f"Make it with: {how}"
       ) from e
     self.image_key = image_key
 
@@ -150,6 +163,14 @@ def center_resize(image: np.ndarray, size: int) -> np.ndarray:
   y, x = (h - s) // 2, (w - s) // 2
   square = Image.fromarray(image[y : y + s, x : x + s])
   return np.asarray(square.resize((size, size), Image.BOX)) if s != size else np.asarray(square)
+
+
+def eval_block(dcfg, dataset: str | None = None):
+  """A copy of the data block that reads the held-out data: `dataset` if given, else
+  data.eval_dataset, else data.dataset (a face model trains on FFHQ and is evaluated on CelebA-HQ)."""
+  out = ml_collections.ConfigDict(dcfg.to_dict())
+  out.dataset = dataset or dcfg.get("eval_dataset") or dcfg.dataset
+  return out
 
 
 def make_dataset(

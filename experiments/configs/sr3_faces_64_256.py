@@ -1,0 +1,27 @@
+"""SR3 faces 64→256, the first SR stage of its face cascade 64→256→1024 (the 64→256 U-Net of
+paper Table A.1: 128 channels, 1,2,4,4,8,8, 3 res blocks, 625M).
+
+Train: sr3 train --config experiments/configs/sr3_faces_64_256.py --workdir WORKDIR
+Laptop: sr3 train --config experiments/configs/sr3_faces_64_256.py:runlocal --workdir /tmp/w (embedded photos)
+
+Data: FFHQ for training, CelebA-HQ for evaluation, each face resized whole to the HR size
+(preprocess=center_resize); each a folder of images made a TFDS dataset:
+  sr3 prepare --images FFHQ_DIR --name ffhq --min-size 256
+  sr3 prepare --images CELEBA_HQ_DIR --name celeb_a_hq --min-size 256
+(add --data-dir DIR to both, and --config.data.data_dir=DIR to the train command, for another place)
+"""
+
+from sr3_jax.configs import FACES, paper_config
+
+
+def get_config(arg=None):
+  return paper_config(
+    arg,
+    data=FACES,
+    hr=256,
+    factor=4,
+    channels=128,
+    channel_mult=(1, 2, 4, 4, 8, 8),
+    num_res_blocks=3,
+    dropout=0.0,
+  )
