@@ -13,8 +13,11 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
+# The test extras, and the TPU compiler (libtpu, through jax[tpu] at the installed jax's version)
+# for the ahead-of-time TPU compiles of tests/test_aot.py; it needs no TPU.
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q "jax[tpu]==$$($(BIN)/python -c 'import jax; print(jax.__version__)')"
 	touch $@
 
 demo: $(VENV)/.installed

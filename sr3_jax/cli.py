@@ -8,7 +8,9 @@ starts a thread.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import pathlib
 import sys
 
@@ -43,13 +45,11 @@ def _literal(text: str):
 def _bench(args) -> int:
   from sr3_jax import bench
 
-  overrides = {}
-  for item in args.set:
-    key, eq, value = item.partition("=")
-    if not eq:
-      print(f"sr3 bench: --set {item!r} is not key=value", file=sys.stderr)
-      return 2
-    overrides[key] = _literal(value)
+  try:
+    overrides = _overrides(args.set)
+  except ValueError as e:
+    print(f"sr3 bench: {e}", file=sys.stderr)
+    return 2
   result = bench.run(
     args.config,
     what=args.what,
@@ -62,6 +62,47 @@ def _bench(args) -> int:
   )
   bench.report(result, args.json)
   return 0
+
+
+def _aot(args) -> int:
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compile for the TPU; never open one
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # only the compiler: no chip is held
+  from sr3_jax import aot, configs
+
+  try:
+    overrides = _overrides(args.set)
+    config = configs.load(args.config, overrides)
+    if args.batch:
+      config.train.batch_size = args.batch
+    if args.dtype:
+      config.model.dtype = args.dtype
+    if args.max_batch:
+      per_chip, result = aot.max_batch(
+        config, args.topology, args.num_slices, args.what, args.steps, log=sys.stderr
+      )
+    else:
+      result = aot.compile_for(
+        config, args.topology, args.num_slices, args.what, args.steps, args.config
+      )
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    print(f"sr3 aot: {e}", file=sys.stderr)
+    return 2
+  result.config = args.config
+  print(aot.summary(result), file=sys.stderr)
+  if args.json:
+    print(json.dumps(dataclasses.asdict(result)))
+  return 0
+
+
+def _overrides(items: list[str]) -> dict:
+  """--set KEY=VALUE items → {KEY: literal VALUE}; a malformed item is a ValueError."""
+  out = {}
+  for item in items:
+    key, eq, value = item.partition("=")
+    if not eq:
+      raise ValueError(f"--set {item!r} is not key=value")
+    out[key] = _literal(value)
+  return out
 
 
 def _prepare(args) -> int:
@@ -217,6 +258,23 @@ def main(argv=None) -> int:
   p.add_argument("--steps", type=int, default=0, help="training steps (default: the demo config's)")
   p.add_argument("--runlocal", action="store_true", help="a seconds-long smoke run")
   p.set_defaults(fn=_demo)
+
+  p = sub.add_parser(
+    "aot", help="compile a config's train step or sampler for a TPU topology, here, without a TPU"
+  )
+  p.add_argument("--config", required=True, help="experiments/configs/FILE.py[:arg,...]")
+  p.add_argument("--topology", required=True, help="e.g. v5p:2x2x1, v4:2x2x1, v5e:2x2, v6e:2x2")
+  p.add_argument("--num-slices", type=int, default=1, help="slices joined over DCN")
+  p.add_argument("--what", default="train", choices=("train", "sample"))
+  p.add_argument("--batch", type=int, default=None, help="global batch (default: the config's)")
+  p.add_argument(
+    "--max-batch", action="store_true", help="search the largest per-chip batch that fits"
+  )
+  p.add_argument("--steps", type=int, default=None, help="sampling steps for --what sample")
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="compute dtype")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+  p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+  p.set_defaults(fn=_aot)
 
   p = sub.add_parser("prepare", help="turn a folder of images into a TFDS array_record dataset")
   p.add_argument("--images", required=True, help="folder of PNG/JPEG (any depth)")

@@ -191,17 +191,17 @@ def check_workdir_config(config, workdir) -> None:
     path.write_text(json.dumps(new, indent=2))
 
 
-def validate_for_mesh(config, mesh: Mesh) -> None:
+def validate_for_mesh(config, mesh: Mesh, processes: int | None = None) -> None:
+  """The global batch splits evenly over the mesh's devices and the processes feeding it."""
   bs = config.train.batch_size
+  processes = jax.process_count() if processes is None else processes
   if bs % mesh.size:
     raise ValueError(
       f"train.batch_size={bs} is not divisible by the {mesh.size} devices of the mesh "
       f"(mesh.data × mesh.fsdp = {mesh.shape['data']} × {mesh.shape['fsdp']})"
     )
-  if bs % jax.process_count():
-    raise ValueError(
-      f"train.batch_size={bs} is not divisible by the {jax.process_count()} processes"
-    )
+  if bs % processes:
+    raise ValueError(f"train.batch_size={bs} is not divisible by the {processes} processes")
 
 
 class _Preemption:

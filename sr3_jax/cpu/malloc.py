@@ -21,7 +21,8 @@ before JAX starts its backend: `sr3` does it first thing; a script calls `keep_f
 before any JAX computation.
 
 SR3_MALLOC (environment): `auto` (default: keep, where glibc's malloc is in use and JAX will run on
-the CPU, i.e. JAX_PLATFORMS names only cpu or no accelerator plugin is installed), `keep` (whatever
+the CPU, i.e. JAX_PLATFORMS names only cpu, or no accelerator plugin is installed and libtpu, if
+installed, finds no TPU chips), `keep` (whatever
 the backend) or `system` (leave malloc as it is).
 
 Deeper per-thread caches (opt-in). With one arena, the compiler's threads queue for its lock; each
@@ -35,6 +36,7 @@ per thread (65535 per size doubled the reference train step's peak resident memo
 from __future__ import annotations
 
 import ctypes
+import glob
 import importlib.metadata
 import importlib.util
 import os
@@ -70,7 +72,13 @@ def will_run_on_cpu(environ=None) -> bool:
   if spec is not None and spec.submodule_search_locations is not None:
     if any(True for _ in pkgutil.iter_modules(spec.submodule_search_locations)):
       return False
-  return importlib.util.find_spec("libtpu") is None
+  # libtpu alone is also the ahead-of-time TPU compiler (`sr3 aot`); a TPU VM has TPU chips as
+  # /dev/accel* (v2–v5e) or VFIO devices (v5p, v6e).
+  return importlib.util.find_spec("libtpu") is None or not _tpu_chips_present()
+
+
+def _tpu_chips_present() -> bool:
+  return bool(glob.glob("/dev/accel*")) or bool(glob.glob("/dev/vfio/[0-9]*"))
 
 
 def _jax_started() -> bool:
