@@ -17,12 +17,13 @@ import numpy as np
 
 from sr3_jax.cpu import malloc as host_malloc
 from sr3_jax.cpu import conv, subpixel
+from sr3_jax.models.conv import upsample_nearest
 
 LAYERS = ((4, 64, 64, 128), (4, 32, 32, 256))
 
 
 def variants():
-  direct = lambda x, w: conv.conv_im2col_grad(subpixel.upsample_nearest(x), w)
+  direct = lambda x, w: conv.conv_im2col_grad(upsample_nearest(x), w)
   sub = lambda x, w: subpixel.upsample_conv(x, w, conv.im2col_weight_grad)
   fns = {}
   for name, f in (("direct", direct), ("subpixel", sub)):

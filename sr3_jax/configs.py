@@ -195,6 +195,17 @@ IMAGENET = dict(
 )
 
 
+# SR3's U-Nets (paper Table A.1), by task; attention at 16×16 and bfloat16 compute are set where used.
+SR3_MODELS = {
+  "16_128": dict(channels=128, channel_mult=(1, 2, 4, 8, 8), num_res_blocks=3, dropout=0.2),
+  "64_256": dict(channels=128, channel_mult=(1, 2, 4, 4, 8, 8), num_res_blocks=3, dropout=0.0),
+  "64_512": dict(channels=64, channel_mult=(1, 2, 4, 8, 8, 16, 16), num_res_blocks=3, dropout=0.0),
+  "256_1024": dict(
+    channels=16, channel_mult=(1, 2, 4, 8, 16, 32, 32, 32), num_res_blocks=2, dropout=0.0
+  ),
+}
+
+
 def paper_config(
   arg,
   *,

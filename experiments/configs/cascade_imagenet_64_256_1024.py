@@ -15,22 +15,9 @@ Laptop:          add `runlocal`: 8→32→128 on the embedded photographs (class
 from sr3_jax import configs
 
 PATH = "experiments/configs/cascade_imagenet_64_256_1024.py"
-SR256 = dict(
-  channels=128,
-  channel_mult=(1, 2, 4, 4, 8, 8),
-  num_res_blocks=3,
-  attn_resolutions=(16,),
-  dropout=0.0,
-  dtype="bfloat16",
-)
+SR256 = dict(configs.SR3_MODELS["64_256"], attn_resolutions=(16,), dtype="bfloat16")
 SR1024 = dict(
-  channels=16,
-  channel_mult=(1, 2, 4, 8, 16, 32, 32, 32),
-  num_res_blocks=2,
-  attn_resolutions=(16,),
-  dropout=0.0,
-  num_groups=16,
-  dtype="bfloat16",
+  configs.SR3_MODELS["256_1024"], attn_resolutions=(16,), num_groups=16, dtype="bfloat16"
 )
 BASE64 = dict(
   channels=192,

@@ -10,17 +10,8 @@ Data: FFHQ for training, CelebA-HQ for evaluation, each face resized whole to th
 (add --data-dir DIR to both, and --config.data.data_dir=DIR to the train command, for another place)
 """
 
-from sr3_jax.configs import FACES, paper_config
+from sr3_jax.configs import FACES, SR3_MODELS, paper_config
 
 
 def get_config(arg=None):
-  return paper_config(
-    arg,
-    data=FACES,
-    hr=1024,
-    factor=4,
-    channels=16,
-    channel_mult=(1, 2, 4, 8, 16, 32, 32, 32),
-    num_res_blocks=2,
-    dropout=0.0,
-  )
+  return paper_config(arg, data=FACES, hr=1024, factor=4, **SR3_MODELS["256_1024"])

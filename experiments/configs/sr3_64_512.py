@@ -10,17 +10,8 @@ Data: FFHQ for training, CelebA-HQ for evaluation, each face resized whole to th
 (add --data-dir DIR to both, and --config.data.data_dir=DIR to the train command, for another place)
 """
 
-from sr3_jax.configs import FACES, paper_config
+from sr3_jax.configs import FACES, SR3_MODELS, paper_config
 
 
 def get_config(arg=None):
-  return paper_config(
-    arg,
-    data=FACES,
-    hr=512,
-    factor=8,
-    channels=64,
-    channel_mult=(1, 2, 4, 8, 8, 16, 16),
-    num_res_blocks=3,
-    dropout=0.0,
-  )
+  return paper_config(arg, data=FACES, hr=512, factor=8, **SR3_MODELS["64_512"])

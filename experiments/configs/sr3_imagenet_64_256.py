@@ -9,17 +9,8 @@ Training resizes the central square of each image (preprocess=center_resize); ev
 validation split.
 """
 
-from sr3_jax.configs import IMAGENET, paper_config
+from sr3_jax.configs import IMAGENET, SR3_MODELS, paper_config
 
 
 def get_config(arg=None):
-  return paper_config(
-    arg,
-    data=IMAGENET,
-    hr=256,
-    factor=4,
-    channels=128,
-    channel_mult=(1, 2, 4, 4, 8, 8),
-    num_res_blocks=3,
-    dropout=0.0,
-  )
+  return paper_config(arg, data=IMAGENET, hr=256, factor=4, **SR3_MODELS["64_256"])

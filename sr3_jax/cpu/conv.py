@@ -1,6 +1,6 @@
 """Stride-1 'SAME' convolutions for the CPU: im2col weight gradients, Winograd, sub-pixel upsampling.
 
-The model reaches this module only through `sr3_jax.models.conv.conv_factory("cpu")` (that is,
+The model reaches this module only through `sr3_jax.models.unet.conv_factory("cpu")` (that is,
 `model.conv_impl="cpu"`, or `auto` on a single CPU device). Each layer's algorithm is then chosen
 by its shapes (the `auto` rules below); the per-layer switches (`weight_grad`, `winograd`,
 `upsample_conv`) exist for tests and benchmarks.
@@ -34,7 +34,6 @@ initialisers), so params and checkpoints do not depend on which weight gradient 
 
 from __future__ import annotations
 
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -42,6 +41,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from sr3_jax.cpu import subpixel, winograd
+from sr3_jax.models import conv as model_conv
+from sr3_jax.models.conv import upsample_nearest
 
 WEIGHT_GRADS = ("auto", "xla", "im2col")
 WINOGRADS = ("auto", "off", "on")
@@ -215,7 +216,7 @@ def use_subpixel(
   return True
 
 
-class Conv(nn.Module):
+class Conv(model_conv.Conv):
   """nn.Conv(features, (k, k), padding='SAME') with a choice of algorithms (module docstring).
 
   A Winograd convolution applied with the `PREPARED` collection mutable stores its transformed
@@ -223,34 +224,23 @@ class Conv(nn.Module):
   stored transform instead of making it again. That is for inference, where one kernel serves every
   sampling step; gradients do not reach params through a stored transform.
 
-  With `upsample=True` the layer is this convolution of `subpixel.upsample_nearest(x)`; where
+  With `upsample=True` the layer is this convolution of `upsample_nearest(x)`; where
   `use_subpixel` says so it runs at x's resolution instead (`subpixel.upsample_conv`, same kernel).
   """
 
-  features: int
-  kernel_size: int = 3
-  dtype: Any = None
-  kernel_init: Any = nn.initializers.lecun_normal()
-  bias_init: Any = nn.initializers.zeros
   weight_grad: str = "auto"
   winograd: str = "auto"
-  upsample: bool = False
   upsample_conv: str = "auto"
 
   @nn.compact
   def __call__(self, x):
-    k = self.kernel_size
-    if k % 2 != 1:
-      raise ValueError(f"Conv: kernel_size={k} must be odd for 'SAME' padding")
-    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32)
-    bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = self.params_and_input(x)
     prepared = self.has_variable(PREPARED, "kernel") or self.is_mutable_collection(PREPARED)
     if self.upsample:
       if use_subpixel(self.upsample_conv, self.winograd, x.shape, kernel.shape, x.dtype, prepared):
         grad = im2col_weight_grad if use_im2col(self.weight_grad) else None
         return subpixel.upsample_conv(x, kernel, grad) + bias
-      x = subpixel.upsample_nearest(x)
+      x = upsample_nearest(x)
     if use_winograd(self.winograd, x.shape, kernel.shape, x.dtype, prepared):
       if self.has_variable(PREPARED, "kernel"):
         y = winograd.conv_transformed(x, self.get_variable(PREPARED, "kernel"))

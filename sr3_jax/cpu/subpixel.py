@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from sr3_jax.models.conv import upsample_nearest
+
 DIMS = ("NHWC", "HWIO", "NHWC")
 # TAPS[p, t, a]: the weight of kernel row a in window row t (low-res rows i-1+p+t) for output phase p.
 TAPS = np.array([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], np.float32)
@@ -56,13 +58,6 @@ def fold_phase_gradient(dk: jax.Array) -> jax.Array:
     dk,
     precision=lax.Precision.HIGHEST,
   )
-
-
-def upsample_nearest(x: jax.Array) -> jax.Array:
-  """2× nearest-neighbour upsampling by broadcast + reshape (no gather, no transposed conv)."""
-  b, h, w, c = x.shape
-  x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
-  return x.reshape(b, 2 * h, 2 * w, c)
 
 
 def _valid(x, k):

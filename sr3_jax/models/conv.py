@@ -1,11 +1,10 @@
-"""The U-Net's stride-1 'SAME' convolutions, and the one seam to the CPU kernels.
+"""The U-Net's stride-1 'SAME' convolutions: XLA's own, and how `model.conv_impl` is decided.
 
-`Conv` is a plain convolution (XLA's), with an optional 2× nearest-neighbour upsampling of its
-input first. `conv_factory(impl)` gives the class every U-Net block builds its convolutions with:
-`xla` → `Conv`; `cpu` → `sr3_jax.cpu.conv.Conv` (Winograd, im2col weight gradients, sub-pixel
-upsampling, each chosen by the layer's shapes). Both declare the same parameters (`kernel`
-(k, k, C_in, C_out) and `bias`, float32, the same initialisers), so params and checkpoints do not
-depend on the implementation. `resolve_conv_impl` decides `auto` once, from the devices a model
+`Conv` is a plain convolution with an optional 2× nearest-neighbour upsampling of its input first.
+The CPU kernels (`sr3_jax.cpu.conv.Conv`: Winograd, im2col weight gradients, sub-pixel upsampling)
+subclass it, so both declare the same parameters (`kernel` (k, k, C_in, C_out) and `bias`, float32,
+the same initialisers) and params and checkpoints do not depend on the implementation;
+`unet.conv_factory` picks one. `resolve_conv_impl` decides `auto` once, from the devices a model
 will run on (`unet.build`): `cpu` on a single CPU device, `xla` everywhere else.
 """
 
@@ -18,11 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from sr3_jax.cpu import conv as cpu_conv
-
 CONV_IMPLS = ("auto", "xla", "cpu")
-# The variable collection of kernels transformed ahead of inference (CPU Winograd only).
-PREPARED = cpu_conv.PREPARED
+DIMS = ("NHWC", "HWIO", "NHWC")
 
 
 def upsample_nearest(x: jax.Array) -> jax.Array:
@@ -42,20 +38,21 @@ class Conv(nn.Module):
   bias_init: Any = nn.initializers.zeros
   upsample: bool = False
 
-  @nn.compact
-  def __call__(self, x):
+  def params_and_input(self, x):
+    """(x, kernel, bias) in the compute dtype; declares the parameters (call inside __call__)."""
     k = self.kernel_size
     if k % 2 != 1:
       raise ValueError(f"Conv: kernel_size={k} must be odd for 'SAME' padding")
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32)
     bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    return nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+
+  @nn.compact
+  def __call__(self, x):
+    x, kernel, bias = self.params_and_input(x)
     if self.upsample:
       x = upsample_nearest(x)
-    y = lax.conv_general_dilated(
-      x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-    return y + bias
+    return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=DIMS) + bias
 
 
 def resolve_conv_impl(impl: str, devices: Sequence[Any]) -> str:
@@ -66,8 +63,3 @@ def resolve_conv_impl(impl: str, devices: Sequence[Any]) -> str:
     return impl
   devices = list(devices)
   return "cpu" if len(devices) == 1 and devices[0].platform == "cpu" else "xla"
-
-
-def conv_factory(impl: str):
-  """The convolution class for a resolved implementation (an unresolved `auto` is `xla`)."""
-  return cpu_conv.Conv if impl == "cpu" else Conv

@@ -22,13 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sr3_jax.models.conv import (
-  CONV_IMPLS,
-  PREPARED,
-  conv_factory,
-  resolve_conv_impl,
-  upsample_nearest,
-)
+from sr3_jax.cpu import conv as cpu_conv
+from sr3_jax.models.conv import CONV_IMPLS, Conv, resolve_conv_impl, upsample_nearest
 
 Array = jax.Array
 INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -126,6 +121,16 @@ class UNetConfig:
   @property
   def compute_dtype(self):
     return jnp.dtype(self.dtype)
+
+
+# The variable collection of kernels transformed ahead of inference (CPU Winograd only).
+PREPARED = cpu_conv.PREPARED
+
+
+def conv_factory(impl: str):
+  """The seam to the CPU kernels: the convolution class of every block for a resolved
+  `model.conv_impl` (cpu: sr3_jax.cpu.conv.Conv; xla, or an unresolved auto: models.conv.Conv)."""
+  return cpu_conv.Conv if impl == "cpu" else Conv
 
 
 # Fields that model.conv_impl replaced, and the implementation each non-auto value asked for.
