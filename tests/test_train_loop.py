@@ -267,7 +267,9 @@ def test_unwritable_checkpoint_folder_stops_the_run_at_once(tmp_path):
   assert failed % 5 == 0 and failed >= locked_at, (failed, locked_at)
   assert f"up to step {failed - 5 if failed > 5 else 1} are complete and kept" in last
   steps = len((work / "metrics.jsonl").read_text().splitlines())
-  assert steps <= failed + 2  # stopped at the failed save, not 100000 steps later
+  # Stopped at the failed save, or a few steps later where Orbax's background save reports late
+  # (a loaded machine): not 100000 steps later.
+  assert steps <= failed + 25
   assert (work / "checkpoints" / "1" / "commit_success.txt").exists()
   again = subprocess.run(
     cmd[:-3]
