@@ -112,7 +112,10 @@ class Checkpointer:
     new entries raises SaveError here (Orbax 0.12 waits forever when its own mkdir fails)."""
     if paths.is_remote(self.directory):
       return
-    probe = os.path.join(os.fspath(self.directory), f".sr3-write-probe-{step}")
+    # One name per process: processes sharing the folder must not remove each other's probe.
+    probe = os.path.join(
+      os.fspath(self.directory), f".sr3-write-probe-{step}-{jax.process_index()}"
+    )
     try:
       os.makedirs(probe, exist_ok=True)
       os.rmdir(probe)
