@@ -238,7 +238,7 @@ def run(
     lr = hr[:, :: config.data.factor, :: config.data.factor]
     if what == "sample":
       n_steps = steps or config.sampling.steps
-      gammas = inference.inference_gammas(config, n_steps)
+      gammas = inference.inference_grid(config, n_steps)
       fn = inference.make_super_resolve(config, model)
       args = (params, lr, gammas, jax.random.key(0))
     else:  # one sampling step's network call: Winograd kernels transformed beforehand, as samplers do

@@ -30,7 +30,7 @@ import numpy as np
 from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from sr3_jax import augment, configs, inference, metrics, paths, samplers
+from sr3_jax import augment, configs, inference, metrics, paths, processes, samplers
 from sr3_jax import images as image_io
 from sr3_jax.checkpoint import load_for_inference
 from sr3_jax.upscale import input_files
@@ -119,11 +119,12 @@ class Cascade:
       )
       make = inference.make_generate if s.is_base else inference.make_super_resolve
       self.fns.append(make(s.config, model, sampler))
-      grid = np.asarray(inference.inference_gammas(s.config, s.steps))
+      grid = np.asarray(inference.inference_grid(s.config, s.steps))
       if truncate:
-        grid = samplers.truncated_grid(
-          grid, float(augment.level_gamma(nxt.aug_level, nxt.config.augment))
-        )
+        # The previous stage stops where its network γ equals the next stage's augmentation γ.
+        proc = processes.from_config(s.config)
+        gamma = float(augment.level_gamma(nxt.aug_level, nxt.config.augment))
+        grid = samplers.truncated_grid(grid, proc.level_from_gamma(gamma), proc)
       self.grids.append(jnp.asarray(grid))
       self.truncates.append(truncate)
       self.params.append(jax.device_put(s.params, replicated))

@@ -11,7 +11,7 @@ import pathlib
 
 import ml_collections
 
-from sr3_jax import augment, frequency
+from sr3_jax import augment, frequency, processes
 from sr3_jax.data import embedded
 from sr3_jax.models import unet
 
@@ -178,7 +178,7 @@ def validate(config) -> None:
       f"train.dropout_rng={config.train.dropout_rng!r}; choose one of {DROPOUT_RNGS}"
     )
   augment.validate(config)
-  frequency.validate(config)
+  processes.validate(config)
   if config.sampling.get("project_consistency") and model.conditioning == "none":
     raise ValueError("sampling.project_consistency needs an LR input; a base stage has none")
 

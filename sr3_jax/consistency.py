@@ -8,7 +8,7 @@ sampler step by the nearest image consistent with the LR input,
     P(x) = x + D⁺(x_lr − D x),   D⁺ = D_h⁺ ⊗ D_w⁺ (Moore–Penrose, computed once in float64),
 
 so that D(P(x)) = x_lr exactly (D has full row rank), switched on by `sampling.project_consistency`
-(the samplers apply it through `inference.image_space_denoiser`).
+(`inference.make_super_resolve` gives it to the samplers as their x̂0 correction).
 """
 
 from __future__ import annotations

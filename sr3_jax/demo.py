@@ -29,7 +29,7 @@ def evaluate(config, model, params, out_dir: pathlib.Path, log=sys.stderr) -> di
   factor = config.data.factor
   k = config.eval.samples
   size = config.eval.crop - config.eval.crop % (factor * 2 ** (len(config.model.channel_mult) - 1))
-  gammas = inference.inference_gammas(config)
+  gammas = inference.inference_grid(config)
   sr_fn = inference.make_super_resolve(config, model)  # convolutional: the same params at any size
   results = {}
   for idx, (name, photo) in enumerate(embedded.load_split("test").items()):

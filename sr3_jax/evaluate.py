@@ -51,7 +51,7 @@ def score(
   on the first `num_images` central crops of `split`: ({method: {metric: [values]}}, images)."""
   factor = dcfg.factor
   sr_fn = inference.make_super_resolve(config, model)
-  gammas = inference.inference_gammas(config, steps)
+  gammas = inference.inference_grid(config, steps)
   ds = loader.make_dataset(dcfg, split, 1, seed=0, train=False, process_index=0, process_count=1)
   per_image: dict[str, dict[str, list[float]]] = {m: {k: [] for k in METRICS} for m in METHODS}
   n = 0

@@ -20,22 +20,17 @@ Kinds (the config's `diffusion.process` and its `frequency` block):
   the radial DCT frequency; α = √sigmoid(λ_ω), σ = √sigmoid(−λ_ω). Low frequencies keep their
   signal longer when low_shift > high_shift; equal shifts are standard diffusion.
 
-Samplers: ancestral (the exact posterior above, written through ε̂ so that no coefficient is
-divided by a small α_t: mean = (u_t − σ²_{t|s}/σ_t · ε̂)/α_{t|s}) and deterministic DDIM
-(u_s = α_s û_0 + σ_s ε̂, valid per coefficient because each keeps a Gaussian marginal). The network
-predicts ε (or x0) in pixel space and sees the noise level of the base cosine schedule,
-γ(t) = sigmoid(λ(t)). DPM-Solver++ is not offered for these processes.
+This module holds the DCT and α_t(ω), σ_t(ω); `processes.DCT` puts them behind the interface every
+forward process shares, so the loss and every sampler (DDPM, DDIM, DPM-Solver++, truncation,
+consistency projection) run on them per coefficient. The network predicts ε, x0 or v in pixel
+space and sees the noise level of the base cosine schedule, γ(t) = sigmoid(λ(t)).
 
-Prefer `diffusion.target="x0"` for `blur`: through ε̂ the ancestral mean is u_t/α_{t|s} − …, and for
-coefficients the blur is removing α_{t|s} = α_t/α_s ≪ 1, so an imperfect ε̂ is amplified at every
-step. On the demo task (250 steps) ε-prediction diverged to 13 dB while x0-prediction reached
+Prefer `diffusion.target="x0"` for `blur`: from ε̂, x̂0 = (u_t − σ_t ε̂)/α_t, and for the
+coefficients the blur is removing α_t ≪ 1, so an imperfect ε̂ is amplified at every step. On the demo task (250 steps) ε-prediction diverged to 13 dB while x0-prediction reached
 27.2 dB against bicubic's 26.7 (README, schedule families).
 """
 
 from __future__ import annotations
-
-import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -123,90 +118,3 @@ def alpha_sigma(t: Array, shape: tuple[int, int], kind: str, fcfg) -> tuple[Arra
 def network_gamma(t: Array, fcfg) -> Array:
   """The noise level the network sees: γ(t) = sigmoid(λ(t)) of the base cosine schedule."""
   return jax.nn.sigmoid(base_logsnr(t, fcfg))
-
-
-def q_sample(x0: Array, t: Array, noise: Array, kind: str, fcfg) -> Array:
-  """z_t = IDCT(α_t ⊙ DCT(x0) + σ_t ⊙ DCT(noise)) for NHWC x0 and levels t (B,)."""
-  a, s = alpha_sigma(t, x0.shape[1:3], kind, fcfg)
-  return idct2(a * dct2(x0) + s * dct2(noise))
-
-
-def transition(a_t, s_t, a_s, s_s):
-  """(α_{t|s}, σ²_{t|s}) per coefficient for s < t."""
-  a_ts = a_t / a_s
-  return a_ts, jnp.maximum(s_t**2 - a_ts**2 * s_s**2, 0.0)
-
-
-def posterior(u0: Array, u_t: Array, a_t, s_t, a_s, s_s) -> tuple[Array, Array]:
-  """Mean and variance of q(u_s | u_t, u_0) per DCT coefficient."""
-  a_ts, var_ts = transition(a_t, s_t, a_s, s_s)
-  mean = (a_ts * s_s**2 / s_t**2) * u_t + (a_s * var_ts / s_t**2) * u0
-  return mean, var_ts * s_s**2 / s_t**2
-
-
-def sample(
-  denoise_fn: Callable[[Array, Array], Array],
-  shape: tuple[int, ...],
-  num_steps: int,
-  rng: Array,
-  kind: str,
-  fcfg,
-  target: str = "eps",
-  sampler: str = "ddpm",
-  t_max: float = 1.0,
-  x0_fn: Callable[[Array], Array] | None = None,
-) -> Array:
-  """Ancestral (`ddpm`) or deterministic `ddim` sampling over t = t_max → 0 in `num_steps` steps,
-  one lax.scan. `denoise_fn(z, γ)` predicts ε or x0 in pixel space; `x0_fn` may correct x̂0."""
-  if sampler not in ("ddpm", "ddim"):
-    raise ValueError(f"frequency processes sample with 'ddpm' or 'ddim', not {sampler!r}")
-  if target not in ("eps", "x0"):
-    raise ValueError(f"frequency processes predict 'eps' or 'x0', not {target!r}")
-  ts = jnp.linspace(t_max, 0.0, num_steps + 1)
-  b = shape[0]
-  init_key, loop_key = jax.random.split(rng)
-  z = jax.random.normal(init_key, shape, jnp.float32)  # ≈ the marginal at t_max, where α ≈ 0
-
-  def body(z, xs):
-    i, t, s = xs
-    tb, sb = jnp.full((b,), t), jnp.full((b,), s)
-    a_t, s_t = alpha_sigma(tb, shape[1:3], kind, fcfg)
-    a_s, s_s = alpha_sigma(sb, shape[1:3], kind, fcfg)
-    out = denoise_fn(z, network_gamma(tb, fcfg)).astype(jnp.float32)
-    u_t = dct2(z)
-    if target == "eps":
-      eps_u = dct2(out)
-      x0 = idct2((u_t - s_t * eps_u) / a_t)
-    else:
-      x0 = out
-    if x0_fn is not None or target == "x0":
-      x0 = x0_fn(x0) if x0_fn is not None else x0
-      eps_u = (u_t - a_t * dct2(x0)) / s_t
-    last = i == num_steps - 1
-    if sampler == "ddim":
-      u_s = a_s * dct2(x0) + s_s * eps_u
-    else:
-      a_ts, var_ts = transition(a_t, s_t, a_s, s_s)
-      mean = (u_t - var_ts / s_t * eps_u) / a_ts
-      var = var_ts * s_s**2 / s_t**2
-      u_s = mean + jnp.sqrt(var) * jax.random.normal(jax.random.fold_in(loop_key, i), z.shape)
-    return jnp.where(last, x0, idct2(u_s)), None
-
-  z, _ = jax.lax.scan(body, z, (jnp.arange(num_steps), ts[:-1], ts[1:]))
-  return z
-
-
-def validate(config) -> None:
-  process = config.diffusion.get("process", "gaussian")
-  if process == "gaussian":
-    return
-  if process not in KINDS:
-    raise ValueError(f"diffusion.process={process!r}; choose 'gaussian' or one of {KINDS}")
-  if config.diffusion.target not in ("eps", "x0"):
-    raise ValueError(f"diffusion.process={process!r} predicts 'eps' or 'x0'; set diffusion.target")
-  if config.sampling.sampler not in ("ddpm", "ddim"):
-    raise ValueError(
-      f"diffusion.process={process!r} samples with 'ddpm' or 'ddim'; set sampling.sampler"
-    )
-  if math.isclose(config.frequency.get("width", 1.0), 0.0):
-    raise ValueError("frequency.width must be positive")

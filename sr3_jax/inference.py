@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from sr3_jax import consistency, diffusion, frequency, samplers, schedules
+from sr3_jax import consistency, diffusion, processes, samplers
 from sr3_jax.data import degrade
 from sr3_jax.models import unet
 
@@ -29,9 +29,11 @@ def sampler_config(config, **overrides) -> samplers.SamplerConfig:
   return dataclasses.replace(cfg, **overrides)
 
 
-def inference_gammas(config, num_steps: int | None = None) -> Array:
-  """The inference grid: config.sampling.schedule, chosen independently of the training schedule."""
-  return schedules.gamma_grid(config.sampling.schedule, num_steps or config.sampling.steps)
+def inference_grid(config, num_steps: int | None = None) -> Array:
+  """The levels a sampler walks (cleanest first): for the Gaussian process the γ grid of
+  config.sampling.schedule, chosen independently of the training schedule; for blur and band,
+  t uniform in [0, 1]."""
+  return processes.from_config(config).grid(num_steps or config.sampling.steps)
 
 
 def guided(denoise_fn, label: Array, null_label: int, scale: float):
@@ -56,28 +58,27 @@ def guided(denoise_fn, label: Array, null_label: int, scale: float):
 
 
 def make_super_resolve(config, model: unet.UNet, sampler: samplers.SamplerConfig | None = None):
-  """Returns a jitted fn(params, lr, gammas, rng, aug_level=0) → HR samples in [−1, 1], (B, H·f, W·f, C).
+  """Returns a jitted fn(params, lr, levels, rng, aug_level=0) → HR samples in [−1, 1],
+  (B, H·f, W·f, C), for the config's forward process (`levels` from `inference_grid`).
 
   `lr` is (B, h, w, C) in [−1, 1] (for a cascade stage with conditioning augmentation, already
   noised to `aug_level`). With a residual target the sample is added to bicubic(LR). Clipping of
   x̂0 applies only when the HR image itself is diffused. With `sampler.final == "z"` (truncated
-  sampling) it returns (y at the grid's γ_0, x̂0 of the last step) instead, unclipped.
+  sampling) it returns (y at the grid's ℓ_0, x̂0 of the last step) instead, unclipped.
   """
   factor = config.data.factor
   sampler = sampler or sampler_config(config)
+  proc = processes.from_config(config)
   aug = model.config.aug_embedding
-  process = config.diffusion.get("process", "gaussian")
   project = bool(config.sampling.get("project_consistency", False))
   # x̂0 is clipped as an image: by the sampler when the HR image itself is diffused, else (residual
-  # target, or a projection that must come after the clip) by an image-space wrapper.
+  # target, or a projection that must come after the clip) by `project_target`, the sampler's x0_fn.
   clip = sampler.clip_x0
   image_space = project or (config.diffusion.diffuse != "hr" and clip is not None)
   if image_space:
     sampler = dataclasses.replace(sampler, clip_x0=None, dynamic_threshold=None)
-  if process != "gaussian" and sampler.final != "x0":
-    raise ValueError(f"truncated sampling is not offered for diffusion.process={process!r}")
 
-  def run(params: Any, lr: Array, gammas: Array, rng: Array, aug_level: Array | float = 0.0):
+  def run(params: Any, lr: Array, levels: Array, rng: Array, aug_level: Array | float = 0.0):
     lr = lr.astype(jnp.float32)
     lr_up = degrade.upsample(lr, factor, value_range=(-1.0, 1.0))
     extra = {"aug_level": jnp.full((lr.shape[0],), aug_level, jnp.float32)} if aug else {}
@@ -85,29 +86,12 @@ def make_super_resolve(config, model: unet.UNet, sampler: samplers.SamplerConfig
       model, params, lr_up, jnp.zeros(lr.shape[:1]), lr_up, **extra
     )
     denoise = lambda z, g: model.apply(variables, z, g, lr_up, train=False, **extra)
-    if process != "gaussian":  # the DCT-diagonal process walks t = 1 → 0 in len(gammas) − 1 steps
-      x0_fn = (
-        (lambda y: project_target(y, lr, lr_up, factor, config.diffusion, project, clip))
-        if (project or clip is not None)
-        else None
-      )
-      y = frequency.sample(
-        denoise,
-        lr_up.shape,
-        gammas.shape[0] - 1,
-        rng,
-        process,
-        config.frequency,
-        config.diffusion.target,
-        sampler.name,
-        x0_fn=x0_fn,
-      )
-      return jnp.clip(diffusion.image_from_target(y, lr_up, config.diffusion), -1.0, 1.0)
-    if image_space:
-      denoise = image_space_denoiser(
-        denoise, sampler.target, lr, lr_up, factor, config.diffusion, project, clip
-      )
-    y, x0, _ = samplers.sample_with_x0(denoise, lr_up.shape, gammas, rng, sampler)
+    x0_fn = (
+      (lambda y0: project_target(y0, lr, lr_up, factor, config.diffusion, project, clip))
+      if image_space
+      else None
+    )
+    y, x0, _ = samplers.sample_with_x0(denoise, lr_up.shape, levels, rng, sampler, proc, x0_fn)
     if sampler.final == "z":
       return y, jnp.clip(x0, -1.0, 1.0)
     return jnp.clip(diffusion.image_from_target(y, lr_up, config.diffusion), -1.0, 1.0)
@@ -116,15 +100,16 @@ def make_super_resolve(config, model: unet.UNet, sampler: samplers.SamplerConfig
 
 
 def make_generate(config, model: unet.UNet, sampler: samplers.SamplerConfig | None = None):
-  """A base stage (no LR input): jitted fn(params, labels (B,) int, gammas, rng, guidance=1.0)
+  """A base stage (no LR input): jitted fn(params, labels (B,) int, levels, rng, guidance=1.0)
   → images (B, S, S, C) in [−1, 1]. `labels` are ignored by an unconditional model. With
   `sampler.final == "z"` it returns (y at γ_0, x̂0) as `make_super_resolve` does."""
   sampler = sampler or sampler_config(config)
+  proc = processes.from_config(config)
   size = config.data.image_size
   channels = model.config.out_channels
   num_classes = model.config.num_classes
 
-  def run(params: Any, labels: Array, gammas: Array, rng: Array, guidance: float = 1.0):
+  def run(params: Any, labels: Array, levels: Array, rng: Array, guidance: float = 1.0):
     shape = (labels.shape[0], size, size, channels)
     # The shapes the denoiser is called with: guidance batches the conditional and null passes.
     calls = labels.shape[0] * (2 if num_classes and guidance != 1.0 else 1)
@@ -143,39 +128,12 @@ def make_generate(config, model: unet.UNet, sampler: samplers.SamplerConfig | No
       if num_classes
       else (lambda z, g: apply(z, g, None))
     )
-    y, x0, _ = samplers.sample_with_x0(denoise, shape, gammas, rng, sampler)
+    y, x0, _ = samplers.sample_with_x0(denoise, shape, levels, rng, sampler, proc)
     if sampler.final == "z":
       return y, jnp.clip(x0, -1.0, 1.0)
     return jnp.clip(y, -1.0, 1.0)
 
   return jax.jit(run, static_argnames=("guidance",))
-
-
-def image_space_denoiser(
-  denoise_fn: Callable[[Array, Array], Array],
-  target: str,
-  lr: Array,
-  lr_up: Array,
-  factor: int,
-  dcfg,
-  consistent: bool = True,
-  clip: float | None = 1.0,
-) -> Callable[[Array, Array], Array]:
-  """Wraps a Gaussian-diffusion denoiser so that its x̂0, read as an HR image, is clipped to
-  [−clip, clip] and (with `consistent`) projected onto the images consistent with `lr`; the output is
-  re-expressed in the model's parameterisation, so every sampler uses the corrected x̂0 unchanged.
-
-  For a residual target this is where x̂0 gets clipped at all: a bound on the residual itself
-  would not keep bicubic(LR) + residual inside the image range.
-  """
-
-  def fn(z, g):
-    out = denoise_fn(z, g).astype(jnp.float32)
-    x0, _ = diffusion.x0_eps_from_output(out, z, g, target)
-    x0 = project_target(x0, lr, lr_up, factor, dcfg, consistent, clip)
-    return diffusion.target_from_x0_eps(x0, diffusion.eps_from_x0(z, g, x0), g, target)
-
-  return fn
 
 
 def project_target(

@@ -307,7 +307,7 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
   if tcfg.sample_every:
     base = config.model.conditioning == "none"
     sampler_fn = (inference.make_generate if base else inference.make_super_resolve)(config, model)
-    gammas = inference.inference_gammas(config, tcfg.sample_steps)
+    gammas = inference.inference_grid(config, tcfg.sample_steps)
     eval_src = loader.make_dataset(
       loader.eval_block(config.data),
       config.data.eval_split,

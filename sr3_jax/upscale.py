@@ -150,7 +150,7 @@ class Upscaler:
     self.sharding = sharding.batch_sharding(mesh)
     ndev = len(jax.local_devices())
     self.batch = -(-max(1, int(batch)) // ndev) * ndev  # a multiple of the local device count
-    self.gammas = inference.inference_gammas(self.config, self.steps)
+    self.gammas = inference.inference_grid(self.config, self.steps)
     self.sr_fn = inference.make_super_resolve(self.config, model)
     self.seed = seed
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sr3_jax import augment, cascade, cli, configs, inference, samplers, train
+from sr3_jax import augment, cascade, cli, configs, inference, samplers, schedules, train
 from sr3_jax.models import unet
 
 IMAGENET = "experiments/configs/cascade_imagenet_64_256_1024.py"
@@ -62,7 +62,7 @@ def test_truncated_sampling_stops_on_the_forward_marginal():
   √γ_s·x and variance 1 − γ_s, the forward process's marginal the next stage trained on."""
   x = jnp.asarray(np.linspace(-0.8, 0.8, 6, dtype=np.float32).reshape(1, 1, 2, 3))
   grid = np.asarray(
-    inference.schedules.gamma_grid(
+    schedules.gamma_grid(
       configs.ml_collections.ConfigDict(
         dict(kind="logsnr", name="cosine", num_steps=40, logsnr_min=-20.0, logsnr_max=20.0)
       )

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from sr3_jax import configs, consistency, diffusion, images, inference, samplers, train
+from sr3_jax import configs, consistency, diffusion, images, inference, processes, samplers, train
 from sr3_jax.data import degrade, embedded, loader
 from sr3_jax.models import unet
 
@@ -130,7 +130,7 @@ def test_projected_sampling_is_consistent_with_the_lr_input(diffuse):
   lr = degrade.downsample(hr, 4, value_range=(-1.0, 1.0))
   lr_up = degrade.upsample(lr, 4, value_range=(-1.0, 1.0))
   denoise = lambda z, g: model.apply({"params": params}, z, g, lr_up)
-  denoise = inference.image_space_denoiser(denoise, "eps", lr, lr_up, 4, c.diffusion)
+  x0_fn = lambda y0: inference.project_target(y0, lr, lr_up, 4, c.diffusion)
   gammas = jnp.asarray(samplers.truncated_grid(np.linspace(1.0, 1e-3, 9), 1.0))
   y, _, _ = samplers.sample_with_x0(
     denoise,
@@ -138,6 +138,7 @@ def test_projected_sampling_is_consistent_with_the_lr_input(diffuse):
     gammas,
     jax.random.key(0),
     samplers.SamplerConfig(clip_x0=None, variance="posterior"),
+    x0_fn=x0_fn,
   )
   image = diffusion.image_from_target(y, lr_up, c.diffusion)
   np.testing.assert_allclose(
@@ -157,9 +158,34 @@ def test_residual_x0_is_clipped_as_an_image():
   )  # an untrained network at γ ≈ 0
   z = jax.random.normal(jax.random.key(1), hr.shape)
   g = jnp.full((2,), 3e-7)
-  fn = inference.image_space_denoiser(wild, "eps", lr, lr_up, 4, c.diffusion, consistent=False)
-  x0, _ = diffusion.x0_eps_from_output(fn(z, g), z, g, "eps")
+  raw, _ = processes.GAUSSIAN.x0_eps(wild(z, g), z, g, "eps")
+  x0 = inference.project_target(raw, lr, lr_up, 4, c.diffusion, consistent=False)
   image = diffusion.image_from_target(x0, lr_up, c.diffusion)
   assert float(jnp.abs(image).max()) <= 1.0 + 1e-3
-  raw, _ = diffusion.x0_eps_from_output(wild(z, g), z, g, "eps")
   assert float(jnp.abs(diffusion.image_from_target(raw, lr_up, c.diffusion)).max()) > 100
+
+
+@pytest.mark.parametrize(
+  "process,sampler", [("gaussian", "dpmpp"), ("blur", "dpmpp"), ("band", "ddim"), ("blur", "ddpm")]
+)
+def test_super_resolve_runs_for_every_process(process, sampler):
+  """make_super_resolve on each forward process: deterministic, in range, and consistent with its
+  LR input when the sampler projects every x̂0 (project_consistency)."""
+  c = tiny_config()
+  c.diffusion.update(dict(process=process, target="x0"))
+  c.sampling.update(dict(sampler=sampler, project_consistency=True))
+  configs.validate(c)
+  model = unet.build(c.model)
+  params = unet.init_params(model, jax.random.key(0))
+  params = jax.tree_util.tree_map(
+    lambda p: p + 0.02 * jax.random.normal(jax.random.key(1), p.shape), params
+  )
+  # Photos scaled into [−0.5, 0.5], so that the final clip to [−1, 1] leaves the projection exact.
+  lr = 0.5 * degrade.downsample(hr_batch(2), 4, value_range=(-1.0, 1.0))
+  fn = inference.make_super_resolve(c, model)
+  levels = inference.inference_grid(c, 6)
+  out = np.asarray(fn(params, lr, levels, jax.random.key(1)))
+  assert out.shape == (2, 16, 16, 3) and np.isfinite(out).all() and np.abs(out).max() <= 1.0
+  np.testing.assert_array_equal(out, np.asarray(fn(params, lr, levels, jax.random.key(1))))
+  err = np.abs(np.asarray(consistency.degrade_linear(jnp.asarray(out), 4)) - np.asarray(lr))
+  assert err.max() < 1e-5, err.max()

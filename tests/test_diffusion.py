@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sr3_jax import configs, diffusion
+from sr3_jax import configs, diffusion, processes
 from sr3_jax.models import unet
 
 
@@ -21,7 +21,7 @@ def xs():
 
 def test_q_sample_closed_form(xs):
   x0, eps, gamma = xs
-  z = diffusion.q_sample(x0, gamma, eps)
+  z = processes.GAUSSIAN.q_sample(x0, gamma, eps)
   g = np.asarray(gamma, np.float64)[:, None, None, None]
   want = np.sqrt(g) * np.asarray(x0, np.float64) + np.sqrt(1 - g) * np.asarray(eps, np.float64)
   np.testing.assert_allclose(z, want, atol=1e-6)
@@ -30,9 +30,9 @@ def test_q_sample_closed_form(xs):
 @pytest.mark.parametrize("target", diffusion.TARGETS)
 def test_targets_convert_exactly(xs, target):
   x0, eps, gamma = xs
-  z = diffusion.q_sample(x0, gamma, eps)
-  out = diffusion.target_from_x0_eps(x0, eps, gamma, target)
-  x0_hat, eps_hat = diffusion.x0_eps_from_output(out, z, gamma, target)
+  z = processes.GAUSSIAN.q_sample(x0, gamma, eps)
+  out = processes.GAUSSIAN.output(x0, eps, gamma, target)
+  x0_hat, eps_hat = processes.GAUSSIAN.x0_eps(out, z, gamma, target)
   np.testing.assert_allclose(x0_hat, x0, atol=2e-4)
   np.testing.assert_allclose(eps_hat, eps, atol=2e-4)
 
@@ -41,7 +41,7 @@ def test_v_definition(xs):
   x0, eps, gamma = xs
   g = np.asarray(gamma, np.float64)[:, None, None, None]
   want = np.sqrt(g) * np.asarray(eps) - np.sqrt(1 - g) * np.asarray(x0)
-  np.testing.assert_allclose(diffusion.v_from_x0_eps(gamma, x0, eps), want, atol=1e-6)
+  np.testing.assert_allclose(processes.GAUSSIAN.output(x0, eps, gamma, "v"), want, atol=1e-6)
 
 
 def test_min_snr_weights():

@@ -1,6 +1,7 @@
 """DCT-diagonal forward processes against float64 numpy: the DCT (scipy), marginals (Monte Carlo),
 the posterior (brute-force Gaussian conditioning in pixel space), the reduction to standard
-diffusion, and sampling Gaussian data with the exact denoiser."""
+diffusion, and every sampler (DDPM, DDIM, DPM-Solver++, truncated) on Gaussian data with the
+exact denoiser."""
 
 import math
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.fft
 
-from sr3_jax import diffusion, frequency, samplers
+from sr3_jax import frequency, processes, samplers
 
 H, W = 4, 3
 
@@ -80,12 +81,11 @@ def test_coefficients_marginals_and_posterior(kind, cfg):
   # Monte-Carlo marginal of z_t: mean and full pixel covariance.
   n = 40000
   noise = jax.random.normal(jax.random.key(0), (n, H, W, 1))
-  z = frequency.q_sample(
+  proc = processes.DCT(kind, c)
+  z = proc.q_sample(
     jnp.broadcast_to(jnp.asarray(x0, jnp.float32)[None, ..., None], noise.shape),
     jnp.full((n,), t),
     noise,
-    kind,
-    c,
   )
   zf = np.asarray(z, np.float64).reshape(n, -1)
   np.testing.assert_allclose(zf.mean(0), mean_t, atol=0.03)
@@ -96,8 +96,8 @@ def test_coefficients_marginals_and_posterior(kind, cfg):
   k = c_st @ np.linalg.inv(c_tt)
   ref_mean, ref_cov = mean_s + k @ (z_t - mean_t), c_ss - k @ c_st.T
   f32 = lambda v: jnp.asarray(v, jnp.float32).reshape(1, H, W, 1)
-  mean_u, var_u = frequency.posterior(
-    frequency.dct2(f32(x0)), frequency.dct2(f32(z_t)), f32(at), f32(st), f32(as_), f32(ss)
+  mean_u, var_u = proc.posterior(
+    frequency.dct2(f32(x0)), frequency.dct2(f32(z_t)), proc.transition(t, s, (H, W))
   )
   np.testing.assert_allclose(np.asarray(frequency.idct2(mean_u)).ravel(), ref_mean, atol=2e-4)
   np.testing.assert_allclose(cov(np.asarray(var_u, np.float64)), ref_cov, atol=2e-5)
@@ -113,40 +113,107 @@ def test_reduces_to_standard_diffusion(kind, cfg):
   noise = jax.random.normal(jax.random.key(2), x0.shape)
   t = jnp.array([0.3, 0.8])
   g = frequency.network_gamma(t, c)
+  proc, gauss = processes.DCT(kind, c), processes.GAUSSIAN
   np.testing.assert_allclose(
-    np.asarray(frequency.q_sample(x0, t, noise, kind, c)),
-    np.asarray(diffusion.q_sample(x0, g, noise)),
-    atol=2e-5,
+    np.asarray(proc.q_sample(x0, t, noise)), np.asarray(gauss.q_sample(x0, g, noise)), atol=2e-5
   )
-  a_t, s_t = frequency.alpha_sigma(t, (8, 8), kind, c)
-  a_s, s_s = frequency.alpha_sigma(t / 2, (8, 8), kind, c)
-  z_t = diffusion.q_sample(x0, g, noise)
-  mean_u, var_u = frequency.posterior(frequency.dct2(x0), frequency.dct2(z_t), a_t, s_t, a_s, s_s)
+  z_t = gauss.q_sample(x0, g, noise)
   g_s = frequency.network_gamma(t / 2, c)
   for b in range(2):
-    ref_mean, ref_var = samplers.posterior(x0[b], z_t[b], g[b], g_s[b])
-    np.testing.assert_allclose(
-      np.asarray(frequency.idct2(mean_u))[b], np.asarray(ref_mean), atol=2e-5
+    mean_u, var_u = proc.posterior(
+      frequency.dct2(x0[b]), frequency.dct2(z_t[b]), proc.transition(t[b], t[b] / 2, (8, 8))
     )
-    np.testing.assert_allclose(np.asarray(var_u)[b], float(ref_var), rtol=1e-4)
+    ref_mean, ref_var = gauss.posterior(x0[b], z_t[b], gauss.transition(g[b], g_s[b], None))
+    np.testing.assert_allclose(np.asarray(frequency.idct2(mean_u)), np.asarray(ref_mean), atol=2e-5)
+    np.testing.assert_allclose(np.asarray(var_u), float(ref_var), rtol=1e-4)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
-def test_sampling_gaussian_data_with_the_exact_denoiser(sampler):
-  """Data N(0, s²I): E[u0 | u_t] = α s² u_t / (α² s² + σ²) per coefficient; samples get variance s²."""
-  c = fcfg(blur_sigma_max=2.0)
-  s2 = 0.25
-  shape = (4000, 4, 4, 1)
+PROCESSES = [
+  ("blur", dict(blur_sigma_max=2.0)),
+  ("band", dict(cutoff=0.4, width=0.1, low_shift=3.0, high_shift=-2.0)),
+]
 
-  def denoise(z, g):  # predicts x0 exactly; t recovered from γ of the base schedule
+
+def exact_denoiser(proc, s2, hw):
+  """Data N(0, s²I): E[u0 | u_t] = α s² u_t / (α² s² + σ²) per coefficient, returned as x0.
+  The level t is recovered from the network's γ through the base cosine schedule."""
+  c = proc.fcfg
+
+  def denoise(z, g):
     lam = jnp.log(g) - jnp.log1p(-g)
     a0, b0 = math.atan(math.exp(-c.logsnr_max / 2)), math.atan(math.exp(-c.logsnr_min / 2))
     t = (jnp.arctan(jnp.exp(-lam / 2)) - a0) / (b0 - a0)
-    a, s = frequency.alpha_sigma(t, shape[1:3], "blur", c)
+    a, s = frequency.alpha_sigma(t, hw, proc.name, c)
     return frequency.idct2(a * s2 / (a**2 * s2 + s**2) * frequency.dct2(z))
 
-  out = frequency.sample(
-    denoise, shape, 200, jax.random.key(0), "blur", c, target="x0", sampler=sampler, t_max=0.999
-  )
+  return denoise
+
+
+@pytest.mark.parametrize("kind,cfg", PROCESSES)
+@pytest.mark.parametrize("sampler,steps", [("ddpm", 1000), ("ddim", 500), ("dpmpp", 25)])
+def test_sampling_gaussian_data_with_the_exact_denoiser(kind, cfg, sampler, steps):
+  """Every sampler on blur and band reproduces the data's variance s² in every pixel."""
+  proc, s2, shape = processes.DCT(kind, fcfg(**cfg)), 0.25, (4000, 4, 4, 1)
+  levels = jnp.linspace(0.0, 0.999, steps + 1)
+  out, _ = jax.jit(
+    lambda key: samplers.sample(
+      exact_denoiser(proc, s2, shape[1:3]),
+      shape,
+      levels,
+      key,
+      samplers.SamplerConfig(name=sampler, target="x0", clip_x0=None, variance="posterior"),
+      proc,
+    )
+  )(jax.random.key(0))
   var = np.asarray(out, np.float64).var(axis=0)
   np.testing.assert_allclose(var, s2, rtol=0.12)
+  assert abs(var.mean() / s2 - 1.0) < 0.04
+
+
+@pytest.mark.parametrize("kind,cfg", PROCESSES)
+def test_truncated_sampling_lands_on_the_marginal(kind, cfg):
+  """final='z' stops at the grid's first level: coefficient variances α²s² + σ² there."""
+  proc, s2, shape = processes.DCT(kind, fcfg(**cfg)), 0.25, (4000, 4, 4, 1)
+  stop = 0.4
+  levels = samplers.truncated_grid(np.linspace(0.0, 0.999, 101), stop, proc)
+  assert levels[0] == np.float32(stop) and np.all(levels[1:] > stop)
+  cfg_s = samplers.SamplerConfig(target="x0", clip_x0=None, variance="posterior", final="z")
+  out, _ = samplers.sample(
+    exact_denoiser(proc, s2, shape[1:3]), shape, levels, jax.random.key(1), cfg_s, proc
+  )
+  var_u = np.asarray(frequency.dct2(out), np.float64).var(axis=0)[..., 0]
+  a, s = alpha_sigma64(stop, kind, proc.fcfg, 4, 4)
+  np.testing.assert_allclose(var_u, a**2 * s2 + s**2, rtol=0.12)
+
+
+def test_levels_map_to_and_from_the_network_gamma():
+  proc = processes.DCT("blur", fcfg())
+  for t in (0.1, 0.5, 0.93):
+    g = float(proc.network_gamma(jnp.float32(t)))
+    assert proc.level_from_gamma(g) == pytest.approx(t, abs=1e-4)
+  np.testing.assert_array_equal(proc.noisier([0.2, 0.5, 0.8], 0.5), [False, False, True])
+  np.testing.assert_array_equal(
+    processes.GAUSSIAN.noisier([0.9, 0.5, 0.1], 0.5), [False, False, True]
+  )
+
+
+@pytest.mark.parametrize("kind,cfg", PROCESSES)
+@pytest.mark.parametrize("target", processes.TARGETS)
+def test_targets_convert_exactly_per_coefficient(kind, cfg, target):
+  """ε, x0 and v = α ε − σ x0 (per DCT coefficient, float64) round-trip through (z, t)."""
+  proc = processes.DCT(kind, fcfg(**cfg))
+  rng = np.random.default_rng(3)
+  x0, eps = rng.uniform(-1, 1, (2, H, W, 1)), rng.normal(size=(2, H, W, 1))
+  t = np.array([0.3, 0.7])
+  f32 = lambda v: jnp.asarray(v, jnp.float32)
+  z = proc.q_sample(f32(x0), f32(t), f32(eps))
+  out = proc.output(f32(x0), f32(eps), f32(t), target)
+  if target == "v":
+    m = dct_basis()
+    for b in range(2):
+      a, s = alpha_sigma64(t[b], kind, proc.fcfg)
+      v = a.ravel() * (m @ eps[b].ravel()) - s.ravel() * (m @ x0[b].ravel())
+      np.testing.assert_allclose(np.asarray(out[b]).ravel(), m.T @ v, atol=1e-5)
+  x0_hat, eps_hat = proc.x0_eps(out, z, f32(t), target)
+  np.testing.assert_allclose(np.asarray(x0_hat), x0, atol=2e-3)
+  np.testing.assert_allclose(np.asarray(eps_hat), eps, atol=2e-3)

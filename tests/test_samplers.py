@@ -7,7 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sr3_jax import diffusion, samplers, schedules
+from sr3_jax import processes, samplers, schedules
+
+G = processes.GAUSSIAN
+
+
+def posterior(x0, z, gamma_t, gamma_s):
+  return G.posterior(x0, z, G.transition(gamma_t, gamma_s, None))
 
 
 def brute_force_posterior(x0, z_t, gamma_t, gamma_s):
@@ -27,7 +33,7 @@ def brute_force_posterior(x0, z_t, gamma_t, gamma_s):
 def test_posterior_matches_gaussian_conditioning(gamma_t, gamma_s):
   rng = np.random.default_rng(0)
   x0, z = rng.normal(size=(2, 5)), rng.normal(size=(2, 5))
-  mean, var = samplers.posterior(
+  mean, var = posterior(
     jnp.asarray(x0, jnp.float32),
     jnp.asarray(z, jnp.float32),
     jnp.float32(gamma_t),
@@ -46,7 +52,7 @@ def test_ddpm_mean_equals_sr3_update():
   alpha = g_t / g_s
   sr3 = (z - (1 - alpha) / np.sqrt(1 - g_t) * eps) / np.sqrt(alpha)
   x0 = (z - np.sqrt(1 - g_t) * eps) / np.sqrt(g_t)
-  mean, _ = samplers.posterior(jnp.asarray(x0, jnp.float32), jnp.asarray(z, jnp.float32), g_t, g_s)
+  mean, _ = posterior(jnp.asarray(x0, jnp.float32), jnp.asarray(z, jnp.float32), g_t, g_s)
   np.testing.assert_allclose(mean, sr3, rtol=1e-4, atol=1e-5)
 
 
@@ -60,7 +66,7 @@ def gaussian_denoiser(target):
     g = gamma.reshape((-1,) + (1,) * (z.ndim - 1))
     x0 = jnp.sqrt(g) * S2 * z / (g * S2 + 1.0 - g)
     eps = (z - jnp.sqrt(g) * x0) / jnp.sqrt(1.0 - g)
-    return diffusion.target_from_x0_eps(x0, eps, g, target)
+    return G.output(x0, eps, g, target)
 
   return fn
 
@@ -94,7 +100,7 @@ def test_point_mass_is_recovered_exactly():
   x_star = jnp.linspace(-0.9, 0.9, 12).reshape(1, 2, 2, 3)
 
   def denoise(z, gamma):
-    return diffusion.eps_from_x0(z, gamma, jnp.broadcast_to(x_star, z.shape))
+    return G.eps_from_x0(z, gamma, jnp.broadcast_to(x_star, z.shape))
 
   grid = schedules.gammas_from_betas(schedules.linear_betas(50, 1e-4, 0.2))
   for name in samplers.SAMPLERS:

@@ -269,7 +269,7 @@ def test_samplers_with_prepared_kernels_match_xla_convolutions(force_cpu_kernels
     params = jax.tree.map(
       lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), params
     )
-    gammas = inference.inference_gammas(c, 3)
+    gammas = inference.inference_grid(c, 3)
     if base:
       outs.append(
         inference.make_generate(c, model)(params, jnp.array([0, 2]), gammas, jax.random.key(3), 2.0)
