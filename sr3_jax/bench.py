@@ -49,7 +49,7 @@ def host_allocator(maps: str | None = None, environ=None) -> str | None:
   XLA's CPU runtime allocates each execution's temporaries afresh: with glibc's default settings
   those blocks are mmap'ed and every page faults in again on every step. `sr3` tells glibc to keep
   them (host_malloc); jemalloc with dirty pages kept (MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1)
-  reuses them too. BENCHMARKS.md has the effect.
+  reuses them too. docs/cpu_performance.md has the effect.
   """
   environ = os.environ if environ is None else environ
   if maps is None:
@@ -209,7 +209,7 @@ def run(
   ):
     print(
       "bench: glibc's malloc with its default settings faults every step's temporaries in afresh; "
-      "unset SR3_MALLOC (or SR3_MALLOC=keep) to keep them: BENCHMARKS.md",
+      "unset SR3_MALLOC (or SR3_MALLOC=keep) to keep them: docs/cpu_performance.md",
       file=log,
     )
 

@@ -216,7 +216,7 @@ def load_for_inference(path: str) -> tuple[ml_collections.ConfigDict, unet.UNet,
   """(config, model, EMA params, step) from a workdir or step folder, replicated on local devices."""
   workdir, step = resolve_checkpoint(path)
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  config.mesh.update(dict(data=-1, fsdp=1, rules=()))
+  config.mesh.update(dict(data=-1, fsdp=1, dcn_data=-1, dcn_fsdp=1, rules=()))
   mesh = sharding.make_mesh(config, jax.local_devices())
   model = unet.build(config.model, mesh.devices.flat)
   abstract, _ = train_state.abstract_train_state(config, model, mesh)

@@ -84,7 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
       residual_scale=1.0,
       min_snr_gamma=0.0,  # 0: off
       p_uncond=0.0,  # class-conditional models: share of labels replaced by the null class (CFG)
-      process="gaussian",  # gaussian | blur | band (DCT-diagonal processes, sr3_jax/frequency.py)
+      process="gaussian",  # gaussian | blur | band (sr3_jax/processes.py)
       consistency_weight=0.0,  # λ of the loss term λ·‖D(x̂0) − x_lr‖² (sr3_jax/consistency.py)
     )
   )
@@ -137,14 +137,16 @@ def base_config() -> ml_collections.ConfigDict:
       # sr3_jax/hash_prng.py) | rbg | unsafe_rbg (XLA's RngBitGenerator) | auto: chosen once by
       # train.make_train_step from the mesh's devices: hash on a CPU mesh, where a (4, 128, 128, 64)
       # mask takes 3-4 ms against Threefry's 46-55 ms and the reference train step 11.15 s against
-      # 12.03 s (BENCHMARKS.md, dropout masks); threefry on TPU and GPU, JAX's own default, which
+      # 12.03 s (docs/cpu_performance.md, dropout masks); threefry on TPU and GPU, JAX's own default, which
       # no measurement on those platforms has shown another generator to beat.
       dropout_rng="auto",
     )
   )
   c.checkpoint = ml_collections.ConfigDict(dict(every=1000, keep=3, keep_every=0, async_save=True))
-  # Mesh axes: data-parallel × FSDP. rules: [(regex on the state path, axis sharded over fsdp or None)].
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, rules=()))
+  # Mesh axes: data-parallel × FSDP (sharding.make_mesh). data, fsdp: within a slice (ICI; MaxText's
+  # ici_data, ici_fsdp); dcn_data, dcn_fsdp: across slices (DCN); −1 takes the rest of its pair.
+  # rules: [(regex on the state path, axis sharded over fsdp or None)].
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, dcn_data=-1, dcn_fsdp=1, rules=()))
   c.allow_config_change = False
   return c
 

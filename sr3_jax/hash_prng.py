@@ -6,7 +6,7 @@ with `mix` a 32-bit avalanche mixer (three xorshifts around two multiplies) and 
 golden-ratio constant. The index comes from broadcasted iotas, so XLA partitions it: the same key
 gives the same mask whatever the sharding (as Threefry does and XLA's RngBitGenerator does not).
 On the 2-core dev CPU a dropout mask over (4, 128, 128, 64) costs about 4 ms, against about 50 ms
-with Threefry or RngBitGenerator (BENCHMARKS.md).
+with Threefry or RngBitGenerator (docs/cpu_performance.md).
 
 It is a statistical generator, not a cryptographic one: good enough to decide which activations
 dropout zeroes (tests/test_hash_prng.py checks the keep rate, neighbour correlations, byte

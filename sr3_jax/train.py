@@ -108,7 +108,7 @@ def make_train_step(config, model: unet.UNet, mesh: Mesh):
 
     # A non-finite step leaves params, EMA and optimizer state as they were. A branch rather than
     # jnp.where over every leaf: the update then runs in place on the donated buffers, where the
-    # select kept old and new copies alive (BENCHMARKS.md, the non-finite skip).
+    # select kept old and new copies alive (docs/cpu_performance.md, the non-finite skip).
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     (params, ema_params, opt_state), update_norm = jax.lax.cond(
       finite, apply_update, skip_update, (state.params, state.ema_params, state.opt_state)

@@ -6,7 +6,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The TPU compiler (tests/test_aot.py) is loaded by the test process and by `sr3 aot` subprocesses.
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 # `sr3` subprocesses leave glibc's malloc as it is: with one arena, the many small compiles of the
-# suite take longer (host_malloc; BENCHMARKS.md). test_host_malloc and test_bench set it themselves.
+# suite take longer (host_malloc; docs/cpu_performance.md). test_host_malloc and test_bench set it themselves.
 os.environ.setdefault("SR3_MALLOC", "system")
 # Identical programs compiled by several tests and their subprocesses are compiled once: JAX's
 # persistent cache, shared through the environment with every `sr3` subprocess a test starts.

@@ -1,7 +1,8 @@
 """Run by test_multidevice.py in its own process with 8 simulated CPU devices (set before JAX starts).
 
-Checks: a data-parallel step on 8 devices and an FSDP step on a 2×4 mesh give the parameters of
-the 1-device step; FSDP state is really sharded; a checkpoint saved from the 8-device FSDP state
+Checks: a data-parallel step on 8 devices, an FSDP step on a 2×4 mesh and steps on the devices
+grouped as 2 fake slices of 4 (data parallelism over the DCN axis; FSDP over it) give the
+parameters of the 1-device step; FSDP state is really sharded; a checkpoint saved from the 8-device FSDP state
 restores onto 1 and 4 devices. Prints one JSON line of findings; asserts inside.
 """
 
@@ -62,7 +63,25 @@ def main(workdir):
     "kernel": list(kernel.shape),
     "kernel_shard": list(shard_shape),
   }
+  # 2 fake slices of 4 devices: data parallel across them (2×4 data), and FSDP across them
+  # (within each slice data=2 × fsdp=2, the fsdp axis spanning both slices: 2 × 4).
+  for name, m, layout in (
+    ("dcn_data_vs_single", dict(data=-1, fsdp=1, dcn_data=2, dcn_fsdp=1), [[i] for i in range(8)]),
+    (
+      "dcn_fsdp_vs_single",
+      dict(data=2, fsdp=2, dcn_data=1, dcn_fsdp=2),
+      [[0, 1, 4, 5], [2, 3, 6, 7]],
+    ),
+  ):
+    cs = configs.load("experiments/configs/demo.py:runlocal")
+    cs.train.batch_size = 8
+    cs.model.dropout = 0.0
+    cs.mesh.update(m)
+    state, mesh_s, _ = run(cs, jax.devices())
+    assert [[d.id for d in row] for row in mesh_s.devices] == layout, mesh_s.devices
+    out[name] = max_diff(state.params, single.params)
   assert out["dp_vs_single"] < 1e-5 and out["fsdp_vs_single"] < 1e-5, out
+  assert out["dcn_data_vs_single"] < 1e-5 and out["dcn_fsdp_vs_single"] < 1e-5, out
   assert out["fsdp_sharded_leaves"] > 0 and shard_shape != kernel.shape, out
 
   # Save from the 8-device FSDP state, restore onto 1 and onto 4 devices.

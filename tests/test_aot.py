@@ -67,3 +67,33 @@ def test_a_batch_the_chips_cannot_split_is_named():
   c.train.batch_size = 6
   with pytest.raises(ValueError, match=r"v5p:2x2x1 .*4 chips.*batch_size=6"):
     aot.compile_for(c, "v5p:2x2x1")
+
+
+def test_two_slices_put_the_data_axis_over_dcn():
+  """v5p:2x2x1 × 2 slices: the mesh is built by create_hybrid_device_mesh with each slice a
+  contiguous block of the 'data' axis (only the DCN share crosses slices), and the train step
+  compiles for the 8 chips."""
+  _tpu_compiler_or_skip()
+  from sr3_jax import sharding
+
+  c = configs.load(CFG)
+  devices = aot.tpu_devices("v5p:2x2x1", num_slices=2)
+  mesh = sharding.make_mesh(c, devices)
+  assert dict(mesh.shape) == {"data": 8, "fsdp": 1}
+  assert [d.slice_index for d in mesh.devices[:, 0]] == [0, 0, 0, 0, 1, 1, 1, 1]
+  c.mesh.update(dict(data=2, fsdp=2, dcn_data=1, dcn_fsdp=2))  # FSDP across the two slices
+  mesh = sharding.make_mesh(c, devices)
+  assert dict(mesh.shape) == {"data": 2, "fsdp": 4}
+  assert [[d.slice_index for d in row] for row in mesh.devices] == [[0, 0, 1, 1]] * 2
+  c.mesh.update(dict(data=-1, fsdp=1, dcn_data=3, dcn_fsdp=1))
+  with pytest.raises(ValueError, match=r"mesh.dcn_data=3 × mesh.dcn_fsdp=1 = 3, but there are 2"):
+    sharding.make_mesh(c, devices)
+  c.mesh.update(dict(data=3, fsdp=1, dcn_data=-1, dcn_fsdp=1))
+  with pytest.raises(ValueError, match=r"mesh.data=3 × mesh.fsdp=1 = 3, but there are 4 devices"):
+    sharding.make_mesh(c, devices)
+
+  c = configs.load(CFG)
+  c.train.batch_size = 16
+  r = aot.compile_for(c, "v5p:2x2x1", num_slices=2, what="train", config_spec=CFG)
+  assert r.num_slices == 2 and r.devices == 8 and r.mesh == {"data": 8, "fsdp": 1}
+  assert r.per_device_batch == 2 and r.fits and r.flops_per_step > 0

@@ -8,7 +8,7 @@ import sys
 HERE = pathlib.Path(__file__).resolve().parent
 
 
-def test_data_parallel_and_fsdp_match_one_device_and_restore_elsewhere(tmp_path):
+def test_data_parallel_fsdp_and_fake_slices_match_one_device_and_restore_elsewhere(tmp_path):
   proc = subprocess.run(
     [sys.executable, str(HERE / "multidevice_check.py"), str(tmp_path / "ckpt")],
     capture_output=True,
@@ -19,6 +19,7 @@ def test_data_parallel_and_fsdp_match_one_device_and_restore_elsewhere(tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert out["dp_vs_single"] < 1e-5 and out["fsdp_vs_single"] < 1e-5
+  assert out["dcn_data_vs_single"] < 1e-5 and out["dcn_fsdp_vs_single"] < 1e-5
   assert out["fsdp_sharded_leaves"] > 0 and out["kernel_shard"] != out["kernel"]
   assert out["restore_1"] == 0.0 and out["restore_4"] == 0.0
   assert out["cascade_8_vs_1"] < 2e-3

@@ -53,7 +53,7 @@ UPSAMPLE_CONVS = ("auto", "direct", "subpixel")
 # tiles the kernel transform costs as much as the convolution) and C_in·C_out of at most 1536·512,
 # that is a transformed kernel (36·C_in·C_out float32, 4× the kernel) of at most 113 MB: the paper
 # 16→128 model's 1024-channel layers, with few tiles at batch 1, ran it out of 24 GB without this
-# bound. Measured: BENCHMARKS.md.
+# bound. Measured: docs/cpu_performance.md.
 WINOGRAD_MAX_MAP = 32 * 32
 WINOGRAD_MIN_CHANNELS = 256
 WINOGRAD_MIN_POSITIONS = 256

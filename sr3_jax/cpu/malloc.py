@@ -4,7 +4,7 @@ XLA's CPU runtime allocates each execution's temporaries afresh (several GB per 
 reference net). With glibc's default settings, blocks that large come from mmap (always so from a
 worker thread's arena, which cannot hold a block above 64 MB), go back to the kernel when freed, and
 every page faults in zero-filled again on the next step: ~800,000 minor faults per step of the
-reference net on a 2-core CPU, whose step these settings make 1.16–1.30× faster (BENCHMARKS.md).
+reference net on a 2-core CPU, whose step these settings make 1.16–1.30× faster (docs/cpu_performance.md).
 Three mallopt(3) settings keep that memory instead:
 
 - M_ARENA_MAX = 1: every thread allocates from the main arena, which grows with brk and has no
@@ -29,7 +29,7 @@ Deeper per-thread caches (opt-in). With one arena, the compiler's threads queue 
 thread's cache of freed small blocks (tcache, 7 per size by default) is the one path that skips the
 lock. glibc reads its depth only from the environment at process start, so no process can set it
 for itself: starting `sr3` as `GLIBC_TUNABLES=glibc.malloc.tcache_count=1000 sr3 …` takes half or
-more of the compile time the single arena adds (BENCHMARKS.md). Far deeper caches hold freed memory
+more of the compile time the single arena adds (docs/cpu_performance.md). Far deeper caches hold freed memory
 per thread (65535 per size doubled the reference train step's peak resident memory).
 """
 

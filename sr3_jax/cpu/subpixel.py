@@ -94,7 +94,7 @@ def _input_grad(dout, k):
 
   One (positions, 4·O)·(4·O, 4·I) matmul gives every tap's term at every position, and a fused sum
   of four shifted slices adds them up. XLA's CPU convolution of dout with the flipped kernel (4·O
-  input channels, I output ones) ran this at a third of the speed (BENCHMARKS.md).
+  input channels, I output ones) ran this at a third of the speed (docs/cpu_performance.md).
   """
   n, h1, w1, co4 = dout.shape
   ci = k.shape[2]

@@ -104,7 +104,7 @@ def input_transform(x: jax.Array) -> jax.Array:
 # Both output-side transforms act on a tile's 36 (or 16) entries at once through the Kronecker
 # product of the 1-D matrix with itself: one small matmul per layer. Written as sums of shifted
 # slices instead, XLA's CPU backend made each slice its own copy (6–36 per layer), and the train
-# step ran ~6% slower (BENCHMARKS.md).
+# step ran ~6% slower (docs/cpu_performance.md).
 A_T_2D = np.kron(A_T, A_T)  # (16, 36): row (p, q), column (k, l)
 A_2D = np.kron(A_T.T, A_T.T)  # (36, 16): row (k, l), column (p, q)
 

@@ -50,7 +50,7 @@ class UNetConfig:
   remat: bool = False
   # The convolutions (sr3_jax/models/conv.py): xla (XLA's own: TPU, GPU, a CPU mesh of several
   # devices) | cpu (sr3_jax/cpu/: Winograd, im2col weight gradients, sub-pixel upsampling, chosen
-  # per layer by shape; the reference CPU train step ran 1.35x faster with them, BENCHMARKS.md) |
+  # per layer by shape; the reference CPU train step ran 1.35x faster with them, docs/cpu_performance.md) |
   # auto: decided once by `build` from the devices the model will run on (cpu on a single CPU
   # device, xla otherwise). The same params either way.
   conv_impl: str = "auto"
@@ -189,7 +189,7 @@ class GroupNorm32(nn.Module):
 
   Written as two reductions over the positions (Σx, Σx² per channel, then per group) and one
   fused scale-and-shift: fewer passes over the activations than a reshape to (B, H, W, G, C/G)
-  with reductions over three axes (BENCHMARKS.md has the CPU figure); on TPU/GPU it fuses the
+  with reductions over three axes (docs/cpu_performance.md has the CPU figure); on TPU/GPU it fuses the
   same way.
   """
 
