@@ -195,11 +195,31 @@ def _cascade(args) -> int:
 
 
 def _sweep(args) -> int:
-  from sr3_jax import checkpoint, sweep
+  from sr3_jax import checkpoint, pods, sweep
 
   mode = "dry-run" if args.dry_run else "print-commands" if args.print_commands else "local"
+  pod = None
+  if args.launch == "tpu":
+    if args.zone.startswith("$") or not args.type:
+      print("sr3 sweep --launch tpu: give --zone and --type (e.g. v5p-8)", file=sys.stderr)
+      return 2
+    mode = "launch-tpu"
+    pod = pods.PodOptions(
+      zone=args.zone,
+      accelerator_type=args.type,
+      runtime_version=args.runtime_version,
+      spot=args.spot,
+      max_slices=args.max_slices,
+      prefix=args.prefix,
+      poll_s=args.poll,
+      repo=args.repo,
+      dry_run=args.dry_run,
+    )
   try:
-    return sweep.main(args.sweep, args.workdir, mode, args.tpu, args.zone)
+    return sweep.main(args.sweep, args.workdir, mode, args.tpu, args.zone, pod=pod)
+  except RuntimeError as e:  # a run given up, or a gcloud call that failed
+    print(f"sr3 sweep: {e}", file=sys.stderr)
+    return 1
   except (FileNotFoundError, ValueError, KeyError, FloatingPointError, checkpoint.SaveError) as e:
     print(f"sr3 sweep: {e}", file=sys.stderr)
     return 2
@@ -388,8 +408,23 @@ def main(argv=None) -> int:
   mode.add_argument(
     "--print-commands", action="store_true", help="print per-run TPU pod launch commands"
   )
+  p.add_argument(
+    "--launch",
+    choices=["tpu"],
+    help="run every run on its own TPU slice (queued resources, relaunched after preemption); "
+    "with --dry-run, print the gcloud commands",
+  )
   p.add_argument("--tpu", default="$TPU_NAME", help="TPU name for --print-commands")
-  p.add_argument("--zone", default="$ZONE", help="zone for --print-commands")
+  p.add_argument("--zone", default="$ZONE", help="zone (--print-commands, --launch tpu)")
+  p.add_argument("--type", default="", help="--launch tpu: accelerator type, e.g. v5p-8")
+  p.add_argument("--spot", action="store_true", help="--launch tpu: spot capacity")
+  p.add_argument(
+    "--max-slices", type=int, default=0, help="--launch tpu: slices at once (0: one per run)"
+  )
+  p.add_argument("--poll", type=float, default=60.0, help="--launch tpu: seconds between polls")
+  p.add_argument("--prefix", default="sr3", help="--launch tpu: queued-resource name prefix")
+  p.add_argument("--repo", default="", help="--launch tpu: git URL to install on each new slice")
+  p.add_argument("--runtime-version", default="v2-alpha-tpuv5", help="--launch tpu: TPU VM image")
   p.set_defaults(fn=_sweep)
 
   p = sub.add_parser("bench", help="time the train step, a forward pass, a sampler or the loader")

@@ -7,7 +7,10 @@ config spec, the runs (each a dict of dotted overrides, built with `product`, `z
 - `--dry-run` lists the runs with their status (done / partial / pending);
 - `--local` trains and evaluates each unfinished run in ROOT/NAME one after another (a run with
   an eval.json is done and skipped; a partial one resumes from its checkpoint);
-- `--print-commands` prints each run's `tpu/pod.sh launch … sr3 train …` and `sr3 eval` commands;
+- `--print-commands` prints each run's `tpu/pod.sh launch … sr3 train … --distributed` and
+  `sr3 eval` commands;
+- `--launch tpu` runs every run on its own TPU slice, requested as a queued resource and
+  relaunched after a spot preemption (sr3_jax/pods.py);
 
 and afterwards (always, from whatever is finished) gathers every run's eval.json into
 ROOT/results.csv and ROOT/results.md and plots loss and eval curves per run into ROOT/curves.png.
@@ -29,7 +32,7 @@ from typing import Any
 import matplotlib
 import matplotlib.pyplot as plt
 
-from sr3_jax import configs, evaluate, paths, train
+from sr3_jax import configs, evaluate, paths, pods, train
 
 
 @dataclasses.dataclass
@@ -117,38 +120,37 @@ def _flag_values(key: str, value) -> list[tuple[str, Any]]:
   return [(key, value)]
 
 
+def run_argv(sweep: Sweep, root: str, run: dict) -> tuple[str, list[str], list[str]]:
+  """(name, `sr3 train` argv with --config.* flags, `sr3 eval` argv) of one run under ROOT."""
+  name = run_name(run)
+  workdir = f"{root.rstrip('/')}/{name}"
+  flags = [
+    f"--config.{k}={v if isinstance(v, str) else repr(v)}"
+    for key, value in _overrides(run).items()
+    for k, v in _flag_values(key, value)
+  ]
+  train_cmd = ["sr3", "train", "--config", sweep.config, "--workdir", workdir, *flags]
+  ev = sweep.eval
+  eval_cmd = (
+    ["sr3", "eval", "--checkpoint", workdir]
+    + ["--num-images", str(ev.get("num_images", 4)), "--samples", str(ev.get("samples", 2))]
+    + (["--steps", str(ev["steps"])] if ev.get("steps") else [])
+    + (["--image-size", str(ev["image_size"])] if ev.get("image_size") else [])
+  )
+  return name, train_cmd, eval_cmd
+
+
 def commands(sweep: Sweep, root: str, tpu: str = "$TPU_NAME", zone: str = "$ZONE") -> list[str]:
-  """Per run: a pod launch of `sr3 train` with --config.* flags, then `sr3 eval`."""
+  """Per run: a pod launch of `sr3 train --distributed` with --config.* flags, then `sr3 eval`."""
   out = []
   for run in sweep.runs:
-    name = run_name(run)
-    workdir = f"{root.rstrip('/')}/{name}"
-    flags = [
-      f"--config.{k}={v if isinstance(v, str) else repr(v)}"
-      for key, value in _overrides(run).items()
-      for k, v in _flag_values(key, value)
-    ]
-    train_cmd = ["sr3", "train", "--config", sweep.config, "--workdir", workdir, *flags]
+    _, train_cmd, eval_cmd = run_argv(sweep, root, run)
+    train_cmd = train_cmd + ["--distributed"]
     out.append(
       " ".join(
         ["tpu/pod.sh", "launch", "--name", tpu, "--zone", zone, "--"]
         + [shlex.quote(x) if not x.startswith("$") else x for x in train_cmd]
       )
-    )
-    ev = sweep.eval
-    eval_cmd = (
-      [
-        "sr3",
-        "eval",
-        "--checkpoint",
-        workdir,
-        "--num-images",
-        str(ev.get("num_images", 4)),
-        "--samples",
-        str(ev.get("samples", 2)),
-      ]
-      + (["--steps", str(ev["steps"])] if ev.get("steps") else [])
-      + (["--image-size", str(ev["image_size"])] if ev.get("image_size") else [])
     )
     out.append(" ".join(shlex.quote(x) for x in eval_cmd))
   return out
@@ -269,10 +271,36 @@ def plot(sweep: Sweep, root: pathlib.Path) -> pathlib.Path:
 
 
 def main(
-  spec: str, root: str, mode: str, tpu: str = "$TPU_NAME", zone: str = "$ZONE", log=None
+  spec: str,
+  root: str,
+  mode: str,
+  tpu: str = "$TPU_NAME",
+  zone: str = "$ZONE",
+  log=None,
+  pod: pods.PodOptions | None = None,
 ) -> int:
   log = log or sys.stderr
   sweep = load(spec)
+  if mode == "launch-tpu":
+    if not paths.is_remote(root):
+      print(
+        f"sr3 sweep: {root} is a local folder; TPU workers write to a bucket (--workdir gs://BUCKET/ROOT)",
+        file=log,
+      )
+    root = paths.resolve(root)
+    runs = [
+      (*run_argv(sweep, root, run), configs.load(sweep.config, _overrides(run)).train.num_steps)
+      for run in sweep.runs
+    ]
+    attempts = pods.launch_tpu(runs, root, pod, log)
+    if pod.dry_run:
+      return 0
+    for name, n in attempts.items():
+      print(f"sweep: {name}: {n} launch(es)", file=log)
+    if not paths.is_remote(root):
+      gather(sweep, pathlib.Path(root))
+      print(pathlib.Path(root) / "results.md")
+    return 0
   if mode == "print-commands":
     if not paths.is_remote(root):
       print(
