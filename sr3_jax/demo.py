@@ -21,6 +21,7 @@ from PIL import Image
 
 from sr3_jax import configs, images, inference, metrics, paths, train
 from sr3_jax.data import degrade, embedded, loader
+from sr3_jax.metrics import lpips, weights
 from sr3_jax.models import unet
 
 
@@ -31,6 +32,12 @@ def evaluate(config, model, params, out_dir: pathlib.Path, log=sys.stderr) -> di
   size = config.eval.crop - config.eval.crop % (factor * 2 ** (len(config.model.channel_mult) - 1))
   gammas = inference.inference_grid(config)
   sr_fn = inference.make_super_resolve(config, model)  # convolutional: the same params at any size
+  try:  # LPIPS joins the table when its weights are on this machine (never downloaded)
+    weights.locate("lpips-alex")
+    lpips_fn = lpips.LPIPS("alex")
+  except (FileNotFoundError, ValueError) as e:
+    lpips_fn = None
+    print(f"LPIPS left out: {e}", file=log)
   results = {}
   for idx, (name, photo) in enumerate(embedded.load_split("test").items()):
     hr = images.to_model_range(loader.center_crop(photo, size))[None]  # (1, S, S, 3) in [−1, 1]
@@ -52,6 +59,8 @@ def evaluate(config, model, params, out_dir: pathlib.Path, log=sys.stderr) -> di
       row[label] = {
         k: float(v[0]) for k, v in metrics.sr_scores(to01(img), to01(hr), to01(lr), factor).items()
       }
+      if lpips_fn is not None:
+        row[label]["lpips"] = float(lpips_fn(np.clip(to01(img), 0, 1), to01(hr))[0])
     results[name] = row
     lr_big = np.asarray(Image.fromarray(images.to_uint8(lr[0])).resize((size, size), Image.NEAREST))
     panels = (
@@ -99,16 +108,24 @@ def run(output: str, steps: int = 0, runlocal: bool = False, log=sys.stderr) -> 
   }
   (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
   names = list(results)
+  has_lpips = all("lpips" in results[n]["bicubic"] for n in names)
+  extra = " bicubic LPIPS | SR3 sample LPIPS | SR3 mean LPIPS |" if has_lpips else ""
   print(
-    "\n| photo | bicubic PSNR | SR3 sample PSNR | SR3 mean PSNR | bicubic consistency | SR3 mean consistency |",
+    "\n| photo | bicubic PSNR | SR3 sample PSNR | SR3 mean PSNR | bicubic consistency | "
+    "SR3 mean consistency |" + extra,
     file=log,
   )
-  print("|---|---|---|---|---|---|", file=log)
+  print("|---" * (9 if has_lpips else 6) + "|", file=log)
   for n in names:
     r = results[n]
+    cells = (
+      f" {r['bicubic']['lpips']:.4f} | {r['sr3_sample']['lpips']:.4f} | {r['sr3_mean']['lpips']:.4f} |"
+      if has_lpips
+      else ""
+    )
     print(
       f"| {n} | {r['bicubic']['psnr']:.2f} | {r['sr3_sample']['psnr']:.2f} | {r['sr3_mean']['psnr']:.2f}"
-      f" | {r['bicubic']['consistency']:.2e} | {r['sr3_mean']['consistency']:.2e} |",
+      f" | {r['bicubic']['consistency']:.2e} | {r['sr3_mean']['consistency']:.2e} |" + cells,
       file=log,
     )
   return out_dir

@@ -1,8 +1,10 @@
 """`sr3 eval`: SR3's metrics on a held-out split for one SR3 sample, the mean of K, and bicubic.
 
 Each image's LR input is made from its HR crop on device (the training degradation); the model
-samples K super-resolutions with its EMA params; PSNR, SSIM and consistency (all on [0, 1]) are
-reported as the mean over images with a 95% bootstrap interval.
+samples K super-resolutions with its EMA params; PSNR, SSIM and consistency (all on [0, 1]) and,
+with `metrics` naming it, LPIPS against the HR image (sr3_jax/metrics/lpips.py, from local weights)
+are reported as the mean over images with a 95% bootstrap interval. PSNR and SSIM may be taken on
+the Y channel and with a border cropped (`y_channel`, `crop_border`).
 """
 
 from __future__ import annotations
@@ -19,9 +21,23 @@ from tqdm import tqdm
 
 from sr3_jax import checkpoint, inference, metrics
 from sr3_jax.data import degrade, loader
+from sr3_jax.metrics import lpips, weights
 
 METHODS = ("sr3_sample", "sr3_mean", "bicubic")
 METRICS = ("psnr", "ssim", "consistency")
+OPTIONAL = ("lpips",)  # computed when asked for: they need weight files
+NOT_YET = ("fid", "is", "accuracy")
+
+
+def parse_metrics(spec: str | None) -> tuple[str, ...]:
+  """'psnr,ssim,lpips' → the metrics to report (the three of SR3 always)."""
+  asked = [m.strip() for m in (spec or "").split(",") if m.strip()]
+  for m in asked:
+    if m in NOT_YET:
+      raise ValueError(f"--metrics {m}: not available in sr3_jax yet; use {METRICS + OPTIONAL}")
+    if m not in METRICS + OPTIONAL:
+      raise ValueError(f"--metrics {m}: unknown; choose from {METRICS + OPTIONAL}")
+  return METRICS + tuple(m for m in OPTIONAL if m in asked)
 
 
 def bootstrap_ci(values: np.ndarray, seed: int = 0, draws: int = 2000) -> tuple[float, float]:
@@ -46,14 +62,20 @@ def score(
   seed: int = 0,
   log=None,
   desc: str = "eval",
+  metric_names: tuple[str, ...] = METRICS,
+  y_channel: bool = False,
+  crop_border: int = 0,
+  lpips_weights: str | None = None,
 ) -> tuple[dict[str, dict[str, list[float]]], int]:
-  """Per-image PSNR / SSIM / consistency of one SR3 sample, the mean of `samples`, and bicubic,
-  on the first `num_images` central crops of `split`: ({method: {metric: [values]}}, images)."""
+  """Per-image PSNR / SSIM / consistency (and LPIPS when asked) of one SR3 sample, the mean of
+  `samples`, and bicubic, on the first `num_images` central crops of `split`:
+  ({method: {metric: [values]}}, images)."""
   factor = dcfg.factor
+  lpips_fn = lpips.LPIPS("alex", lpips_weights) if "lpips" in metric_names else None
   sr_fn = inference.make_super_resolve(config, model)
   gammas = inference.inference_grid(config, steps)
   ds = loader.make_dataset(dcfg, split, 1, seed=0, train=False, process_index=0, process_count=1)
-  per_image: dict[str, dict[str, list[float]]] = {m: {k: [] for k in METRICS} for m in METHODS}
+  per_image: dict[str, dict[str, list[float]]] = {m: {k: [] for k in metric_names} for m in METHODS}
   n = 0
   for batch in tqdm(ds, total=num_images, desc=desc, file=log or sys.stderr):
     if n >= num_images:
@@ -67,7 +89,10 @@ def score(
     to01 = lambda x: (x + 1.0) / 2.0
     outs = {"sr3_sample": sr[:1], "sr3_mean": sr.mean(axis=0, keepdims=True), "bicubic": bicubic}
     for method, img in outs.items():
-      for k, v in metrics.sr_scores(to01(img), to01(hr), to01(lr), factor).items():
+      scores = metrics.sr_scores(to01(img), to01(hr), to01(lr), factor, y_channel, crop_border)
+      if lpips_fn is not None:
+        scores["lpips"] = lpips_fn(np.clip(to01(np.asarray(img)), 0, 1), to01(np.asarray(hr)))
+      for k, v in scores.items():
         per_image[method][k].append(float(v[0]))
     n += 1
   if n == 0:
@@ -106,10 +131,16 @@ def evaluate(
   output: str | None = None,
   log=None,
   image_size: int | None = None,
+  metric_names: tuple[str, ...] = METRICS,
+  y_channel: bool = False,
+  crop_border: int = 0,
+  lpips_weights: str | None = None,
 ) -> dict:
   """`image_size` evaluates central crops of that size instead of the training size (the U-Net is
   convolutional); it must be a multiple of data.factor · 2^(levels − 1)."""
   log = log or sys.stderr
+  if "lpips" in metric_names:
+    weights.locate("lpips-alex", lpips_weights)  # a missing file stops here, before sampling
   config, model, params, step = checkpoint.load_for_inference(checkpoint_path)
   dcfg, split = eval_data(config, dataset)
   if image_size:
@@ -122,7 +153,11 @@ def evaluate(
   if sampler:
     config.sampling.sampler = sampler
   steps = steps or config.sampling.steps
-  per_image, n = score(config, model, params, dcfg, split, num_images, samples, steps, seed, log)
+  per_image, n = score(
+    config, model, params, dcfg, split, num_images, samples, steps, seed, log,
+    metric_names=metric_names, y_channel=y_channel, crop_border=crop_border,
+    lpips_weights=lpips_weights,
+  )  # fmt: skip
   result = {
     "checkpoint": str(checkpoint_path),
     "step": step,
@@ -134,6 +169,8 @@ def evaluate(
     "sampler": config.sampling.sampler,
     "image_size": dcfg.image_size,
     "factor": dcfg.factor,
+    "y_channel": y_channel,
+    "crop_border": crop_border,
     "metrics": summarize(per_image, seed),
     "per_image": per_image,
   }
@@ -146,19 +183,31 @@ def evaluate(
 
 
 def markdown_table(result: dict) -> str:
-  """PSNR / SSIM / consistency per method: mean [95% bootstrap interval]."""
+  """Every reported metric per method: mean [95% bootstrap interval]."""
+  protocol = (", PSNR/SSIM on Y" if result.get("y_channel") else "") + (
+    f", {result['crop_border']}-pixel border cropped" if result.get("crop_border") else ""
+  )
   head = (
     f"{result['dataset']}:{result['split']}, {result['num_images']} images, step {result['step']}, "
-    f"{result['sampler']} {result['steps']} steps, mean of {result['samples']}\n\n"
+    f"{result['sampler']} {result['steps']} steps, mean of {result['samples']}{protocol}\n\n"
   )
-  rows = ["| method | PSNR (dB) | SSIM | consistency (×1e-5) |", "|---|---|---|---|"]
+  columns = {
+    "psnr": ("PSNR (dB)", 1.0, ".2f"),
+    "ssim": ("SSIM", 1.0, ".4f"),
+    "consistency": ("consistency (×1e-5)", 1e5, ".2f"),
+    "lpips": ("LPIPS (alex)", 1.0, ".4f"),
+  }
+  shown = [k for k in columns if k in result["metrics"][METHODS[0]]]
+  rows = [
+    "| method | " + " | ".join(columns[k][0] for k in shown) + " |",
+    "|---" * (len(shown) + 1) + "|",
+  ]
   for m in METHODS:
     s = result["metrics"][m]
-    cell = lambda k, scale=1.0, fmt=".2f": (
-      f"{s[k]['mean'] * scale:{fmt}} "
-      f"[{s[k]['ci95'][0] * scale:{fmt}}, {s[k]['ci95'][1] * scale:{fmt}}]"
+    cell = lambda k: (
+      f"{s[k]['mean'] * columns[k][1]:{columns[k][2]}} "
+      f"[{s[k]['ci95'][0] * columns[k][1]:{columns[k][2]}}, "
+      f"{s[k]['ci95'][1] * columns[k][1]:{columns[k][2]}}]"
     )
-    rows.append(
-      f"| {m} | {cell('psnr')} | {cell('ssim', fmt='.4f')} | {cell('consistency', 1e5)} |"
-    )
+    rows.append(f"| {m} | " + " | ".join(cell(k) for k in shown) + " |")
   return head + "\n".join(rows) + "\n"

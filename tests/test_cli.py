@@ -28,6 +28,8 @@ def test_demo_runlocal_writes_grids_and_metrics(tmp_path):
     for method in ("bicubic", "sr3_sample", "sr3_mean"):
       assert summary["photos"][name][method]["psnr"] > 5.0
       assert 0.0 < summary["photos"][name][method]["ssim"] <= 1.0
+      assert 0.0 < summary["photos"][name][method]["lpips"] < 1.0  # make test installs the weights
+  assert "SR3 mean LPIPS" in proc.stderr
 
 
 def test_unknown_subcommand_fails():

@@ -55,3 +55,39 @@ def test_bootstrap_interval_covers_the_mean():
 def test_bad_checkpoint_paths(tmp_path):
   with pytest.raises(FileNotFoundError, match="neither a workdir"):
     resolve_checkpoint(str(tmp_path))
+
+
+def test_eval_lpips_on_y_with_a_cropped_border(tiny_workdir, tmp_path):
+  """--metrics lpips --y-channel --crop-border 4: the bicubic row equals an independent float64
+  Y-PSNR of the same crop and the LPIPS of sr3_jax.metrics.lpips on it."""
+  from sr3_jax import checkpoint
+  from sr3_jax.data import degrade, loader
+  from sr3_jax.metrics import lpips
+
+  ckpt = str(tiny_workdir / "checkpoints" / "2")
+  r = evaluate.evaluate(
+    ckpt, num_images=1, samples=1, steps=2, output=str(tmp_path),
+    metric_names=evaluate.parse_metrics("psnr,lpips"), y_channel=True, crop_border=4,
+  )  # fmt: skip
+  assert r["y_channel"] and r["crop_border"] == 4
+  for m in evaluate.METHODS:
+    assert 0.0 <= r["per_image"][m]["lpips"][0] < 1.0
+  assert "LPIPS (alex)" in (tmp_path / "eval.md").read_text()
+  config, *_ = checkpoint.load_for_inference(ckpt)
+  dcfg, split = evaluate.eval_data(config, None)
+  hr = next(
+    iter(loader.make_dataset(dcfg, split, 1, seed=0, train=False, process_index=0, process_count=1))
+  )["hr"]
+  bic = degrade.upsample(
+    degrade.downsample(hr, dcfg.factor, value_range=(-1.0, 1.0)),
+    dcfg.factor,
+    value_range=(-1.0, 1.0),
+  )
+  hr01, bic01 = (np.asarray(hr, np.float64) + 1) / 2, (np.asarray(bic, np.float64) + 1) / 2
+  y = lambda x: (16.0 + 65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]) / 255.0
+  mse = np.mean((y(hr01) - y(bic01))[:, 4:-4, 4:-4] ** 2)
+  assert r["per_image"]["bicubic"]["psnr"][0] == pytest.approx(-10 * np.log10(mse), abs=2e-3)
+  want = lpips.LPIPS("alex")(np.clip(bic01, 0, 1), hr01)[0]
+  assert r["per_image"]["bicubic"]["lpips"][0] == pytest.approx(float(want), abs=1e-5)
+  with pytest.raises(ValueError, match="fid: not available"):
+    evaluate.parse_metrics("psnr,fid")
