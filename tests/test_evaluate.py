@@ -57,19 +57,22 @@ def test_bad_checkpoint_paths(tmp_path):
     resolve_checkpoint(str(tmp_path))
 
 
-def test_eval_lpips_on_y_with_a_cropped_border(tiny_workdir, tmp_path):
-  """--metrics lpips --y-channel --crop-border 4: the bicubic row equals an independent float64
-  Y-PSNR of the same crop and the LPIPS of sr3_jax.metrics.lpips on it."""
+def test_eval_lpips_fid_on_y_with_a_cropped_border(tiny_workdir, tmp_path):
+  """--metrics lpips,fid --y-channel --crop-border 4: the bicubic row equals an independent float64
+  Y-PSNR of the same crop and the LPIPS of sr3_jax.metrics.lpips on it; FID per method."""
   from sr3_jax import checkpoint
   from sr3_jax.data import degrade, loader
   from sr3_jax.metrics import lpips
 
   ckpt = str(tiny_workdir / "checkpoints" / "2")
   r = evaluate.evaluate(
-    ckpt, num_images=1, samples=1, steps=2, output=str(tmp_path),
-    metric_names=evaluate.parse_metrics("psnr,lpips"), y_channel=True, crop_border=4,
+    ckpt, num_images=2, samples=1, steps=2, output=str(tmp_path),
+    metric_names=evaluate.parse_metrics("psnr,lpips,fid"), y_channel=True, crop_border=4,
   )  # fmt: skip
   assert r["y_channel"] and r["crop_border"] == 4
+  assert r["fid"]["reference"] == "hr" and r["fid"]["n"] == 2
+  assert all(r["fid"][m] >= -1e-6 for m in evaluate.METHODS)
+  assert "FID against hr" in (tmp_path / "eval.md").read_text()
   for m in evaluate.METHODS:
     assert 0.0 <= r["per_image"][m]["lpips"][0] < 1.0
   assert "LPIPS (alex)" in (tmp_path / "eval.md").read_text()
@@ -89,5 +92,5 @@ def test_eval_lpips_on_y_with_a_cropped_border(tiny_workdir, tmp_path):
   assert r["per_image"]["bicubic"]["psnr"][0] == pytest.approx(-10 * np.log10(mse), abs=2e-3)
   want = lpips.LPIPS("alex")(np.clip(bic01, 0, 1), hr01)[0]
   assert r["per_image"]["bicubic"]["lpips"][0] == pytest.approx(float(want), abs=1e-5)
-  with pytest.raises(ValueError, match="fid: not available"):
-    evaluate.parse_metrics("psnr,fid")
+  with pytest.raises(ValueError, match="is: not available"):
+    evaluate.parse_metrics("psnr,is")

@@ -101,12 +101,32 @@ def _rebuild_parameter(data, *_, **__):
   return data
 
 
+class _ScriptObject:
+  """A TorchScript module read as data: its attributes (children, tensors, ints) in order."""
+
+  def __setstate__(self, state):
+    self.__dict__["attrs"] = dict(state)
+
+
+_SCRIPT_CLASSES: dict[str, type] = {}
+
+
 class _TorchUnpickler(pickle.Unpickler):
-  def __init__(self, f, storages: dict):
+  def __init__(self, f, storages: dict, script: bool = False):
     super().__init__(f)
     self.storages = storages
+    self.script = script
 
   def find_class(self, module: str, name: str):
+    if self.script and module.startswith("__torch__"):
+      qual = f"{module}.{name}"
+      if qual not in _SCRIPT_CLASSES:
+        _SCRIPT_CLASSES[qual] = type(name, (_ScriptObject,), {"qualname": qual})
+      return _SCRIPT_CLASSES[qual]
+    if self.script and (module, name) == ("torch.jit._pickle", "restore_type_tag"):
+      return lambda value, _tag: value
+    if self.script and module == "torch.jit._pickle" and name.startswith("build_"):
+      return lambda value: value
     if (module, name) == ("collections", "OrderedDict"):
       return collections.OrderedDict
     if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
@@ -133,6 +153,8 @@ class _TorchUnpickler(pickle.Unpickler):
 def _materialize(obj):
   if isinstance(obj, _Tensor):
     return obj.materialize()
+  if isinstance(obj, _ScriptObject):
+    return {"__class__": type(obj).qualname, **_materialize(obj.attrs)}
   if isinstance(obj, dict):
     return {k: _materialize(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):
@@ -140,7 +162,16 @@ def _materialize(obj):
   return obj
 
 
-def read_torch(path) -> dict[str, np.ndarray]:
+def read_torchscript(path) -> dict:
+  """The modules of a TorchScript file (`torch.jit.save`) as nested dicts: each module's
+  attributes (sub-modules, numpy arrays, numbers) with its class name under "__class__". Its code
+  is not read, let alone run."""
+  if not zipfile.is_zipfile(path):
+    raise ValueError(f"{path}: not a TorchScript file (not a zip archive)")
+  return read_torch(path, script=True)
+
+
+def read_torch(path, script: bool = False) -> dict[str, np.ndarray]:
   """A `torch.save`d state dict (zip or legacy format) as {name: numpy array}."""
   storages: dict[str, _Storage] = {}
   if zipfile.is_zipfile(path):
@@ -149,7 +180,7 @@ def read_torch(path) -> dict[str, np.ndarray]:
       if pkl is None:
         raise ValueError(f"{path}: a zip without data.pkl is not a torch.save file")
       prefix = pkl[: -len("data.pkl")]
-      obj = _TorchUnpickler(io.BytesIO(z.read(pkl)), storages).load()
+      obj = _TorchUnpickler(io.BytesIO(z.read(pkl)), storages, script).load()
       for s in storages.values():
         s.array = np.frombuffer(z.read(f"{prefix}data/{s.key}"), s.dtype)[: s.numel]
     return _materialize(obj)

