@@ -157,7 +157,9 @@ def compile_for(
   peak = arg + out + temp - alias
   hbm = hbm_bytes(kind)
   flops = float(cost["flops"]) if "flops" in cost else None
-  seconds = float(cost["optimal_seconds"]) if cost.get("optimal_seconds") else None
+  # The cost model answers a negative sentinel where it cannot estimate an op (e.g. XLA's
+  # RngBitGenerator, which the rbg dropout generators use): no estimate then, not a negative time.
+  seconds = float(cost["optimal_seconds"]) if (cost.get("optimal_seconds") or 0) > 0 else None
   peak_tflops = bench.peak_tflops(kind, "bfloat16")
   mfu = flops / seconds / (peak_tflops * 1e12) if (flops and seconds and peak_tflops) else None
   bs = config.train.batch_size

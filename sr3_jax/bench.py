@@ -36,7 +36,7 @@ PEAK_TFLOPS = {
   "H100": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
   "H200": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
 }
-WHAT = ("train", "sample", "forward", "data")
+WHAT = ("train", "sample", "forward", "data", "fid")
 # Allocators a process may have preloaded in place of glibc's malloc, by the library's file name.
 ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 
@@ -164,6 +164,41 @@ def _direct_convolutions(config, model: unet.UNet):
   return direct
 
 
+def run_fid(batch: int = 64, iters: int = 5, log=sys.stderr) -> BenchResult:
+  """Images/s of FID's Inception features (sr3_jax/metrics/fid.py) on 299×299 inputs, batched
+  over the local devices; the weights must be on this machine (fid-inception)."""
+  from sr3_jax.metrics import fid
+
+  model = fid.Inception(batch=batch)
+  x = jax.device_put(
+    np.random.default_rng(0)
+    .uniform(0, 255, (model.batch, fid.SIZE, fid.SIZE, 3))
+    .astype(np.float32),
+    model.sharding,
+  )
+  t = time.perf_counter()
+  lowered = model._fn.lower(model._arrays, x)
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - t
+  cost = compiled.cost_analysis()
+  cost = (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
+  times = _time(lambda: compiled(model._arrays, x), iters)
+  step = float(np.median(times))
+  devices = jax.local_devices()
+  flops = float(cost["flops"]) if "flops" in cost else None
+  kind = devices[0].device_kind
+  peak = peak_tflops(kind, "float32")
+  print(f"bench fid: {model.batch} images per batch on {len(devices)} × {kind}", file=log)
+  return BenchResult(
+    what="fid", config="fid-inception", device_kind=kind, device_count=len(devices),
+    dtype="float32", params=sum(int(np.size(a)) for a in model._arrays), batch=model.batch,
+    image_size=fid.SIZE, compile_s=compile_s, step_s=step, step_s_min=float(min(times)),
+    step_s_max=float(max(times)), iters=iters, examples_per_s=model.batch / step,
+    flops_per_step=flops, tflops_per_s=flops / step / 1e12 if flops else None,
+    mfu=flops / step / (peak * 1e12) if flops and peak else None, peak_memory_bytes=None,
+  )  # fmt: skip
+
+
 def run(
   config_spec: str,
   what: str = "train",
@@ -177,6 +212,8 @@ def run(
 ) -> BenchResult:
   if what not in WHAT:
     raise ValueError(f"--what {what!r}; choose one of {WHAT}")
+  if what == "fid":
+    return run_fid(batch or 64, iters, log)
   config = configs.load(config_spec, overrides)
   if dtype:
     config.model.dtype = dtype

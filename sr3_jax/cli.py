@@ -48,21 +48,28 @@ def _literal(text: str):
 def _bench(args) -> int:
   from sr3_jax import bench
 
+  if not args.config and args.what != "fid":
+    print(f"sr3 bench --what {args.what}: give --config", file=sys.stderr)
+    return 2
   try:
     overrides = _overrides(args.set)
   except ValueError as e:
     print(f"sr3 bench: {e}", file=sys.stderr)
     return 2
-  result = bench.run(
-    args.config,
-    what=args.what,
-    batch=args.batch,
-    iters=args.iters,
-    dtype=args.dtype,
-    steps=args.steps,
-    sampler=args.sampler,
-    overrides=overrides,
-  )
+  try:
+    result = bench.run(
+      args.config,
+      what=args.what,
+      batch=args.batch,
+      iters=args.iters,
+      dtype=args.dtype,
+      steps=args.steps,
+      sampler=args.sampler,
+      overrides=overrides,
+    )
+  except (ValueError, FileNotFoundError) as e:
+    print(f"sr3 bench: {e}", file=sys.stderr)
+    return 2
   bench.report(result, args.json)
   return 0
 
@@ -519,8 +526,13 @@ def main(argv=None) -> int:
   p.set_defaults(fn=_sweep)
 
   p = sub.add_parser("bench", help="time the train step, a forward pass, a sampler or the loader")
-  p.add_argument("--config", required=True, help="experiments/configs/FILE.py[:arg,...]")
-  p.add_argument("--what", default="train", choices=("train", "sample", "forward", "data"))
+  p.add_argument("--config", default=None, help="experiments/configs/FILE.py[:arg,...]")
+  p.add_argument(
+    "--what",
+    default="train",
+    choices=("train", "sample", "forward", "data", "fid"),
+    help="fid: images/s of FID's Inception features (needs no --config)",
+  )
   p.add_argument("--batch", type=int, default=None, help="global batch (default: the config's)")
   p.add_argument("--iters", type=int, default=5, help="timed iterations after one warm-up")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="compute dtype")

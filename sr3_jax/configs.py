@@ -134,11 +134,15 @@ def base_config() -> ml_collections.ConfigDict:
       sample_steps=20,  # sampler steps for those grids
       max_consecutive_skips=20,  # stop after this many non-finite steps in a row
       # Dropout masks' random bits: threefry (JAX's default) | hash (a counter hash,
-      # sr3_jax/hash_prng.py) | rbg | unsafe_rbg (XLA's RngBitGenerator) | auto: chosen once by
-      # train.make_train_step from the mesh's devices: hash on a CPU mesh, where a (4, 128, 128, 64)
-      # mask takes 3-4 ms against Threefry's 46-55 ms and the reference train step 11.15 s against
-      # 12.03 s (docs/cpu_performance.md, dropout masks); threefry on TPU and GPU, JAX's own default, which
-      # no measurement on those platforms has shown another generator to beat.
+      # sr3_jax/hash_prng.py) | rbg | unsafe_rbg (XLA's RngBitGenerator) | auto, decided once by
+      # train.make_train_step from the mesh's devices:
+      # - CPU: hash. A (4, 128, 128, 64) mask takes 3-4 ms against Threefry's 46-55 ms, the
+      #   reference train step 11.15 s against 12.03 s (docs/cpu_performance.md, dropout masks).
+      # - TPU: hash. The TPU compiler's own figures for the reference network's train step on
+      #   v5p:2x2x1 (`sr3 aot`, BENCHMARKS.md "dropout masks on TPU"): optimal time 30.9 ms
+      #   against Threefry's 35.7 ms, bytes accessed 60.9 GB against 71.5 GB, peak HBM 4.85 GiB
+      #   against 5.12; rbg and unsafe_rbg access 69.5 GB and have no time estimate.
+      # - GPU: threefry, JAX's own default; no GPU measurement has shown another to beat it.
       dropout_rng="auto",
     )
   )

@@ -65,7 +65,7 @@ def resolve_dropout_rng(name: str, devices) -> str:
   """train.dropout_rng with `auto` decided by the devices the step runs on (see configs.base_config)."""
   if name != "auto":
     return name
-  return "hash" if all(d.platform == "cpu" for d in devices) else "threefry"
+  return "threefry" if any(d.platform == "gpu" for d in devices) else "hash"
 
 
 def dropout_key(key: Array, impl: str) -> Array:

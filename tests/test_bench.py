@@ -124,3 +124,11 @@ def test_host_allocator_names_a_preloaded_malloc_and_its_settings(monkeypatch):
   assert mine is None or mine.split()[0] in {"glibc", *bench.ALLOCATORS}
   monkeypatch.setattr(host_malloc, "_applied", True)
   assert bench.host_allocator(plain, env) == f"glibc ({host_malloc.KEPT})"
+
+
+def test_fid_feature_benchmark_reports_images_per_second():
+  from sr3_jax import bench
+
+  r = bench.run_fid(batch=4, iters=1)
+  assert r.what == "fid" and r.batch == 4 and r.image_size == 299
+  assert r.examples_per_s > 0 and r.step_s > 0 and r.params > 20_000_000  # Inception-V3's 23.8M

@@ -85,7 +85,7 @@ def test_loss_fn_is_finite_and_per_example():
   assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
 
 
-def test_auto_dropout_rng_is_hash_on_a_cpu_mesh_and_threefry_elsewhere():
+def test_auto_dropout_rng_is_hash_on_cpu_and_tpu_meshes_and_threefry_on_gpu():
   from sr3_jax import train
 
   class Device:
@@ -93,7 +93,7 @@ def test_auto_dropout_rng_is_hash_on_a_cpu_mesh_and_threefry_elsewhere():
       self.platform = platform
 
   assert train.resolve_dropout_rng("auto", [Device("cpu")] * 8) == "hash"
-  assert train.resolve_dropout_rng("auto", [Device("tpu")] * 4) == "threefry"
+  assert train.resolve_dropout_rng("auto", [Device("tpu")] * 4) == "hash"
   assert train.resolve_dropout_rng("auto", [Device("gpu")]) == "threefry"
   assert train.resolve_dropout_rng("rbg", [Device("cpu")]) == "rbg"
 
