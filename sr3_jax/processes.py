@@ -159,6 +159,8 @@ class Gaussian(Process):
   def __init__(self, schedule: Any = None, sampling_schedule: Any = None):
     self.schedule = schedule
     self.sampling_schedule = sampling_schedule
+    # Built once, outside any trace: a β schedule's γ grid becomes a constant of the train step.
+    self._train_levels = schedules.make_train_gamma_sampler(schedule) if schedule else None
 
   def to_basis(self, x):
     return x
@@ -177,7 +179,7 @@ class Gaussian(Process):
     return float(gamma)
 
   def train_levels(self, rng, batch):
-    return schedules.make_train_gamma_sampler(self.schedule)(rng, batch)
+    return self._train_levels(rng, batch)
 
   def grid(self, num_steps):
     return schedules.gamma_grid(self.sampling_schedule, num_steps)
