@@ -459,7 +459,12 @@ def main(argv=None) -> int:
   )
   p.add_argument("--num-images", type=int, default=8)
   p.add_argument("--samples", type=int, default=4, help="K samples per image for the mean")
-  p.add_argument("--metric", default="psnr", choices=("psnr", "ssim", "consistency", "sample_psnr"))
+  p.add_argument(
+    "--metric",
+    default="psnr",
+    choices=("psnr", "ssim", "consistency", "sample_psnr", "lpips", "fid"),
+    help="lpips and fid (SR3 chose its schedule by FID) need their weights on this machine",
+  )
   p.add_argument("--seed", type=int, default=0)
   p.add_argument(
     "--output", default=None, help="folder for tune.json / tune.md (default: the workdir)"

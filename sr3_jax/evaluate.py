@@ -9,6 +9,7 @@ the Y channel and with a border cropped (`y_channel`, `crop_border`).
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 
@@ -121,12 +122,18 @@ def summarize(per_image: dict, seed: int = 0) -> dict:
   }
 
 
+@functools.lru_cache(maxsize=2)
+def _inception(path: str | None) -> fid.Inception:
+  """One feature network per process (its weights are read and its program compiled once)."""
+  return fid.Inception(path)
+
+
 def set_fid(collected: dict, reference_stats: str | None, path: str | None, log=None) -> dict:
   """FID of each method's outputs against `reference_stats` (an .npz of `sr3 fid --save-stats`)
   or, without it, against the HR crops of the same images. A statistic of the whole set: it has
   no per-image values and no bootstrap interval here, and over fewer than 2,049 images it is
   biased upwards (compare it only at one image count)."""
-  model = fid.Inception(path)
+  model = _inception(path)
   if reference_stats:
     mu_r, cov_r, n_r = fid.load_stats(reference_stats)
   else:

@@ -30,6 +30,8 @@ METRICS = {  # metric → (method it is read from, higher is better)
   "ssim": ("sr3_mean", True),
   "consistency": ("sr3_sample", False),
   "sample_psnr": ("sr3_sample", True),
+  "lpips": ("sr3_sample", False),  # needs the lpips-alex weights
+  "fid": ("sr3_sample", False),  # one sample per image against the HR crops; needs fid-inception
 }
 
 
@@ -118,6 +120,7 @@ def tune(
     if key in seen:  # e.g. β ranges of a log-SNR family
       continue
     seen.add(key)
+    collected = {} if metric == "fid" else None
     per_image, n = evaluate.score(
       c,
       model,
@@ -130,8 +133,15 @@ def tune(
       seed,
       log,
       desc=f"candidate {i + 1}/{len(candidates)}",
+      metric_names=evaluate.parse_metrics(metric if metric in ("lpips", "fid") else None),
+      collect=collected,
     )
     summary = evaluate.summarize(per_image, seed)
+    extra = {}
+    if metric == "lpips":
+      extra["lpips"] = summary["sr3_sample"]["lpips"]["mean"]
+    if metric == "fid":
+      extra["fid"] = evaluate.set_fid(collected, None, None, log)["sr3_sample"]
     rows.append(
       dict(
         canonical,
@@ -141,6 +151,7 @@ def tune(
         consistency=summary["sr3_sample"]["consistency"]["mean"],
         bicubic_psnr=summary["bicubic"]["psnr"]["mean"],
         num_images=n,
+        **extra,
       )
     )
   _, higher = METRICS[metric]
@@ -164,15 +175,17 @@ def tune(
 
 
 def table(rows: list[dict], metric: str) -> str:
+  extra = metric if metric in ("lpips", "fid") else None
   head = [
-    "| rank | family | steps | β range | sampler | PSNR mean-of-K | SSIM | sample PSNR | consistency (×1e-5) |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "| rank | family | steps | β range | sampler | PSNR mean-of-K | SSIM | sample PSNR | consistency (×1e-5) |"
+    + (f" {extra.upper()} (one sample) |" if extra else ""),
+    "|---" * (10 if extra else 9) + "|",
   ]
   lines = [
     f"| {i + 1} | {r['family']} | {r['steps']} | "
     + (f"{r['start']:g}–{r['end']:g}" if "start" in r else "—")
     + f" | {r['sampler']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['sample_psnr']:.2f} | "
-    f"{r['consistency'] * 1e5:.2f} |"
+    f"{r['consistency'] * 1e5:.2f} |" + (f" {r[extra]:.4f} |" if extra else "")
     for i, r in enumerate(rows)
   ]
   return f"ranked by {metric}\n\n" + "\n".join(head + lines) + "\n"

@@ -112,3 +112,16 @@ def test_tune_schedule_ranks_candidates(tiny_workdir, tmp_path, capsys):
   assert (tmp_path / "tune.md").read_text().count("\n| ") == 4
   with pytest.raises(ValueError, match="unknown"):
     tune.parse_grid("colour=red")
+
+
+def test_tune_schedule_by_fid(tiny_workdir, tmp_path, capsys):
+  """SR3 chose its inference schedule by FID: candidates ranked by the FID of one sample per
+  image against the HR crops, lowest first."""
+  rc = cli.main(
+    ["tune-schedule", "--checkpoint", str(tiny_workdir), "--grid", "family=linear;steps=2,3"]
+    + ["--num-images", "2", "--samples", "1", "--metric", "fid", "--output", str(tmp_path)]
+  )
+  assert rc == 0, capsys.readouterr().err
+  ranked = json.loads((tmp_path / "tune.json").read_text())["ranked"]
+  assert len(ranked) == 2 and ranked[0]["fid"] <= ranked[1]["fid"]
+  assert "FID (one sample)" in (tmp_path / "tune.md").read_text()
