@@ -141,7 +141,7 @@ def base_config() -> ml_collections.ConfigDict:
       # - TPU: hash. The TPU compiler's own figures for the reference network's train step on
       #   v5p:2x2x1 (`sr3 aot`, BENCHMARKS.md "dropout masks on TPU"): optimal time 30.9 ms
       #   against Threefry's 35.7 ms, bytes accessed 60.9 GB against 71.5 GB, peak HBM 4.85 GiB
-      #   against 5.12; rbg and unsafe_rbg access 69.5 GB and have no time estimate.
+      #   against 5.12; rbg and unsafe_rbg access 69.5 GB and the cost model has no time for them.
       # - GPU: threefry, JAX's own default; no GPU measurement has shown another to beat it.
       dropout_rng="auto",
     )
