@@ -131,4 +131,4 @@ def test_fid_feature_benchmark_reports_images_per_second():
 
   r = bench.run_fid(batch=4, iters=1)
   assert r.what == "fid" and r.batch == 4 and r.image_size == 299
-  assert r.examples_per_s > 0 and r.step_s > 0 and r.params > 20_000_000  # Inception-V3's 23.8M
+  assert r.examples_per_s > 0 and r.step_s > 0 and r.params > 20_000_000  # 21.8M up to pool3
