@@ -9,6 +9,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 
+# File names the folder-reading commands (sr3 fid, sr3 lpips) take as images.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
 class ImageReadError(ValueError):
   """A file that is not a readable image."""
 

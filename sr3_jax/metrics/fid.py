@@ -209,18 +209,15 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
   return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2.0 * cross)
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
-
 def folder_statistics(folder, model: Inception, log=None) -> tuple[Statistics, list[str]]:
   """Statistics of every readable image in a folder; unreadable files are named and skipped."""
   log = log or sys.stderr
   folder = pathlib.Path(folder)
   if not folder.is_dir():
     raise FileNotFoundError(f"{folder}: not a folder of images")
-  files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+  files = sorted(p for p in folder.iterdir() if p.suffix.lower() in images.IMAGE_SUFFIXES)
   if not files:
-    raise ValueError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    raise ValueError(f"{folder} holds no image files ({', '.join(images.IMAGE_SUFFIXES)})")
   stats, skipped, batch = Statistics(), [], []
 
   def flush():

@@ -137,16 +137,13 @@ class LPIPS:
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
-
 def pairs(dir_a, dir_b) -> tuple[list[str], list[str]]:
   """Same-named image files of two folders: (names in both, names in only one)."""
   a, b = pathlib.Path(dir_a), pathlib.Path(dir_b)
   for d in (a, b):
     if not d.is_dir():
       raise FileNotFoundError(f"{d}: not a folder of images")
-  names = lambda d: {p.name for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+  names = lambda d: {p.name for p in d.iterdir() if p.suffix.lower() in images.IMAGE_SUFFIXES}
   na, nb = names(a), names(b)
   return sorted(na & nb), sorted(na ^ nb)
 
