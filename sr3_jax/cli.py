@@ -19,7 +19,7 @@ from sr3_jax import paths
 # Arguments that name files or folders (a local path, relative or with ~, or a gs:// URL).
 PATH_ARGS = (
   "output", "images", "data_dir", "checkpoint", "input", "workdir", "weights", "lpips_weights",
-  "fid_weights", "reference_stats",
+  "fid_weights", "reference_stats", "real", "study", "metrics_file", "niqe_params",
 )  # fmt: skip
 
 
@@ -304,6 +304,83 @@ def _tune(args) -> int:
   return 0
 
 
+def _keyvals(items: list[str], what: str, number: bool = False) -> dict:
+  """NAME=VALUE arguments (repeatable, or comma-separated) as a dict."""
+  out = {}
+  for item in items:
+    for part in item.split(",") if number else [item]:
+      name, sep, value = part.partition("=")
+      if not sep or not name or not value:
+        raise ValueError(f"{what} {part!r}: write NAME=VALUE")
+      out[name.strip()] = float(value) if number else paths.resolve(value)
+  return out
+
+
+def _study(args) -> int:
+  from sr3_jax.study import make
+
+  try:
+    if args.study_command == "make":
+      raters = (
+        args.rater_ids.split(",") if args.rater_ids else [f"r{i + 1}" for i in range(args.raters)]
+      )
+      out = make.make(
+        args.real,
+        _keyvals(args.method, "--method"),
+        args.output,
+        task=args.task,
+        input_dir=args.input,
+        trials_per_rater=args.trials_per_rater,
+        raters=raters,
+        checks=args.checks,
+        display_seconds=args.display_seconds,
+        method_pairs=not args.no_method_pairs,
+        seed=args.seed,
+      )
+      print(out)
+    elif args.study_command == "serve":
+      from sr3_jax.study import server
+
+      server.serve(args.study, host=args.host, port=args.port)
+    elif args.study_command == "simulate":
+      from sr3_jax.study import simulate
+
+      n = simulate.simulate(
+        args.study,
+        {k: float(v) for k, v in _keyvals(args.strengths, "--strengths", number=True).items()},
+        rater_sd=args.rater_sd,
+        lapse=args.lapse,
+        fraction=args.fraction,
+        seed=args.seed,
+        raters=args.rater_ids.split(",") if args.rater_ids else None,
+      )
+      print(f"{n} simulated answers appended to {pathlib.Path(args.study) / 'responses.jsonl'}")
+    else:
+      from sr3_jax.study import analyze
+
+      res = analyze.analyze(
+        args.study,
+        output=args.output,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+        min_check_accuracy=args.min_check_accuracy,
+        metrics=not args.no_metrics,
+        metrics_file=args.metrics_file,
+        lpips_weights=args.lpips_weights,
+        niqe_params=args.niqe_params,
+      )
+      out = pathlib.Path(args.output or args.study)
+      print((out / "analysis.md").read_text(), file=sys.stderr)
+      if args.json:
+        print(json.dumps({k: res[k] for k in ("answers", "malformed_lines", "fool_rate")}))
+      else:
+        print(out / "analysis.md")
+  except (ValueError, FileNotFoundError, OSError) as e:
+    print(f"sr3 study {args.study_command}: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   from sr3_jax.cpu import malloc as host_malloc  # before JAX starts a thread
@@ -529,6 +606,64 @@ def main(argv=None) -> int:
   p.add_argument("--repo", default="", help="--launch tpu: git URL to install on each new slice")
   p.add_argument("--runtime-version", default="v2-alpha-tpuv5", help="--launch tpu: TPU VM image")
   p.set_defaults(fn=_sweep)
+
+  p = sub.add_parser("study", help="human 2AFC studies: make, serve to raters, simulate, analyze")
+  ss = p.add_subparsers(dest="study_command", required=True)
+  q = ss.add_parser("make", help="pair each method's images with the real ones for raters")
+  q.add_argument("--real", required=True, help="folder of the real HR images")
+  q.add_argument(
+    "--method", action="append", default=[], required=True, metavar="NAME=DIR",
+    help="a method's outputs, same file names as --real (repeatable)",
+  )  # fmt: skip
+  q.add_argument("--input", default=None, help="folder of the LR inputs (for --task with-input)")
+  q.add_argument("--task", choices=("no-input", "with-input"), default="no-input")
+  q.add_argument("--trials-per-rater", type=int, default=20)
+  q.add_argument("--raters", type=int, default=4, help="number of raters (ids r1, r2, …)")
+  q.add_argument("--rater-ids", default=None, help="comma-separated rater ids instead of --raters")
+  q.add_argument(
+    "--checks", type=int, default=None, help="attention checks per rater (default: trials // 10)"
+  )
+  q.add_argument("--display-seconds", type=float, default=3.0, help="how long a pair is shown")
+  q.add_argument(
+    "--no-method-pairs", action="store_true", help="only methods against the real image"
+  )
+  q.add_argument("--seed", type=int, default=0)
+  q.add_argument("--output", required=True, help="the study folder to write")
+  q = ss.add_parser("serve", help="serve the study's page to raters; answers to responses.jsonl")
+  q.add_argument("study")
+  q.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+  q.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+  q = ss.add_parser("simulate", help="answer a study with simulated raters of known strengths")
+  q.add_argument("study")
+  q.add_argument(
+    "--strengths", action="append", required=True, metavar="NAME=THETA,…",
+    help="Bradley–Terry log-strengths, e.g. real=0,sr3=-0.2,bicubic=-2",
+  )  # fmt: skip
+  q.add_argument("--rater-sd", type=float, default=0.0, help="per-rater spread of the strengths")
+  q.add_argument("--lapse", type=float, default=0.0, help="share of answers given at random")
+  q.add_argument("--fraction", type=float, default=1.0, help="share of each rater's trials")
+  q.add_argument(
+    "--rater-ids", default=None, help="comma-separated raters to answer for (default all)"
+  )
+  q.add_argument("--seed", type=int, default=0)
+  q = ss.add_parser("analyze", help="fool rates, Bradley–Terry, agreement, metrics vs people")
+  q.add_argument("study")
+  q.add_argument("--output", default=None, help="folder for analysis.* (default: the study)")
+  q.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+  q.add_argument(
+    "--min-check-accuracy", type=float, default=0.0,
+    help="exclude raters who passed fewer of their attention checks than this share",
+  )  # fmt: skip
+  q.add_argument("--no-metrics", action="store_true", help="skip the metric–human correlations")
+  q.add_argument(
+    "--metrics-file", default=None,
+    help='JSON {metric: {method: {image name: value}}} of more per-image metrics',
+  )  # fmt: skip
+  q.add_argument("--lpips-weights", default=None, help="the lpips-alex weights file")
+  q.add_argument("--niqe-params", default=None, help="the niqe-params model file (NIQE)")
+  q.add_argument("--seed", type=int, default=0)
+  q.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+  p.set_defaults(fn=_study)
 
   p = sub.add_parser("bench", help="time the train step, a forward pass, a sampler or the loader")
   p.add_argument("--config", default=None, help="experiments/configs/FILE.py[:arg,...]")

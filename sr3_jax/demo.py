@@ -69,6 +69,18 @@ def evaluate(config, model, params, out_dir: pathlib.Path, log=sys.stderr) -> di
       + [images.heat_map(std), images.to_uint8(hr[0])]
     )
     Image.fromarray(images.grid(panels)).save(out_dir / f"{name}.png")
+    # One folder per method, same file names: what `sr3 study make` pairs for raters.
+    for label, img in (
+      ("hr", hr),
+      ("lr", lr),
+      ("bicubic", bicubic),
+      ("sr3_sample", samples[:1]),
+      ("sr3_mean", mean),
+    ):
+      (out_dir / "images" / label).mkdir(parents=True, exist_ok=True)
+      images.save_png(
+        out_dir / "images" / label / f"{name}.png", images.to_uint8(np.asarray(img[0]))
+      )
     print(
       f"{name}: bicubic {row['bicubic']['psnr']:.2f} dB | SR3 sample {row['sr3_sample']['psnr']:.2f} dB"
       f" | SR3 mean of {k} {row['sr3_mean']['psnr']:.2f} dB",

@@ -30,6 +30,28 @@ def test_demo_runlocal_writes_grids_and_metrics(tmp_path):
       assert 0.0 < summary["photos"][name][method]["ssim"] <= 1.0
       assert 0.0 < summary["photos"][name][method]["lpips"] < 1.0  # make test installs the weights
   assert "SR3 mean LPIPS" in proc.stderr
+  # one folder per method, ready for a human study of the demo's outputs
+  for method, side in (
+    ("hr", 64),
+    ("lr", 16),
+    ("bicubic", 64),
+    ("sr3_sample", 64),
+    ("sr3_mean", 64),
+  ):
+    with Image.open(out / "images" / method / "coffee.png") as im:
+      assert im.size[0] == side
+  study = subprocess.run(
+    [sys.executable, "-m", "sr3_jax", "study", "make", "--real", "demo/images/hr",
+     "--method", "sr3=demo/images/sr3_sample", "--method", "bicubic=demo/images/bicubic",
+     "--input", "demo/images/lr", "--task", "with-input", "--trials-per-rater", "6",
+     "--output", "study"],
+    capture_output=True, text=True, cwd=tmp_path,
+  )  # fmt: skip
+  assert study.returncode == 0, study.stderr
+  assert json.loads((tmp_path / "study" / "study.json").read_text())["names"] == [
+    "chelsea",
+    "coffee",
+  ]
 
 
 def test_unknown_subcommand_fails():
