@@ -115,6 +115,16 @@ def test_metric_correlations_and_cli(answered, tmp_path, capsys):
   # noisy beats bicubic with people (θ −0.4 vs −1.6) and, on these images, in PSNR: agreement
   assert corr["psnr"]["spearman"]["value"] > 0.3
   assert corr["sharpness"]["spearman"]["value"] < 0  # the made-up metric ranks them backwards
+  # within an image, two methods: tau is +1 where the metric orders them as people did, −1 where not
+  by_image = {}
+  for m, name, v, h in corr["sharpness"]["points"]:
+    by_image.setdefault(name, {})[m] = h
+  taus = [
+    -1.0 if d["bicubic"] > d["noisy"] else 1.0
+    for d in by_image.values()
+    if d["bicubic"] != d["noisy"]
+  ]
+  assert corr["sharpness"]["kendall_within_image"]["value"] == pytest.approx(-np.mean(taus))
   assert (tmp_path / "out" / "metric_vs_human.png").stat().st_size > 0
 
 

@@ -7,7 +7,8 @@
 - agreement between raters (Krippendorff's alpha, nominal, over pairs seen by several raters);
 - per rater: answers, median response time, attention checks passed, share of "left" answers;
 - the Spearman and Kendall correlation of each automatic metric with how often people picked a
-  method's image over the real one, per (method, image), with bootstrap intervals over images.
+  method's image over the real one, per (method, image), and Kendall's tau within each image (do
+  metric and people order the methods alike), with bootstrap intervals over images.
 
 Writes analysis.json, analysis.md and three plots into the study folder (or --output).
 """
@@ -107,27 +108,41 @@ def _correlations(points: list[tuple[str, str, float, float]], n_boot: int, seed
   intervals from resampling images."""
   from scipy import stats as sps
 
+  def within(groups):
+    """Kendall's tau between metric and people over the methods of one image, averaged over
+    images: whether the metric orders methods as people do, free of differences between images."""
+    taus = []
+    for g in groups:
+      x, y = np.array([p[2] for p in g]), np.array([p[3] for p in g])
+      if len(g) >= 2 and np.ptp(x) > 0 and np.ptp(y) > 0:
+        taus.append(sps.kendalltau(x, y).statistic)
+    return float(np.mean(taus)) if taus else np.nan
+
   def both(pts):
     x = np.array([p[2] for p in pts])
     y = np.array([p[3] for p in pts])
     if len(pts) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
       raise ValueError("too few distinct points")
-    return np.array([sps.spearmanr(x, y).statistic, sps.kendalltau(x, y).statistic])
+    by = defaultdict(list)
+    for p in pts:
+      by[p[1]].append(p)
+    return np.array(
+      [sps.spearmanr(x, y).statistic, sps.kendalltau(x, y).statistic, within(by.values())]
+    )
 
   try:
     point = both(points)
   except ValueError:
-    return {"n": len(points), "spearman": None, "kendall": None}
+    return {"n": len(points), "spearman": None, "kendall": None, "kendall_within_image": None}
   by_image = defaultdict(list)
   for p in points:
     by_image[p[1]].append(p)
   groups = list(by_image.values())
   boot = stats.bootstrap(groups, lambda gs: both([p for g in gs for p in g]), n_boot, seed)
   lo, hi = stats.percentile_interval(boot)
-  return {
-    "n": len(points),
-    "spearman": {"value": float(point[0]), "ci95": [float(lo[0]), float(hi[0])]},
-    "kendall": {"value": float(point[1]), "ci95": [float(lo[1]), float(hi[1])]},
+  names = ("spearman", "kendall", "kendall_within_image")
+  return {"n": len(points)} | {
+    k: {"value": float(point[i]), "ci95": [float(lo[i]), float(hi[i])]} for i, k in enumerate(names)
   }
 
 
@@ -313,17 +328,17 @@ def markdown(res: dict) -> str:
       "",
       "## Automatic metrics against people (per method and image: metric vs fool rate)",
       "",
-      "| metric | better | points | Spearman (95%) | Kendall (95%) |",
-      "|---|---|---|---|---|",
+      "| metric | better | points | Spearman (95%) | Kendall (95%) | Kendall within an image (95%) |",
+      "|---|---|---|---|---|---|",
     ]
     for k, c in res["metric_correlation"].items():
       cells = []
-      for s in ("spearman", "kendall"):
+      for s in ("spearman", "kendall", "kendall_within_image"):
         v = c[s]
         cells.append(
           "–" if v is None else f"{_f(v['value'])} ({_f(v['ci95'][0])} – {_f(v['ci95'][1])})"
         )
-      lines.append(f"| {k} | {c['better']} | {c['n']} | {cells[0]} | {cells[1]} |")
+      lines.append(f"| {k} | {c['better']} | {c['n']} | {' | '.join(cells)} |")
   return "\n".join(lines) + "\n"
 
 
