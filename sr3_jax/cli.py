@@ -19,7 +19,7 @@ from sr3_jax import paths
 # Arguments that name files or folders (a local path, relative or with ~, or a gs:// URL).
 PATH_ARGS = (
   "output", "images", "data_dir", "checkpoint", "input", "workdir", "weights", "lpips_weights",
-  "fid_weights", "reference_stats", "real", "study", "metrics_file", "niqe_params",
+  "fid_weights", "reference_stats", "real", "study", "metrics_file", "niqe_params", "exported",
 )  # fmt: skip
 
 
@@ -162,18 +162,22 @@ def _eval(args) -> int:
 def _upscale(args) -> int:
   from sr3_jax import upscale
 
+  if bool(args.checkpoint) == bool(args.exported):
+    print("sr3 upscale: give --checkpoint RUN or --exported FILE (one of them)", file=sys.stderr)
+    return 2
   try:
     report = upscale.upscale(
       args.checkpoint,
       args.input,
       args.output,
-      args.steps,
-      args.sampler,
-      args.samples,
-      args.batch,
-      args.tile,
-      args.overlap,
-      args.seed,
+      steps=args.steps,
+      sampler=args.sampler,
+      samples=args.samples,
+      batch=args.batch,
+      tile=args.tile,
+      overlap=args.overlap,
+      seed=args.seed,
+      exported=args.exported,
     )
   except (FileNotFoundError, ValueError) as e:
     print(f"sr3 upscale: {e}", file=sys.stderr)
@@ -186,6 +190,37 @@ def _upscale(args) -> int:
       file=sys.stderr,
     )
     return 1
+  return 0
+
+
+def _export(args) -> int:
+  from sr3_jax import export
+
+  try:
+    size = tuple(int(v) for v in args.lr_size.split(","))
+    if len(size) != 2:
+      raise ValueError
+  except ValueError:
+    print(
+      f"sr3 export: --lr-size {args.lr_size!r}: write HEIGHT,WIDTH, e.g. 16,16", file=sys.stderr
+    )
+    return 2
+  try:
+    meta = export.export(
+      args.checkpoint,
+      args.output,
+      steps=args.steps,
+      lr_size=size,
+      batch=args.batch,
+      dtype=args.dtype,
+      sampler=args.sampler,
+      platforms=tuple(args.platforms.split(",")) if args.platforms else None,
+    )
+  except (FileNotFoundError, ValueError) as e:
+    print(f"sr3 export: {e}", file=sys.stderr)
+    return 2
+  print(json.dumps(meta), file=sys.stderr)
+  print(args.output)
   return 0
 
 
@@ -444,7 +479,10 @@ def main(argv=None) -> int:
   p = sub.add_parser(
     "upscale", help="super-resolve image files of any size with a trained checkpoint"
   )
-  p.add_argument("--checkpoint", required=True, help="a workdir, or WORKDIR/checkpoints/STEP")
+  p.add_argument("--checkpoint", default=None, help="a workdir, or WORKDIR/checkpoints/STEP")
+  p.add_argument(
+    "--exported", default=None, help="a sampler file from sr3 export, instead of --checkpoint"
+  )
   p.add_argument("--input", required=True, help="an image file, or a folder of them")
   p.add_argument(
     "--output", required=True, help="folder for the super-resolved PNGs and upscale.json"
@@ -455,14 +493,35 @@ def main(argv=None) -> int:
     "--samples", type=int, default=1, help="K > 1: K samples, their mean and a std heat-map"
   )
   p.add_argument(
-    "--batch", type=int, default=8, help="tiles per sampler call (rounded to the device count)"
+    "--batch",
+    type=int,
+    default=None,
+    help="tiles per sampler call (default 8, rounded to the device count; an export's own)",
   )
   p.add_argument(
-    "--tile", type=int, default=64, help="largest tile side in LR pixels; larger images are tiled"
+    "--tile",
+    type=int,
+    default=None,
+    help="largest tile side in LR pixels (default 64; an export's own); larger images are tiled",
   )
   p.add_argument("--overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles")
   p.add_argument("--seed", type=int, default=0)
   p.set_defaults(fn=_upscale)
+
+  p = sub.add_parser(
+    "export", help="write a checkpoint's whole sampler as one jax.export program with its params"
+  )
+  p.add_argument("--checkpoint", required=True, help="a workdir, or WORKDIR/checkpoints/STEP")
+  p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's)")
+  p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), default=None)
+  p.add_argument("--lr-size", required=True, help="HEIGHT,WIDTH of the LR input, e.g. 16,16")
+  p.add_argument("--batch", type=int, default=1, help="images per call")
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="compute dtype")
+  p.add_argument(
+    "--platforms", default=None, help="comma-separated: cpu, cuda, rocm, tpu (default: this one)"
+  )
+  p.add_argument("--output", required=True, help="the file to write, e.g. sr3_x4.sr3x")
+  p.set_defaults(fn=_export)
 
   p = sub.add_parser("cascade", help="run a cascade of stages (base and/or SR) end to end")
   p.add_argument(

@@ -115,49 +115,93 @@ def _output_stems(files: list[pathlib.Path]) -> list[str]:
 
 
 class Upscaler:
-  """A checkpoint's EMA params and one jitted sampler, applied to images tile batch by tile batch."""
+  """A checkpoint's EMA params and one jitted sampler (or a program written by `sr3 export`),
+  applied to images tile batch by tile batch."""
 
   def __init__(
     self,
-    checkpoint: str,
+    checkpoint: str | None,
     steps: int | None = None,
     sampler: str | None = None,
     samples: int = 1,
-    batch: int = 8,
-    tile: int = 64,
+    batch: int | None = None,
+    tile: int | None = None,
     overlap: int = 8,
     seed: int = 0,
+    exported: str | None = None,
   ):
+    if int(samples) < 1:
+      raise ValueError(f"--samples {samples} must be at least 1")
+    self.samples = int(samples)
+    self.seed = seed
+    self.overlap = int(overlap)
+    self.program = None
+    if exported:
+      self._init_exported(exported, steps, sampler, batch, tile)
+      return
+    if not checkpoint:
+      raise ValueError("give --checkpoint RUN (or --exported FILE from sr3 export)")
+    tile = 64 if tile is None else tile
     self.config, model, self.params, self.step = load_for_inference(checkpoint)
     if sampler:
       self.config.sampling.sampler = sampler
+    self.sampler = self.config.sampling.sampler
     self.factor = int(self.config.data.factor)
     self.steps = steps or self.config.sampling.steps
-    self.samples = int(samples)
     down = 2 ** (len(self.config.model.channel_mult) - 1)
     self.multiple = down // math.gcd(
       down, self.factor
     )  # LR multiple whose HR size the U-Net accepts
     self.tile = max(self.multiple, -(-int(tile) // self.multiple) * self.multiple)
+    self.fixed_tile = None
     if not 0 <= overlap < self.tile:
       raise ValueError(
         f"--overlap {overlap} must be in [0, tile={self.tile}); lower it or raise --tile"
       )
-    if self.samples < 1:
-      raise ValueError(f"--samples {samples} must be at least 1")
-    self.overlap = int(overlap)
     mesh = sharding.make_mesh(self.config, jax.local_devices())
     self.sharding = sharding.batch_sharding(mesh)
     ndev = len(jax.local_devices())
-    self.batch = -(-max(1, int(batch)) // ndev) * ndev  # a multiple of the local device count
+    self.batch = -(-max(1, int(batch or 8)) // ndev) * ndev  # a multiple of the local device count
     self.gammas = inference.inference_grid(self.config, self.steps)
     self.sr_fn = inference.make_super_resolve(self.config, model)
-    self.seed = seed
+
+  def _init_exported(self, path, steps, sampler, batch, tile) -> None:
+    """The sampler of an export: its batch, LR tile size, steps and sampler are fixed in it."""
+    from sr3_jax import exported
+
+    self.program = exported.ExportedSampler(path)
+    meta = self.program.meta
+    fixed = {"--steps": (steps, meta["steps"]), "--sampler": (sampler, meta["sampler"])}
+    fixed["--batch"] = (batch, meta["lr_shape"][0])
+    fixed["--tile"] = (tile, max(meta["lr_shape"][1:3]))
+    for flag, (given, value) in fixed.items():
+      if given is not None and given != value:
+        raise ValueError(
+          f"{flag} {given}: {path} was exported with {flag} {value}; leave {flag} out or export "
+          "again with sr3 export"
+        )
+    _, th, tw, _ = meta["lr_shape"]
+    if not 0 <= self.overlap < min(th, tw):
+      raise ValueError(f"--overlap {self.overlap} must be in [0, {min(th, tw)}) for {path}'s tiles")
+    self.fixed_tile = (th, tw)
+    self.tile = max(th, tw)
+    self.batch = meta["lr_shape"][0]
+    self.factor, self.steps, self.sampler = self.program.factor, self.program.steps, meta["sampler"]
+    self.step = meta["step"]
+
+  def _sample(self, lr_batch: np.ndarray, key) -> np.ndarray:
+    if self.program is not None:
+      return self.program(lr_batch.astype(np.float32), np.asarray(jax.random.key_data(key)))
+    return self.sr_fn(self.params, jax.device_put(lr_batch, self.sharding), self.gammas, key)
 
   def __call__(self, rgb: np.ndarray, index: int, log=None) -> np.ndarray:
     """(h, w, 3) uint8 → K super-resolutions (K, h·f, w·f, 3) in [−1, 1]."""
     h, w, _ = rgb.shape
-    th, tw, ph, pw = plan(h, w, self.tile, self.multiple, self.overlap)
+    if self.fixed_tile:  # an export takes tiles of exactly its size: pad a smaller image up to it
+      th, tw = self.fixed_tile
+      ph, pw = max(h, th), max(w, tw)
+    else:
+      th, tw, ph, pw = plan(h, w, self.tile, self.multiple, self.overlap)
     lr = images.to_model_range(rgb)
     lr = np.pad(lr, ((0, ph - h), (0, pw - w), (0, 0)), mode="symmetric")
     tiles, pos = split_tiles(lr, th, tw, self.overlap)
@@ -170,9 +214,7 @@ class Upscaler:
     ):
       chunk = jobs[start : start + self.batch]
       full = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk), axis=0)])
-      out = self.sr_fn(
-        self.params, jax.device_put(full, self.sharding), self.gammas, jax.random.fold_in(rng, b)
-      )
+      out = self._sample(full, jax.random.fold_in(rng, b))
       outs.append(np.asarray(out)[: len(chunk)])
     outs = np.concatenate(outs).reshape(
       self.samples, len(pos), th * self.factor, tw * self.factor, 3
@@ -184,17 +226,18 @@ class Upscaler:
 
 
 def upscale(
-  checkpoint: str,
+  checkpoint: str | None,
   input_path: str,
   output: str,
   steps: int | None = None,
   sampler: str | None = None,
   samples: int = 1,
-  batch: int = 8,
-  tile: int = 64,
+  batch: int | None = None,
+  tile: int | None = None,
   overlap: int = 8,
   seed: int = 0,
   log=None,
+  exported: str | None = None,
 ) -> dict:
   """Super-resolves every file under `input_path` into `output`; returns (and writes) the report.
 
@@ -203,15 +246,16 @@ def upscale(
   """
   log = log or sys.stderr
   files = input_files(input_path)
-  up = Upscaler(checkpoint, steps, sampler, samples, batch, tile, overlap, seed)
+  up = Upscaler(checkpoint, steps, sampler, samples, batch, tile, overlap, seed, exported)
   out_dir = pathlib.Path(output)
   out_dir.mkdir(parents=True, exist_ok=True)
   report = {
-    "checkpoint": str(checkpoint),
+    "checkpoint": str(checkpoint or exported),
+    "exported": bool(exported),
     "step": up.step,
     "factor": up.factor,
     "steps": up.steps,
-    "sampler": up.config.sampling.sampler,
+    "sampler": up.sampler,
     "samples": up.samples,
     "tile": up.tile,
     "overlap": up.overlap,
