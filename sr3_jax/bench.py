@@ -36,7 +36,7 @@ PEAK_TFLOPS = {
   "H100": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
   "H200": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
 }
-WHAT = ("train", "sample", "forward", "data", "fid")
+WHAT = ("train", "sample", "forward", "data", "fid", "latency")
 # Allocators a process may have preloaded in place of glibc's malloc, by the library's file name.
 ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 
@@ -197,6 +197,100 @@ def run_fid(batch: int = 64, iters: int = 5, log=sys.stderr) -> BenchResult:
     flops_per_step=flops, tflops_per_s=flops / step / 1e12 if flops else None,
     mfu=flops / step / (peak * 1e12) if flops and peak else None, peak_memory_bytes=None,
   )  # fmt: skip
+
+
+def run_latency(
+  config_spec: str,
+  steps_list: tuple[int, ...] = (1, 2, 4, 8),
+  batches: tuple[int, ...] = (1, 2, 4, 8),
+  iters: int = 3,
+  dtype: str | None = None,
+  sampler: str | None = None,
+  overrides: dict | None = None,
+  log=sys.stderr,
+) -> dict:
+  """Milliseconds per frame of the whole sampler (bicubic, N network calls, residual and
+  clipping) on one HR tile of the config's size: first every batch in `batches` at the fewest
+  steps, to find the batch with the most frames per second; then batch 1 and that batch at every
+  step count. Random weights: latency does not depend on them. Median of `iters` calls."""
+  config = configs.load(config_spec, overrides)
+  if dtype:
+    config.model.dtype = dtype
+  if sampler:
+    config.sampling.sampler = sampler
+  configs.validate(config)
+  mesh = sharding.make_mesh(config)
+  model = unet.build(config.model, mesh.devices.flat)
+  devices = jax.devices()
+  factor, size = config.data.factor, config.data.image_size
+  ndev = len(devices)
+  batches = sorted({-(-b // ndev) * ndev for b in batches})  # whole batches per device
+  params = jax.jit(lambda k: unet.init_params(model, k))(jax.random.key(0))
+  fn = inference.make_super_resolve(config, model)
+  bsharding = sharding.batch_sharding(mesh)
+  print(
+    f"bench latency: {config_spec} {size // factor}→{size} on {ndev} × {devices[0].device_kind}, "
+    f"{config.model.dtype}, sampler {config.sampling.sampler}",
+    file=log,
+  )
+
+  def measure(batch: int, steps: int) -> dict:
+    lr = jax.device_put(
+      np.random.default_rng(0)
+      .uniform(-1, 1, (batch, size // factor, size // factor, 3))
+      .astype(np.float32),
+      bsharding,
+    )
+    levels = inference.inference_grid(config, steps)
+    t = time.perf_counter()
+    compiled = fn.lower(params, lr, levels, jax.random.key(0)).compile()
+    compile_s = time.perf_counter() - t
+    med = statistics.median(_time(lambda: compiled(params, lr, levels, jax.random.key(0)), iters))
+    row = dict(batch=batch, steps=steps, ms_per_call=1e3 * med, ms_per_frame=1e3 * med / batch)
+    row.update(frames_per_s=batch / med, compile_s=compile_s)
+    print(f"  batch {batch:3d}, {steps} steps: {row['ms_per_frame']:9.1f} ms per frame", file=log)
+    return row
+
+  search = [measure(b, min(steps_list)) for b in batches]
+  best = max(search, key=lambda r: r["frames_per_s"])["batch"]
+  rows = {(r["batch"], r["steps"]): r for r in search}
+  for b in sorted({batches[0], best}):
+    for n in steps_list:
+      if (b, n) not in rows:
+        rows[(b, n)] = measure(b, n)
+  return {
+    "what": "latency",
+    "config": config_spec,
+    "device_kind": devices[0].device_kind,
+    "device_count": ndev,
+    "dtype": config.model.dtype,
+    "sampler": config.sampling.sampler,
+    "params": unet.count_params(config.model),
+    "lr_size": size // factor,
+    "hr_size": size,
+    "best_batch": best,
+    "iters": iters,
+    "rows": sorted(rows.values(), key=lambda r: (r["batch"], r["steps"])),
+  }
+
+
+def report_latency(result: dict, as_json: bool, out=None) -> None:
+  out = out or sys.stdout
+  if as_json:
+    print(json.dumps(result), file=out)
+    return
+  print(
+    f"{result['config']}: {result['lr_size']}→{result['hr_size']}, {result['params'] / 1e6:.1f}M "
+    f"params, {result['dtype']}, {result['sampler']}, {result['device_count']} × "
+    f"{result['device_kind']}; best batch {result['best_batch']}",
+    file=out,
+  )
+  print("| batch | steps | ms per frame | frames/s |\n|---|---|---|---|", file=out)
+  for r in result["rows"]:
+    print(
+      f"| {r['batch']} | {r['steps']} | {r['ms_per_frame']:.1f} | {r['frames_per_s']:.2f} |",
+      file=out,
+    )
 
 
 def run(

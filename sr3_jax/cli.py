@@ -56,6 +56,27 @@ def _bench(args) -> int:
   except ValueError as e:
     print(f"sr3 bench: {e}", file=sys.stderr)
     return 2
+  if args.what == "latency":
+    try:
+      steps_list = tuple(int(v) for v in (args.steps_list or "1,2,4,8").split(","))
+      batches = tuple(int(v) for v in (args.batches or "1,2,4,8").split(","))
+      if min(steps_list) < 1 or min(batches) < 1:
+        raise ValueError
+    except ValueError:
+      print(
+        "sr3 bench: --steps-list and --batches take positive integers, e.g. 1,2,4,8",
+        file=sys.stderr,
+      )
+      return 2
+    try:
+      latency = bench.run_latency(
+        args.config, steps_list, batches, args.iters, args.dtype, args.sampler, overrides
+      )
+    except (ValueError, FileNotFoundError) as e:
+      print(f"sr3 bench: {e}", file=sys.stderr)
+      return 2
+    bench.report_latency(latency, args.json)
+    return 0
   try:
     result = bench.run(
       args.config,
@@ -729,8 +750,13 @@ def main(argv=None) -> int:
   p.add_argument(
     "--what",
     default="train",
-    choices=("train", "sample", "forward", "data", "fid"),
-    help="fid: images/s of FID's Inception features (needs no --config)",
+    choices=("train", "sample", "forward", "data", "fid", "latency"),
+    help="fid: images/s of FID's Inception features (needs no --config); latency: ms per frame "
+    "of the whole sampler at --steps-list steps and --batches",
+  )
+  p.add_argument("--steps-list", default=None, help="--what latency: step counts (default 1,2,4,8)")
+  p.add_argument(
+    "--batches", default=None, help="--what latency: batches to search (default 1,2,4,8)"
   )
   p.add_argument("--batch", type=int, default=None, help="global batch (default: the config's)")
   p.add_argument("--iters", type=int, default=5, help="timed iterations after one warm-up")

@@ -132,3 +132,27 @@ def test_fid_feature_benchmark_reports_images_per_second():
   r = bench.run_fid(batch=4, iters=1)
   assert r.what == "fid" and r.batch == 4 and r.image_size == 299
   assert r.examples_per_s > 0 and r.step_s > 0 and r.params > 20_000_000  # 21.8M up to pool3
+
+
+def test_latency_table_fields(capsys):
+  from sr3_jax import cli
+
+  rc = cli.main(
+    ["bench", "--what", "latency", "--config", "experiments/configs/demo.py:runlocal",
+     "--steps-list", "1,2", "--batches", "1,2", "--iters", "1", "--json"]
+  )  # fmt: skip
+  assert rc == 0
+  out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert out["what"] == "latency" and out["lr_size"] * 4 == out["hr_size"] == 32
+  assert out["best_batch"] in (1, 2)
+  got = {(r["batch"], r["steps"]) for r in out["rows"]}
+  # the batch search at 1 step, then batch 1 and the best batch at every step count
+  assert {(1, 1), (2, 1), (1, 2), (out["best_batch"], 2)} == got
+  for r in out["rows"]:
+    assert r["ms_per_frame"] * r["batch"] == pytest.approx(r["ms_per_call"])
+  assert (
+    cli.main(
+      ["bench", "--what", "latency", "--config", "experiments/configs/demo.py", "--steps-list", "0"]
+    )
+    == 2
+  )
