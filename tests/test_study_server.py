@@ -76,8 +76,12 @@ def test_answers_are_recorded_once(study):
     st = json.loads(_get(base + "/api/state?rater=a")[1])
     assert st["task"] == "with-input" and st["answered"] == [] and len(st["trials"]) == 6 + 1
     t0 = st["trials"][0]
+    # image addresses are opaque: nothing the page gets says which image is the real one
+    assert "real" not in json.dumps(st) and "noisy" not in json.dumps(st)
     status, img, ctype = _get(base + t0["left"])
     assert status == 200 and ctype == "image/png" and img[:4] == b"\x89PNG"
+    first = make.load(study)["raters"]["a"][0]
+    assert img == (study / make.image_path(first["left"], first["name"])).read_bytes()
     assert _get(base + t0["input"])[0] == 200
     assert _post(base, {"rater": "a", "trial": t0["id"], "choice": "left", "rt_ms": 812.4}) == (
       200, {"ok": True, "duplicate": False, "answered": 1},
@@ -125,6 +129,10 @@ def test_answers_are_recorded_once(study):
     "/static/../server.py",
     "/responses.jsonl",
     "/images/real/../../../../etc/passwd",
+    "/images/real/astronaut.png",
+    "/img/a/t000/../../../study.json",
+    "/img/a/t000/middle",
+    "/img/zz/t000/left",
   ],
 )
 def test_nothing_outside_the_study_images_is_served(study, path):

@@ -4,7 +4,8 @@ library's threading HTTP server.
 GET  /?rater=ID            the page (static/index.html), which runs the rater's trials
 GET  /static/<file>        the page's script and style sheet
 GET  /api/state?rater=ID   the rater's trials and which are answered (a reload resumes there)
-GET  /images/<cond>/<name>.png   only the study's own images, listed in study.json
+GET  /img/<rater>/<trial>/<side>   a trial's left, right or input image, by an opaque address
+                           (the URL never tells which image is the real one)
 POST /api/answer           {"rater", "trial", "choice": "left"|"right", "rt_ms"}
 
 Every accepted answer is appended to STUDY/responses.jsonl and synced before the reply. A second
@@ -36,15 +37,15 @@ class Study:
     self.folder = pathlib.Path(folder)
     self.meta = make.load(self.folder)
     self.trials = {r: {t["id"]: t for t in ts} for r, ts in self.meta["raters"].items()}
-    self.images = {}  # URL path → file, for exactly the images the study uses
-    for ts in self.meta["raters"].values():
+    self.images = {}  # /img/RATER/TRIAL/SIDE → file, for exactly the images the study shows
+    for rater, ts in self.meta["raters"].items():
       for t in ts:
-        conds = [t["left"], t["right"]] + (
-          [make.INPUT] if self.meta["task"] == "with-input" else []
-        )
-        for c in conds:
-          rel = make.image_path(c, t["name"])
-          self.images["/" + rel] = self.folder / rel
+        sides = {"left": t["left"], "right": t["right"]}
+        if self.meta["task"] == "with-input":
+          sides["input"] = make.INPUT
+        for side, cond in sides.items():
+          path = self.folder / make.image_path(cond, t["name"])
+          self.images[f"/img/{rater}/{t['id']}/{side}"] = path
     missing = [str(p) for p in self.images.values() if not p.is_file()]
     if missing:
       raise make.StudyError(
@@ -71,10 +72,10 @@ class Study:
       raise KeyError(rater)
     trials = []
     for t in self.meta["raters"][rater]:
-      trial = {"id": t["id"], "left": "/" + make.image_path(t["left"], t["name"])}
-      trial["right"] = "/" + make.image_path(t["right"], t["name"])
+      base = f"/img/{rater}/{t['id']}"
+      trial = {"id": t["id"], "left": f"{base}/left", "right": f"{base}/right"}
       if self.meta["task"] == "with-input":
-        trial["input"] = "/" + make.image_path(make.INPUT, t["name"])
+        trial["input"] = f"{base}/input"
       trials.append(trial)
     return {
       "rater": rater,
