@@ -132,6 +132,37 @@ class Cascade:
   def _shard(self, x: np.ndarray) -> Array:
     return jax.device_put(np.asarray(x), self.batch_sharding)
 
+  def super_resolve(
+    self,
+    i: int,
+    carry: np.ndarray,
+    key: Array,
+    carry_z: Array | None = None,
+    aug_level: float | None = None,
+  ):
+    """SR stage `i` on `carry` (N, h, w, C) in [−1, 1], N a multiple of the device count: its
+    input noised to the stage's augmentation level (or `aug_level`), or, after a truncated
+    previous stage, that stage's `carry_z` as it is. Returns what the stage's sampler returns."""
+    s = self.stages[i]
+    level = s.aug_level if aug_level is None else float(aug_level)
+    down = 2 ** (len(s.config.model.channel_mult) - 1)
+    hr_h, hr_w = carry.shape[1] * s.factor, carry.shape[2] * s.factor
+    if hr_h % down or hr_w % down:
+      raise ValueError(
+        f"stage {s.name!r} would output {hr_w}×{hr_h}, which its U-Net cannot take (sides "
+        f"must be multiples of {down}); give inputs whose sides × {s.factor} are"
+      )
+    if s.truncated and carry_z is not None:
+      cond = carry_z  # the previous reverse process stopped at this level
+    elif level:
+      noise_key = jax.random.fold_in(key, 1_000_003)
+      cond = augment.noise_to_level(
+        self._shard(carry), level, jax.random.normal(noise_key, carry.shape), s.config.augment
+      )
+    else:
+      cond = self._shard(carry)
+    return self.fns[i](self.params[i], cond, self.grids[i], key, jnp.float32(level))
+
   def run(
     self,
     rng: Array,
@@ -171,26 +202,7 @@ class Cascade:
           self.params[i], self._shard(lab), self.grids[i], key, guidance=float(s.guidance)
         )
       else:
-        down = 2 ** (len(s.config.model.channel_mult) - 1)
-        hr_h, hr_w = carry.shape[1] * s.factor, carry.shape[2] * s.factor
-        if hr_h % down or hr_w % down:
-          raise ValueError(
-            f"stage {s.name!r} would output {hr_w}×{hr_h}, which its U-Net cannot take (sides "
-            f"must be multiples of {down}); give inputs whose sides × {s.factor} are"
-          )
-        if s.truncated and carry_z is not None:
-          cond = carry_z  # the previous reverse process stopped at this level
-        elif s.aug_level:
-          noise_key = jax.random.fold_in(key, 1_000_003)
-          cond = augment.noise_to_level(
-            self._shard(carry),
-            s.aug_level,
-            jax.random.normal(noise_key, carry.shape),
-            s.config.augment,
-          )
-        else:
-          cond = self._shard(carry)
-        out = self.fns[i](self.params[i], cond, self.grids[i], key, jnp.float32(s.aug_level))
+        out = self.super_resolve(i, carry, key, carry_z)
       if self.truncates[i]:
         carry_z, image = out
       else:

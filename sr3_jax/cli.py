@@ -248,6 +248,23 @@ def _export(args) -> int:
 def _cascade(args) -> int:
   from sr3_jax import cascade
 
+  if args.propagation:
+    from sr3_jax import propagation
+
+    try:
+      propagation.run(
+        args.config,
+        args.output,
+        dataset=args.dataset,
+        num_images=args.num_images,
+        workdir=args.workdir,
+        seed=args.seed,
+      )
+    except (FileNotFoundError, ValueError, KeyError) as e:
+      print(f"sr3 cascade --propagation: {e}", file=sys.stderr)
+      return 2
+    print(args.output)
+    return 0
   try:
     report = cascade.run(
       args.config,
@@ -564,6 +581,16 @@ def main(argv=None) -> int:
     "--workdir", default=None, help="root of the stages' workdirs (default: the config's)"
   )
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument(
+    "--propagation",
+    action="store_true",
+    help="run every SR stage fed the ground truth and fed the stage below, with and without "
+    "augmentation, on held-out images: propagation.json / .md",
+  )
+  p.add_argument(
+    "--dataset", default=None, help="--propagation: NAME[:split] (default: the last stage's eval)"
+  )
+  p.add_argument("--num-images", type=int, default=4, help="--propagation: held-out images")
   p.set_defaults(fn=_cascade)
 
   p = sub.add_parser(
