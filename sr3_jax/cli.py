@@ -355,6 +355,24 @@ def _fid(args) -> int:
   return 0
 
 
+def _is(args) -> int:
+  from sr3_jax.metrics import inception_score
+
+  try:
+    out = inception_score.score_folder(paths.resolve(args.dir), args.weights, args.splits)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"sr3 is: {e}", file=sys.stderr)
+    return 2
+  print(
+    f"Inception Score over {out['n']} images: {out['is']:.3f} ± {out['is_std']:.3f} "
+    f"({out['splits']} splits)",
+    file=sys.stderr,
+  )
+  if args.json:
+    print(json.dumps(out))
+  return 0
+
+
 def _tune(args) -> int:
   from sr3_jax import tune
   from sr3_jax.checkpoint import resolve_checkpoint
@@ -667,6 +685,17 @@ def main(argv=None) -> int:
   )
   p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
   p.set_defaults(fn=_fid)
+
+  p = sub.add_parser(
+    "is", help="Inception Score (TF-Inception's 1008-way output) of a folder of images"
+  )
+  p.add_argument("dir")
+  p.add_argument("--splits", type=int, default=10, help="consecutive parts (10, as the original)")
+  p.add_argument(
+    "--weights", default=None, help="the is-inception file (else $SR3_WEIGHTS_DIR, the caches)"
+  )
+  p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+  p.set_defaults(fn=_is)
 
   p = sub.add_parser(
     "lpips", help="LPIPS (v0.1) between the same-named images of two folders, from local weights"

@@ -43,6 +43,9 @@ POOLS = {
   "__torch__.torch.nn.modules.pooling.AvgPool2d": ("avg", 3, 1, 1),  # padding not counted
   "__torch__.torch.nn.modules.pooling.___torch_mangle_8.AvgPool2d": ("avg", 8, 8, 0),
 }
+# The same pools by their own names, for networks built from a state dict (inception_score.py).
+POOLS.update(max3s2=("max", 3, 2, 0), max3s1=("max", 3, 1, 1), avg3=("avg", 3, 1, 1))
+POOLS.update(avg8=("avg", 8, 8, 0))
 
 
 def load_network(path: str | None = None) -> dict:
@@ -67,7 +70,10 @@ def _conv(m: dict, x: Array) -> Array:
     dimension_numbers=("NHWC", "HWIO", "NHWC"),
     precision=HIGHEST,
   )
-  x = (x - m["mean"]) * jax.lax.rsqrt(jnp.asarray(m["var"]) + 1e-3) + m["beta"]
+  x = (x - m["mean"]) * jax.lax.rsqrt(jnp.asarray(m["var"]) + 1e-3)
+  if "gamma" in m:  # the TorchScript graph's batch norm has no scale; a state dict's has one
+    x = x * m["gamma"]
+  x = x + m["beta"]
   return jax.nn.relu(x)
 
 
@@ -128,8 +134,8 @@ class Inception:
   """The feature network with its weights on the local devices, jitted per input size, in
   fixed-size batches (the last padded; padding never enters a result)."""
 
-  def __init__(self, path: str | None = None, batch: int = 32):
-    net = load_network(path)
+  def __init__(self, path: str | None = None, batch: int = 32, net: dict | None = None):
+    net = net if net is not None else load_network(path)
     devices = jax.local_devices()
     self.mesh = Mesh(np.asarray(devices), ("data",))
     self.batch = -(-batch // len(devices)) * len(devices)
@@ -209,8 +215,9 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
   return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2.0 * cross)
 
 
-def folder_statistics(folder, model: Inception, log=None) -> tuple[Statistics, list[str]]:
-  """Statistics of every readable image in a folder; unreadable files are named and skipped."""
+def resized_batches(folder, batch: int, skipped: list[str], log=None, who: str = "fid"):
+  """Batches (≤ `batch`, 299×299 pixel values 0..255) of every readable image in a folder, each
+  resized alone (sizes may differ); unreadable files are named on `log` and added to `skipped`."""
   log = log or sys.stderr
   folder = pathlib.Path(folder)
   if not folder.is_dir():
@@ -218,32 +225,38 @@ def folder_statistics(folder, model: Inception, log=None) -> tuple[Statistics, l
   files = sorted(p for p in folder.iterdir() if p.suffix.lower() in images.IMAGE_SUFFIXES)
   if not files:
     raise ValueError(f"{folder} holds no image files ({', '.join(images.IMAGE_SUFFIXES)})")
-  stats, skipped, batch = Statistics(), [], []
-
-  def flush():
-    if batch:
-      stats.add(model(np.stack(batch)))
-      batch.clear()
-
+  out = []
   for f in files:
     try:
       rgb = images.load_image(f).rgb
     except images.ImageReadError as e:
-      print(f"fid: skipped: {e}", file=log)
+      print(f"{who}: skipped: {e}", file=log)
       skipped.append(f.name)
       continue
-    # Each image is brought to 299×299 alone (sizes may differ), then batched.
-    batch.append(np.asarray(resize_one(rgb)))
-    if len(batch) == model.batch:
-      flush()
-  flush()
-  if stats.n < DIMS + 1:
-    print(
-      f"fid: {folder} gave {stats.n} images, fewer than the {DIMS + 1} a full-rank covariance "
-      f"needs; FID over so few images is biased upwards and not comparable across counts",
-      file=log,
-    )
+    out.append(np.asarray(resize_one(rgb)))
+    if len(out) == batch:
+      yield np.stack(out)
+      out = []
+  if out:
+    yield np.stack(out)
+
+
+def folder_statistics(folder, model: Inception, log=None) -> tuple[Statistics, list[str]]:
+  """Statistics of every readable image in a folder; unreadable files are named and skipped."""
+  stats, skipped = Statistics(), []
+  for batch in resized_batches(folder, model.batch, skipped, log):
+    stats.add(model(batch))
+  warn_if_few(stats.n, folder, log)
   return stats, skipped
+
+
+def warn_if_few(n: int, what, log=None) -> None:
+  if n < DIMS + 1:
+    print(
+      f"fid: {what} gave {n} images, fewer than the {DIMS + 1} a full-rank covariance "
+      f"needs; FID over so few images is biased upwards and not comparable across counts",
+      file=log or sys.stderr,
+    )
 
 
 @functools.lru_cache(maxsize=8)

