@@ -19,7 +19,8 @@ from sr3_jax import paths
 # Arguments that name files or folders (a local path, relative or with ~, or a gs:// URL).
 PATH_ARGS = (
   "output", "images", "data_dir", "checkpoint", "input", "workdir", "weights", "lpips_weights",
-  "fid_weights", "reference_stats", "real", "study", "metrics_file", "niqe_params", "exported",
+  "fid_weights", "is_weights", "resnet_weights", "reference_stats", "real", "study",
+  "metrics_file", "niqe_params", "exported",
 )  # fmt: skip
 
 
@@ -171,6 +172,9 @@ def _eval(args) -> int:
       lpips_weights=args.lpips_weights,
       reference_stats=args.reference_stats,
       fid_weights=args.fid_weights,
+      is_weights=args.is_weights,
+      resnet_weights=args.resnet_weights,
+      label_key=args.label_key,
     )
   except (FileNotFoundError, ValueError) as e:
     print(f"sr3 eval: {e}", file=sys.stderr)
@@ -632,7 +636,8 @@ def main(argv=None) -> int:
   p.add_argument(
     "--metrics",
     default="psnr,ssim,consistency",
-    help="comma-separated: psnr, ssim, consistency (always), lpips, fid (need their weights)",
+    help="comma-separated: psnr, ssim, consistency (always), lpips, fid, is, accuracy (ResNet-50 "
+    "top-1/top-5; these four need their weights)",
   )
   p.add_argument("--y-channel", action="store_true", help="PSNR/SSIM on the BT.601 Y channel")
   p.add_argument(
@@ -640,6 +645,13 @@ def main(argv=None) -> int:
   )
   p.add_argument("--lpips-weights", default=None, help="the lpips-alex weights file")
   p.add_argument("--fid-weights", default=None, help="the fid-inception weights file")
+  p.add_argument("--is-weights", default=None, help="the is-inception weights file")
+  p.add_argument("--resnet-weights", default=None, help="the resnet50 weights file")
+  p.add_argument(
+    "--label-key",
+    default=None,
+    help="accuracy: the records' class-label field (imagenet2012: label)",
+  )
   p.add_argument(
     "--reference-stats",
     default=None,

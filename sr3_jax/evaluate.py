@@ -22,21 +22,19 @@ from tqdm import tqdm
 
 from sr3_jax import checkpoint, images, inference, metrics
 from sr3_jax.data import degrade, loader
-from sr3_jax.metrics import fid, lpips, weights
+from sr3_jax.metrics import fid, inception_score, lpips, resnet, weights
 
 METHODS = ("sr3_sample", "sr3_mean", "bicubic")
 METRICS = ("psnr", "ssim", "consistency")
-OPTIONAL = ("lpips",)  # computed when asked for: they need weight files
-SET_METRICS = ("fid",)  # statistics of the whole set: no per-image values, no bootstrap interval
-NOT_YET = ("is", "accuracy")
+OPTIONAL = ("lpips", "accuracy")  # computed when asked for: they need weight files
+SET_METRICS = ("fid", "is")  # statistics of the whole set: no per-image values, no interval
+PER_IMAGE = {"accuracy": ("top1", "top5")}  # a metric reported as several per-image values
 
 
 def parse_metrics(spec: str | None) -> tuple[str, ...]:
   """'psnr,ssim,lpips' → the metrics to report (the three of SR3 always)."""
   asked = [m.strip() for m in (spec or "").split(",") if m.strip()]
   for m in asked:
-    if m in NOT_YET:
-      raise ValueError(f"--metrics {m}: not available in sr3_jax yet; use {METRICS + OPTIONAL}")
     if m not in METRICS + OPTIONAL + SET_METRICS:
       raise ValueError(f"--metrics {m}: unknown; choose from {METRICS + OPTIONAL + SET_METRICS}")
   return METRICS + tuple(m for m in OPTIONAL + SET_METRICS if m in asked)
@@ -69,18 +67,22 @@ def score(
   crop_border: int = 0,
   lpips_weights: str | None = None,
   collect: dict[str, list] | None = None,
+  resnet_weights: str | None = None,
 ) -> tuple[dict[str, dict[str, list[float]]], int]:
-  """Per-image PSNR / SSIM / consistency (and LPIPS when asked) of one SR3 sample, the mean of
-  `samples`, and bicubic, on the first `num_images` central crops of `split`:
-  ({method: {metric: [values]}}, images)."""
+  """Per-image PSNR / SSIM / consistency (and LPIPS, ResNet-50 top-1/top-5 when asked) of one SR3
+  sample, the mean of `samples`, and bicubic, on the first `num_images` central crops of `split`:
+  ({method: {metric: [values]}}, images). With accuracy, the HR images' own top-1/top-5 are
+  under the method "hr"."""
   factor = dcfg.factor
   lpips_fn = lpips.LPIPS("alex", lpips_weights) if "lpips" in metric_names else None
+  classify = resnet.Classifier(resnet_weights) if "accuracy" in metric_names else None
   sr_fn = inference.make_super_resolve(config, model)
   gammas = inference.inference_grid(config, steps)
   ds = loader.make_dataset(dcfg, split, 1, seed=0, train=False, process_index=0, process_count=1)
-  per_image: dict[str, dict[str, list[float]]] = {
-    m: {k: [] for k in metric_names if k not in SET_METRICS} for m in METHODS
-  }
+  names = [n for k in metric_names if k not in SET_METRICS for n in PER_IMAGE.get(k, (k,))]
+  per_image: dict[str, dict[str, list[float]]] = {m: {k: [] for k in names} for m in METHODS}
+  if classify is not None:
+    per_image["hr"] = {"top1": [], "top5": []}
   n = 0
   for batch in tqdm(ds, total=num_images, desc=desc, file=log or sys.stderr):
     if n >= num_images:
@@ -102,6 +104,14 @@ def score(
         scores["lpips"] = lpips_fn(np.clip(to01(np.asarray(img)), 0, 1), to01(np.asarray(hr)))
       for k, v in scores.items():
         per_image[method][k].append(float(v[0]))
+    if classify is not None:
+      if "label" not in batch:
+        raise ValueError("--metrics accuracy needs class labels: set --label-key (e.g. label)")
+      label = np.asarray(batch["label"])[:1]
+      for method, img in dict(outs, hr=hr).items():
+        logits = classify([images.to_uint8(np.asarray(img[0]))])
+        for k in (1, 5):
+          per_image[method][f"top{k}"].append(float(resnet.correct(logits, label, k)[0]))
     n += 1
   if n == 0:
     raise ValueError(
@@ -149,6 +159,24 @@ def set_fid(collected: dict, reference_stats: str | None, path: str | None, log=
   return out
 
 
+@functools.lru_cache(maxsize=2)
+def _is_network(path: str | None) -> inception_score.Classifier:
+  return inception_score.Classifier(path)
+
+
+def set_is(collected: dict, path: str | None, splits: int = 10) -> dict:
+  """Inception Score of each method's outputs and of the HR crops, over min(splits, images)
+  consecutive parts. A set statistic like FID: no per-image values, no bootstrap interval."""
+  model = _is_network(path)
+  out = {}
+  for m in METHODS + ("hr",):
+    x = np.stack([np.asarray(fid.resize_one(im)) for im in collected[m]])
+    mean, std = inception_score.score(model(x)[1], min(splits, len(x)))
+    out[m] = {"is": mean, "std": std}
+  out["n"], out["splits"] = len(collected["hr"]), min(splits, len(collected["hr"]))
+  return out
+
+
 def eval_data(config, dataset: str | None) -> tuple[ml_collections.ConfigDict, str]:
   """The data block and split for NAME[:split] (default: the run's held-out data and eval split)."""
   name, _, split = (dataset or "").partition(":")
@@ -172,16 +200,33 @@ def evaluate(
   lpips_weights: str | None = None,
   reference_stats: str | None = None,
   fid_weights: str | None = None,
+  is_weights: str | None = None,
+  resnet_weights: str | None = None,
+  label_key: str | None = None,
 ) -> dict:
   """`image_size` evaluates central crops of that size instead of the training size (the U-Net is
-  convolutional); it must be a multiple of data.factor · 2^(levels − 1)."""
+  convolutional); it must be a multiple of data.factor · 2^(levels − 1). Accuracy reads class
+  labels from `label_key` (default: data.label_key; imagenet2012's is "label")."""
   log = log or sys.stderr
-  if "lpips" in metric_names:
-    weights.locate("lpips-alex", lpips_weights)  # a missing file stops here, before sampling
-  if "fid" in metric_names:
-    weights.locate("fid-inception", fid_weights)
+  for metric, key, path in (
+    ("lpips", "lpips-alex", lpips_weights),
+    ("fid", "fid-inception", fid_weights),
+    ("is", "is-inception", is_weights),
+    ("accuracy", "resnet50", resnet_weights),
+  ):
+    if metric in metric_names:
+      weights.locate(key, path)  # a missing file stops here, before sampling
   config, model, params, step = checkpoint.load_for_inference(checkpoint_path)
   dcfg, split = eval_data(config, dataset)
+  if "accuracy" in metric_names:
+    dcfg.label_key = (
+      label_key or dcfg.get("label_key") or ("label" if dcfg.dataset == "imagenet2012" else "")
+    )
+    if not dcfg.label_key:
+      raise ValueError(
+        f"--metrics accuracy needs ImageNet class labels, and {dcfg.dataset!r} is read without "
+        "any: pass --label-key NAME (the records' label field; imagenet2012's is 'label')"
+      )
   if image_size:
     down = dcfg.factor * 2 ** (len(config.model.channel_mult) - 1)
     if image_size % down:
@@ -192,13 +237,16 @@ def evaluate(
   if sampler:
     config.sampling.sampler = sampler
   steps = steps or config.sampling.steps
-  collected = {} if "fid" in metric_names else None
+  collected = {} if set(SET_METRICS) & set(metric_names) else None
   per_image, n = score(
     config, model, params, dcfg, split, num_images, samples, steps, seed, log,
     metric_names=metric_names, y_channel=y_channel, crop_border=crop_border,
-    lpips_weights=lpips_weights, collect=collected,
+    lpips_weights=lpips_weights, collect=collected, resnet_weights=resnet_weights,
   )  # fmt: skip
-  fid_result = set_fid(collected, reference_stats, fid_weights, log) if collected else None
+  fid_result = (
+    set_fid(collected, reference_stats, fid_weights, log) if "fid" in metric_names else None
+  )
+  is_result = set_is(collected, is_weights) if "is" in metric_names else None
   result = {
     "checkpoint": str(checkpoint_path),
     "step": step,
@@ -214,6 +262,7 @@ def evaluate(
     "crop_border": crop_border,
     "metrics": summarize(per_image, seed),
     **({"fid": fid_result} if fid_result else {}),
+    **({"is": is_result} if is_result else {}),
     "per_image": per_image,
   }
   out_dir = epath.Path(output) if output else checkpoint.resolve_checkpoint(checkpoint_path)[0]
@@ -238,20 +287,22 @@ def markdown_table(result: dict) -> str:
     "ssim": ("SSIM", 1.0, ".4f"),
     "consistency": ("consistency (×1e-5)", 1e5, ".2f"),
     "lpips": ("LPIPS (alex)", 1.0, ".4f"),
+    "top1": ("ResNet-50 top-1 (%)", 100.0, ".1f"),
+    "top5": ("ResNet-50 top-5 (%)", 100.0, ".1f"),
   }
   shown = [k for k in columns if k in result["metrics"][METHODS[0]]]
   rows = [
     "| method | " + " | ".join(columns[k][0] for k in shown) + " |",
     "|---" * (len(shown) + 1) + "|",
   ]
-  for m in METHODS:
+  for m in METHODS + (("hr",) if "hr" in result["metrics"] else ()):
     s = result["metrics"][m]
     cell = lambda k: (
       f"{s[k]['mean'] * columns[k][1]:{columns[k][2]}} "
       f"[{s[k]['ci95'][0] * columns[k][1]:{columns[k][2]}}, "
       f"{s[k]['ci95'][1] * columns[k][1]:{columns[k][2]}}]"
     )
-    rows.append(f"| {m} | " + " | ".join(cell(k) for k in shown) + " |")
+    rows.append(f"| {m} | " + " | ".join(cell(k) if k in s else "" for k in shown) + " |")
   table = head + "\n".join(rows) + "\n"
   if result.get("fid"):
     f = result["fid"]
@@ -260,4 +311,13 @@ def markdown_table(result: dict) -> str:
       + ", ".join(f"{m} {f[m]:.2f}" for m in METHODS)
       + " (a set statistic: no interval; biased upwards below 2,049 images)\n"
     )
+  if result.get("is"):
+    i = result["is"]
+    table += (
+      f"\nInception Score over {i['n']} images ({i['splits']} splits): "
+      + ", ".join(f"{m} {i[m]['is']:.2f} ± {i[m]['std']:.2f}" for m in METHODS + ("hr",))
+      + " (a set statistic: no bootstrap interval; ± is the spread over splits)\n"
+    )
+  if "top1" in shown:
+    table += "\nResNet-50 accuracy on 224×224 central crops; top-k error = 100 − accuracy.\n"
   return table

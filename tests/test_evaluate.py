@@ -92,5 +92,51 @@ def test_eval_lpips_fid_on_y_with_a_cropped_border(tiny_workdir, tmp_path):
   assert r["per_image"]["bicubic"]["psnr"][0] == pytest.approx(-10 * np.log10(mse), abs=2e-3)
   want = lpips.LPIPS("alex")(np.clip(bic01, 0, 1), hr01)[0]
   assert r["per_image"]["bicubic"]["lpips"][0] == pytest.approx(float(want), abs=1e-5)
-  with pytest.raises(ValueError, match="is: not available"):
-    evaluate.parse_metrics("psnr,is")
+  with pytest.raises(ValueError, match="--metrics iss: unknown"):
+    evaluate.parse_metrics("psnr,iss")
+
+
+def test_eval_inception_score_and_resnet_accuracy(tiny_workdir, tmp_path, monkeypatch):
+  """--metrics is,accuracy with weight files in the real files' layouts: the HR row's top-1/top-5
+  equal an independent PyTorch ResNet-50 on the same crops and labels, IS is reported per method
+  and for HR, and accuracy without labels is refused before sampling."""
+  import torch
+
+  from sr3_jax import checkpoint, images
+  from sr3_jax.data import loader
+  from sr3_jax.metrics import resnet
+  from tests import metric_weights
+
+  rn = metric_weights.resnet_file(tmp_path)
+  metric_weights.register(monkeypatch, "is-inception", metric_weights.inception_file(tmp_path))
+  metric_weights.register(monkeypatch, "resnet50", rn)
+  ckpt = str(tiny_workdir / "checkpoints" / "2")
+  names = evaluate.parse_metrics("is,accuracy")
+  with pytest.raises(ValueError, match="pass --label-key"):
+    evaluate.evaluate(ckpt, num_images=2, samples=1, steps=2, metric_names=names)
+  out = tmp_path / "out"
+  r = evaluate.evaluate(
+    ckpt, num_images=2, samples=1, steps=2, output=str(out), metric_names=names, label_key="label"
+  )
+  assert r["is"]["n"] == 2 and r["is"]["splits"] == 2
+  assert all(r["is"][m]["is"] >= 1.0 - 1e-9 for m in evaluate.METHODS + ("hr",))
+  for m in evaluate.METHODS + ("hr",):
+    assert set(r["per_image"][m]) >= {"top1", "top5"} and len(r["per_image"][m]["top1"]) == 2
+  config, *_ = checkpoint.load_for_inference(ckpt)
+  dcfg, split = evaluate.eval_data(config, None)
+  dcfg.label_key = "label"
+  ds = loader.make_dataset(dcfg, split, 1, seed=0, train=False, process_index=0, process_count=1)
+  batches = [b for _, b in zip(range(2), ds)]
+  x = np.stack([resnet.preprocess(images.to_uint8(np.asarray(b["hr"][0]))) for b in batches])
+  with torch.no_grad():
+    logits = metric_weights.torch_resnet50(
+      torch.load(rn, map_location="cpu"), torch.from_numpy(x.transpose(0, 3, 1, 2))
+    ).numpy()
+  labels = np.array([int(b["label"][0]) for b in batches])
+  order = np.argsort(-logits, axis=1)
+  for k in (1, 5):
+    want = [float(labels[i] in order[i, :k]) for i in range(2)]
+    assert r["per_image"]["hr"][f"top{k}"] == want
+  table = (out / "eval.md").read_text()
+  assert "ResNet-50 top-1 (%)" in table and "Inception Score over 2 images" in table
+  assert "| hr |" in table

@@ -7,8 +7,6 @@ file's weights under torchvision's Inception3 names (the layout of pytorch-fid's
 batch norm re-parametrised to a non-trivial scale (same function, different numbers) and a random
 1008-way output layer."""
 
-import dataclasses
-import hashlib
 import json
 
 import numpy as np
@@ -20,74 +18,17 @@ import torch
 from sr3_jax import cli
 from sr3_jax.data import embedded
 from sr3_jax.metrics import fid, inception_score, weights
-
-CONV = "Conv2dLayer"
-
-
-def torchvision_names() -> list[str]:
-  """torchvision Inception3's BasicConv2d names in the order the TorchScript graph holds them."""
-  names = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3"]
-  a = ["branch1x1", "branch5x5_1", "branch5x5_2"] + [f"branch3x3dbl_{i}" for i in (1, 2, 3)]
-  for b in ("Mixed_5b", "Mixed_5c", "Mixed_5d"):
-    names += [f"{b}.{n}" for n in a + ["branch_pool"]]
-  names += [f"Mixed_6a.{n}" for n in ["branch3x3"] + [f"branch3x3dbl_{i}" for i in (1, 2, 3)]]
-  c = ["branch1x1"] + [f"branch7x7_{i}" for i in (1, 2, 3)]
-  c += [f"branch7x7dbl_{i}" for i in (1, 2, 3, 4, 5)] + ["branch_pool"]
-  for b in ("Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"):
-    names += [f"{b}.{n}" for n in c]
-  names += [f"Mixed_7a.{n}" for n in ["branch3x3_1", "branch3x3_2"]]
-  names += [f"Mixed_7a.branch7x7x3_{i}" for i in (1, 2, 3, 4)]
-  e = ["branch1x1", "branch3x3_1", "branch3x3_2a", "branch3x3_2b", "branch3x3dbl_1"]
-  e += ["branch3x3dbl_2", "branch3x3dbl_3a", "branch3x3dbl_3b", "branch_pool"]
-  for b in ("Mixed_7b", "Mixed_7c"):
-    names += [f"{b}.{n}" for n in e]
-  return names
-
-
-def _convs(tree):
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      if v.get("__class__", "").endswith(CONV):
-        yield v
-      else:
-        yield from _convs(v)
+from tests import metric_weights
 
 
 @pytest.fixture(scope="module")
 def state_dict_file(tmp_path_factory):
-  net = fid.load_network()
-  convs = list(_convs(net))
-  names = torchvision_names()
-  assert len(convs) == len(names) == 94
-  rng = np.random.default_rng(0)
-  sd = {}
-  for name, m in zip(names, convs):
-    # The same function, other numbers: (s·conv − s·mean) / (t·√(var + ε)) · t/s.
-    sc, t = rng.uniform(0.5, 2.0, m["beta"].shape), rng.uniform(1.0, 2.0, m["beta"].shape)
-    sd[f"{name}.conv.weight"] = m["weight"] * sc[:, None, None, None]
-    sd[f"{name}.bn.weight"] = t / sc
-    sd[f"{name}.bn.bias"] = m["beta"]
-    sd[f"{name}.bn.running_mean"] = m["mean"] * sc
-    sd[f"{name}.bn.running_var"] = (m["var"] + 1e-3) * t**2 - 1e-3
-  fc = rng.normal(0, 0.05, (1008, 2048))
-  sd = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in sd.items()}
-  sd["fc.weight"] = torch.from_numpy(fc.astype(np.float32))
-  sd["fc.bias"] = torch.zeros(1008)
-  path = tmp_path_factory.mktemp("is") / "pt_inception-2015-12-05-6726825d.pth"
-  torch.save(sd, path, _use_new_zipfile_serialization=False)  # the 2019 file's legacy format
-  return path
+  return metric_weights.inception_file(tmp_path_factory.mktemp("is"))
 
 
 @pytest.fixture()
 def registered(state_dict_file, monkeypatch):
-  """The registry entry pointed at the synthetic file's size and sha256."""
-  data = state_dict_file.read_bytes()
-  entry = dataclasses.replace(
-    weights.REGISTRY["is-inception"], size=len(data), sha256=hashlib.sha256(data).hexdigest()
-  )
-  monkeypatch.setitem(weights.REGISTRY, "is-inception", entry)
-  monkeypatch.setenv("SR3_WEIGHTS_DIR", str(state_dict_file.parent))
-  return state_dict_file
+  return metric_weights.register(monkeypatch, "is-inception", state_dict_file)
 
 
 @pytest.fixture(scope="module")

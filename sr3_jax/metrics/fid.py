@@ -26,10 +26,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sr3_jax import images
-from sr3_jax.metrics import readers, weights
+from sr3_jax.metrics import batched, readers, weights
 
 Array = jax.Array
 SIZE = 299
@@ -136,26 +135,17 @@ class Inception:
 
   def __init__(self, path: str | None = None, batch: int = 32, net: dict | None = None):
     net = net if net is not None else load_network(path)
-    devices = jax.local_devices()
-    self.mesh = Mesh(np.asarray(devices), ("data",))
-    self.batch = -(-batch // len(devices)) * len(devices)
-    self.sharding = NamedSharding(self.mesh, P("data"))
     arrays, meta = _split(net)  # not jax.tree_util: it would sort the modules' children
-    replicated = NamedSharding(self.mesh, P())
-    arrays = [jax.device_put(np.asarray(x, np.float32), replicated) for x in arrays]
-    self._fn = jax.jit(lambda arrs, u8: features_of(_join(arrs, meta), resize(u8)))
-    self._arrays = arrays
+    arrays = [np.asarray(x, np.float32) for x in arrays]
+    self._run = batched.Batched(
+      lambda arrs, u8: features_of(_join(arrs, meta), resize(u8)), arrays, batch
+    )
+    self.batch = self._run.batch
 
   def __call__(self, images_u8: np.ndarray) -> np.ndarray:
     """(N, H, W, 3) uint8 (or 0..255 floats) → (N, 2048) float64."""
-    x = np.asarray(images_u8, np.float32)
-    out = []
-    for i in range(0, len(x), self.batch):
-      xb = x[i : i + self.batch]
-      n = len(xb)
-      xb = np.pad(xb, [(0, self.batch - n)] + [(0, 0)] * 3)
-      out.append(np.asarray(self._fn(self._arrays, jax.device_put(xb, self.sharding)))[:n])
-    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, DIMS))
+    out = self._run(images_u8)
+    return out if len(out) else np.zeros((0, DIMS))
 
 
 def _split(tree):

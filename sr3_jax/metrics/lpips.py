@@ -22,10 +22,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sr3_jax import images
-from sr3_jax.metrics import readers, weights
+from sr3_jax.metrics import batched, readers, weights
 
 Array = jax.Array
 NETS = ("alex", "vgg")
@@ -109,32 +108,15 @@ class LPIPS:
 
   def __init__(self, net: str = "alex", path: str | None = None, batch: int = 16):
     self.net = net
-    params = load_params(net, path)
-    devices = jax.local_devices()
-    self.mesh = Mesh(np.asarray(devices), ("data",))
-    self.batch = -(-batch // len(devices)) * len(devices)
-    self.params = jax.device_put(params, NamedSharding(self.mesh, P()))
-    self.sharding = NamedSharding(self.mesh, P("data"))
-    self._fn = jax.jit(functools.partial(distance, net))
+    self._run = batched.Batched(functools.partial(distance, net), load_params(net, path), batch)
+    self.batch = self._run.batch
 
   def __call__(self, x01: np.ndarray, y01: np.ndarray) -> np.ndarray:
     """Distances (N,) for NHWC arrays of the same shape with values in [0, 1]."""
     x01, y01 = np.asarray(x01, np.float32), np.asarray(y01, np.float32)
     if x01.shape != y01.shape:
       raise ValueError(f"LPIPS compares images of one size: {x01.shape} vs {y01.shape}")
-    out = []
-    for i in range(0, len(x01), self.batch):
-      xb, yb = x01[i : i + self.batch], y01[i : i + self.batch]
-      n = len(xb)
-      pad = [(0, self.batch - n)] + [(0, 0)] * 3
-      xb, yb = np.pad(xb, pad), np.pad(yb, pad)
-      d = self._fn(
-        self.params,
-        jax.device_put(xb * 2.0 - 1.0, self.sharding),
-        jax.device_put(yb * 2.0 - 1.0, self.sharding),
-      )
-      out.append(np.asarray(d)[:n])
-    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+    return self._run(x01 * 2.0 - 1.0, y01 * 2.0 - 1.0)
 
 
 def pairs(dir_a, dir_b) -> tuple[list[str], list[str]]:
