@@ -258,7 +258,9 @@ def stage_from_config(scfg, root: str | None = None) -> Stage:
   )
 
 
-def write_outputs(result: Result, out_dir: pathlib.Path, lr: np.ndarray | None = None) -> dict:
+def write_outputs(
+  result: Result, out_dir: pathlib.Path, lr: np.ndarray | None = None, scores: dict | None = None
+) -> dict:
   """Every stage's images (STAGE/0000.png …), grid.png (one row per image, one column per stage,
   nearest-upsampled to the final size) and cascade.json."""
   from PIL import Image
@@ -290,6 +292,7 @@ def write_outputs(result: Result, out_dir: pathlib.Path, lr: np.ndarray | None =
     "num_images": int(result.images[-1].shape[0]),
     "consistency": result.consistency,
     "cascade_consistency": result.cascade_consistency,
+    **(scores or {}),
   }
   (out_dir / "cascade.json").write_text(json.dumps(report, indent=2))
   return report
@@ -309,6 +312,60 @@ def read_inputs(folder: str) -> np.ndarray:
   return image_io.to_model_range(np.stack(arrays))
 
 
+def stage_scores(
+  result: Result,
+  reference_stats: dict[str, str],
+  inception_score: bool = False,
+  fid_weights: str | None = None,
+  is_weights: str | None = None,
+  log=None,
+) -> dict:
+  """FID of each named stage's images against its reference statistics (an .npz of
+  `sr3 fid --save-stats`, at that stage's resolution, as CDM reports FID per stage) and, when
+  asked, every stage's Inception Score. Set statistics: no per-image values, no interval."""
+  from sr3_jax.metrics import fid
+  from sr3_jax.metrics import inception_score as isc
+
+  out: dict = {}
+  as_u8 = lambda imgs: [image_io.to_uint8(x) for x in imgs]
+  if reference_stats:
+    model = fid.Inception(fid_weights)
+    out["fid"] = {}
+    for name, path in reference_stats.items():
+      mu, cov, n_ref = fid.load_stats(path)
+      stats = fid.statistics_of(as_u8(result.images[result.names.index(name)]), model)
+      fid.warn_if_few(stats.n, f"stage {name}", log)
+      value = fid.frechet_distance(*stats.mean_cov(), mu, cov)
+      out["fid"][name] = {"fid": value, "n": stats.n, "reference": path, "n_reference": n_ref}
+  if inception_score:
+    model = isc.Classifier(is_weights)
+    out["is"] = {
+      n: isc.score_images(as_u8(im), model) for n, im in zip(result.names, result.images)
+    }
+  return out
+
+
+def parse_reference_stats(items: list[str] | None, stage_names: list[str]) -> dict[str, str]:
+  """['STAGE=FILE.npz', …] → {stage: file}, each stage one of the cascade's."""
+  out = {}
+  for item in items or []:
+    name, sep, path = item.partition("=")
+    path = paths.resolve(path)
+    if not sep or not path:
+      raise ValueError(f"--reference-stats {item!r}: give STAGE=FILE.npz")
+    if name not in stage_names:
+      raise ValueError(
+        f"--reference-stats {item!r}: no stage {name!r} in this cascade; its stages are "
+        f"{', '.join(stage_names)}"
+      )
+    if not pathlib.Path(path).is_file():
+      raise FileNotFoundError(
+        f"--reference-stats {item!r}: {path} does not exist; make it with sr3 fid --save-stats"
+      )
+    out[name] = path
+  return out
+
+
 def run(
   config_spec: str,
   output: str,
@@ -318,14 +375,28 @@ def run(
   workdir: str | None = None,
   seed: int = 0,
   log=None,
+  reference_stats: list[str] | None = None,
+  inception_score: bool = False,
+  fid_weights: str | None = None,
+  is_weights: str | None = None,
 ) -> dict:
-  """`sr3 cascade`: loads the cascade config's stages from their workdirs and runs them."""
+  """`sr3 cascade`: loads the cascade config's stages from their workdirs and runs them; with
+  `reference_stats` (STAGE=FILE.npz) or `inception_score`, scores the stages' images."""
   ccfg = configs.load(config_spec)
   if "stages" not in ccfg:
     raise ValueError(
       f"{config_spec} is not a cascade config (it has no `stages`); a stage's training "
       f"config is FILE.py:stage=NAME"
     )
+  refs = parse_reference_stats(reference_stats, [s.name for s in ccfg.stages])
+  if refs:
+    from sr3_jax.metrics import weights
+
+    weights.locate("fid-inception", fid_weights)  # a missing file stops here, before sampling
+  if inception_score:
+    from sr3_jax.metrics import weights
+
+    weights.locate("is-inception", is_weights)
   stages = [stage_from_config(s, workdir or ccfg.get("workdir")) for s in ccfg.stages]
   lr = read_inputs(input_dir) if input_dir else None
   labels = None if label is None else np.full(num, label, np.int32)
@@ -334,4 +405,9 @@ def run(
   if label is not None and not 0 <= label < stages[0].config.model.num_classes:
     raise ValueError(f"--class {label} is outside [0, {stages[0].config.model.num_classes})")
   result = Cascade(stages).run(jax.random.key(seed), num=num, labels=labels, lr=lr, log=log)
-  return write_outputs(result, pathlib.Path(paths.resolve(output)), lr)
+  scores = (
+    stage_scores(result, refs, inception_score, fid_weights, is_weights, log)
+    if refs or inception_score
+    else None
+  )
+  return write_outputs(result, pathlib.Path(paths.resolve(output)), lr, scores)

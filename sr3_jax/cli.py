@@ -278,11 +278,16 @@ def _cascade(args) -> int:
       input_dir=args.input,
       workdir=args.workdir,
       seed=args.seed,
+      reference_stats=args.stage_stats,
+      inception_score=args.inception_score,
+      fid_weights=args.fid_weights,
+      is_weights=args.is_weights,
     )
   except (FileNotFoundError, ValueError, KeyError) as e:
     print(f"sr3 cascade: {e}", file=sys.stderr)
     return 2
-  print(json.dumps({k: report[k] for k in ("consistency", "cascade_consistency")}), file=sys.stderr)
+  keys = ("consistency", "cascade_consistency", "fid", "is")
+  print(json.dumps({k: report[k] for k in keys if k in report}), file=sys.stderr)
   print(args.output)
   return 0
 
@@ -613,6 +618,19 @@ def main(argv=None) -> int:
     "--dataset", default=None, help="--propagation: NAME[:split] (default: the last stage's eval)"
   )
   p.add_argument("--num-images", type=int, default=4, help="--propagation: held-out images")
+  p.add_argument(
+    "--reference-stats",
+    dest="stage_stats",
+    action="append",
+    metavar="STAGE=FILE.npz",
+    help="FID of that stage's images against these statistics (sr3 fid --save-stats at the "
+    "stage's resolution); repeat per stage",
+  )
+  p.add_argument(
+    "--inception-score", action="store_true", help="every stage's Inception Score (is-inception)"
+  )
+  p.add_argument("--fid-weights", default=None, help="the fid-inception weights file")
+  p.add_argument("--is-weights", default=None, help="the is-inception weights file")
   p.set_defaults(fn=_cascade)
 
   p = sub.add_parser(

@@ -147,13 +147,11 @@ def set_fid(collected: dict, reference_stats: str | None, path: str | None, log=
   if reference_stats:
     mu_r, cov_r, n_r = fid.load_stats(reference_stats)
   else:
-    ref = fid.Statistics()
-    ref.add(model(np.stack([np.asarray(fid.resize_one(x)) for x in collected["hr"]])))
+    ref = fid.statistics_of(collected["hr"], model)
     (mu_r, cov_r), n_r = ref.mean_cov(), ref.n
   out = {"reference": reference_stats or "hr", "n_reference": n_r}
-  for m in METHODS:
-    s = fid.Statistics()
-    s.add(model(np.stack([np.asarray(fid.resize_one(x)) for x in collected[m]])))
+  for m in [k for k in collected if k != "hr"]:
+    s = fid.statistics_of(collected[m], model)
     out[m] = fid.frechet_distance(*s.mean_cov(), mu_r, cov_r)
     out["n"] = s.n
   return out
@@ -168,12 +166,8 @@ def set_is(collected: dict, path: str | None, splits: int = 10) -> dict:
   """Inception Score of each method's outputs and of the HR crops, over min(splits, images)
   consecutive parts. A set statistic like FID: no per-image values, no bootstrap interval."""
   model = _is_network(path)
-  out = {}
-  for m in METHODS + ("hr",):
-    x = np.stack([np.asarray(fid.resize_one(im)) for im in collected[m]])
-    mean, std = inception_score.score(model(x)[1], min(splits, len(x)))
-    out[m] = {"is": mean, "std": std}
-  out["n"], out["splits"] = len(collected["hr"]), min(splits, len(collected["hr"]))
+  out = {m: inception_score.score_images(collected[m], model, splits) for m in collected}
+  out["n"], out["splits"] = out["hr"]["n"], out["hr"]["splits"]
   return out
 
 
@@ -217,6 +211,11 @@ def evaluate(
     if metric in metric_names:
       weights.locate(key, path)  # a missing file stops here, before sampling
   config, model, params, step = checkpoint.load_for_inference(checkpoint_path)
+  if config.model.conditioning == "none":
+    return evaluate_base(
+      checkpoint_path, config, model, params, step, dataset, num_images, steps, sampler, seed,
+      output, log, metric_names, reference_stats, fid_weights, is_weights,
+    )  # fmt: skip
   dcfg, split = eval_data(config, dataset)
   if "accuracy" in metric_names:
     dcfg.label_key = (
@@ -273,15 +272,81 @@ def evaluate(
   return result
 
 
+def evaluate_base(
+  checkpoint_path, config, model, params, step, dataset, num_images, steps, sampler, seed, output,
+  log, metric_names, reference_stats, fid_weights, is_weights,
+) -> dict:  # fmt: skip
+  """A base stage (no LR input) is scored as a generator: FID and IS of `num_images` samples,
+  FID against `reference_stats` or else the same number of held-out images (whose class labels a
+  class-conditional model samples with)."""
+  asked = tuple(m for m in metric_names if m in SET_METRICS)
+  if not asked:
+    raise ValueError(
+      f"{checkpoint_path} is a base stage (no LR input): it is scored by FID and IS, not by "
+      "PSNR/SSIM; pass --metrics fid,is"
+    )
+  dcfg, split = eval_data(config, dataset)
+  if config.model.num_classes:
+    dcfg.label_key = dcfg.get("label_key") or "label"
+  if sampler:
+    config.sampling.sampler = sampler
+  steps = steps or config.sampling.steps
+  generate = inference.make_generate(config, model)
+  gammas = inference.inference_grid(config, steps)
+  ds = loader.make_dataset(dcfg, split, 1, seed=0, train=False, process_index=0, process_count=1)
+  collected: dict[str, list] = {"sample": [], "hr": []}
+  labels = []
+  for batch in tqdm(ds, total=num_images, desc="eval base", file=log or sys.stderr):
+    if len(collected["hr"]) >= num_images:
+      break
+    collected["hr"].append(images.to_uint8(np.asarray(batch["hr"][0])))
+    labels.append(int(batch["label"][0]) if "label" in batch else 0)
+  if not collected["hr"]:
+    raise ValueError(f"dataset {dcfg.dataset!r} split {split!r} gave no images")
+  chunk = 8
+  for i in range(0, len(labels), chunk):
+    lab = jnp.asarray(labels[i : i + chunk], jnp.int32)
+    out = generate(params, lab, gammas, jax.random.fold_in(jax.random.key(seed), i))
+    collected["sample"] += [images.to_uint8(x) for x in np.asarray(out)]
+  result = {
+    "checkpoint": str(checkpoint_path),
+    "step": step,
+    "base": True,
+    "dataset": dcfg.dataset,
+    "split": split,
+    "num_images": len(labels),
+    "steps": steps,
+    "sampler": config.sampling.sampler,
+    "image_size": dcfg.image_size,
+    "methods": ["sample"],
+    "metrics": {},
+  }
+  if "fid" in asked:
+    result["fid"] = set_fid(collected, reference_stats, fid_weights, log)
+  if "is" in asked:
+    result["is"] = set_is(collected, is_weights)
+  out_dir = epath.Path(output) if output else checkpoint.resolve_checkpoint(checkpoint_path)[0]
+  out_dir.mkdir(parents=True, exist_ok=True)
+  (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
+  (out_dir / "eval.md").write_text(markdown_table(result))
+  print(markdown_table(result), file=log or sys.stderr)
+  return result
+
+
 def markdown_table(result: dict) -> str:
   """Every reported metric per method: mean [95% bootstrap interval]."""
   protocol = (", PSNR/SSIM on Y" if result.get("y_channel") else "") + (
     f", {result['crop_border']}-pixel border cropped" if result.get("crop_border") else ""
   )
+  methods = tuple(result.get("methods", METHODS))
   head = (
     f"{result['dataset']}:{result['split']}, {result['num_images']} images, step {result['step']}, "
-    f"{result['sampler']} {result['steps']} steps, mean of {result['samples']}{protocol}\n\n"
+    f"{result['sampler']} {result['steps']} steps"
+    + (", a base stage's samples" if result.get("base") else f", mean of {result['samples']}")
+    + f"{protocol}\n\n"
   )
+  if result.get("base"):
+    return head + _set_lines(result, methods)
   columns = {
     "psnr": ("PSNR (dB)", 1.0, ".2f"),
     "ssim": ("SSIM", 1.0, ".4f"),
@@ -290,12 +355,12 @@ def markdown_table(result: dict) -> str:
     "top1": ("ResNet-50 top-1 (%)", 100.0, ".1f"),
     "top5": ("ResNet-50 top-5 (%)", 100.0, ".1f"),
   }
-  shown = [k for k in columns if k in result["metrics"][METHODS[0]]]
+  shown = [k for k in columns if k in result["metrics"][methods[0]]]
   rows = [
     "| method | " + " | ".join(columns[k][0] for k in shown) + " |",
     "|---" * (len(shown) + 1) + "|",
   ]
-  for m in METHODS + (("hr",) if "hr" in result["metrics"] else ()):
+  for m in methods + (("hr",) if "hr" in result["metrics"] else ()):
     s = result["metrics"][m]
     cell = lambda k: (
       f"{s[k]['mean'] * columns[k][1]:{columns[k][2]}} "
@@ -303,21 +368,27 @@ def markdown_table(result: dict) -> str:
       f"{s[k]['ci95'][1] * columns[k][1]:{columns[k][2]}}]"
     )
     rows.append(f"| {m} | " + " | ".join(cell(k) if k in s else "" for k in shown) + " |")
-  table = head + "\n".join(rows) + "\n"
+  table = head + "\n".join(rows) + "\n" + _set_lines(result, methods)
+  if "top1" in shown:
+    table += "\nResNet-50 accuracy on 224×224 central crops; top-k error = 100 − accuracy.\n"
+  return table
+
+
+def _set_lines(result: dict, methods: tuple[str, ...]) -> str:
+  """The set statistics (FID, IS) under the table: they have no per-image values."""
+  text = ""
   if result.get("fid"):
     f = result["fid"]
-    table += (
+    text += (
       f"\nFID against {f['reference']} ({f['n_reference']} images), over {f['n']} images: "
-      + ", ".join(f"{m} {f[m]:.2f}" for m in METHODS)
+      + ", ".join(f"{m} {f[m]:.2f}" for m in methods)
       + " (a set statistic: no interval; biased upwards below 2,049 images)\n"
     )
   if result.get("is"):
     i = result["is"]
-    table += (
+    text += (
       f"\nInception Score over {i['n']} images ({i['splits']} splits): "
-      + ", ".join(f"{m} {i[m]['is']:.2f} ± {i[m]['std']:.2f}" for m in METHODS + ("hr",))
+      + ", ".join(f"{m} {i[m]['is']:.2f} ± {i[m]['std']:.2f}" for m in methods + ("hr",))
       + " (a set statistic: no bootstrap interval; ± is the spread over splits)\n"
     )
-  if "top1" in shown:
-    table += "\nResNet-50 accuracy on 224×224 central crops; top-k error = 100 − accuracy.\n"
-  return table
+  return text

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from sr3_jax import augment, cascade, cli, configs, inference, samplers, schedules, train
+from sr3_jax.data import embedded
 from sr3_jax.models import unet
 
 IMAGENET = "experiments/configs/cascade_imagenet_64_256_1024.py"
@@ -273,3 +274,70 @@ def test_truncated_cascade(stage_workdirs):
   sr.aug_level = 0.0
   with pytest.raises(ValueError, match="truncated augmentation needs aug_level > 0"):
     cascade.validate([base, sr])
+
+
+def test_fid_and_inception_score_per_stage_and_a_base_stage_in_eval(
+  stage_workdirs, tmp_path, monkeypatch, capsys
+):
+  """`sr3 cascade --reference-stats STAGE=F --inception-score` scores each stage's written images;
+  `sr3 eval` scores a base stage by FID and IS of its samples (and refuses PSNR for it)."""
+  from sr3_jax import evaluate
+  from sr3_jax.metrics import fid, inception_score
+  from tests import metric_weights
+
+  metric_weights.register(monkeypatch, "is-inception", metric_weights.inception_file(tmp_path))
+  real = tmp_path / "real32"
+  real.mkdir()
+  photos = list(embedded.load_split("train").values())
+  for k, p in enumerate(photos[:4]):
+    Image.fromarray(np.asarray(Image.fromarray(p[:64, :64]).resize((32, 32)))).save(
+      real / f"{k}.png"
+    )
+  stats = tmp_path / "real32.npz"
+  assert cli.main(["fid", "--save-stats", str(real), str(stats)]) == 0
+  spec = tmp_path / "two_stages.py"
+  spec.write_text(
+    "from sr3_jax import configs\n"
+    "def get_config(arg=None):\n"
+    "  c = configs.ml_collections.ConfigDict()\n"
+    "  c.workdir = ''\n"
+    f"  c.stages = [configs.cascade_entry('base64', '{IMAGENET}:stage=base64,runlocal', steps=3),\n"
+    f"              configs.cascade_entry('sr256', '{IMAGENET}:stage=sr256,runlocal', steps=3)]\n"
+    "  return c\n"
+  )
+  out = tmp_path / "out"
+  args = ["cascade", "--config", str(spec), "--workdir", str(stage_workdirs), "--num", "4"]
+  rc = cli.main(
+    args + ["--output", str(out), "--reference-stats", f"sr256={stats}", "--inception-score"]
+  )
+  assert rc == 0, capsys.readouterr().err
+  report = json.loads((out / "cascade.json").read_text())
+  written = [np.asarray(Image.open(f).convert("RGB")) for f in sorted((out / "1_sr256").iterdir())]
+  model = fid.Inception()
+  mu, cov, _ = fid.load_stats(stats)
+  want = fid.frechet_distance(*fid.statistics_of(written, model).mean_cov(), mu, cov)
+  assert report["fid"]["sr256"]["fid"] == pytest.approx(want, rel=1e-6)
+  assert report["fid"]["sr256"]["n"] == 4 and report["fid"]["sr256"]["n_reference"] == 4
+  assert set(report["is"]) == {"base64", "sr256"}
+  clf = inception_score.Classifier()
+  assert report["is"]["sr256"]["is"] == pytest.approx(
+    inception_score.score_images(written, clf)["is"], rel=1e-6
+  )
+  # Bad input: a stage the cascade does not have, a statistics file that is not there.
+  assert cli.main(args + ["--output", str(tmp_path / "x"), "--reference-stats", "sr64=a.npz"]) == 2
+  assert "no stage 'sr64' in this cascade; its stages are base64, sr256" in capsys.readouterr().err
+  missing = ["--reference-stats", f"sr256={tmp_path / 'none.npz'}"]
+  assert cli.main(args + ["--output", str(tmp_path / "x")] + missing) == 2
+  assert "make it with sr3 fid --save-stats" in capsys.readouterr().err
+  # A base stage in sr3 eval: FID and IS of its samples against held-out images.
+  base = str(stage_workdirs / "base64")
+  with pytest.raises(ValueError, match="base stage .* pass --metrics fid,is"):
+    evaluate.evaluate(base, num_images=3, steps=3, metric_names=evaluate.parse_metrics("psnr"))
+  r = evaluate.evaluate(
+    base, num_images=4, steps=3, output=str(tmp_path / "base_eval"),
+    metric_names=evaluate.parse_metrics("fid,is"),
+  )  # fmt: skip
+  # The runlocal held-out split has 2 photographs: all of them, and 2 samples with their classes.
+  assert r["base"] and r["num_images"] == 2 and r["fid"]["n"] == 2 and r["fid"]["sample"] >= 0
+  assert r["is"]["sample"]["splits"] == 2 and r["is"]["hr"]["is"] >= 1.0 - 1e-9
+  assert "a base stage's samples" in (tmp_path / "base_eval" / "eval.md").read_text()

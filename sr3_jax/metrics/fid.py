@@ -231,6 +231,14 @@ def resized_batches(folder, batch: int, skipped: list[str], log=None, who: str =
     yield np.stack(out)
 
 
+def statistics_of(images_u8, model: Inception) -> Statistics:
+  """Statistics of a sequence of (H, W, 3) 8-bit images (sizes may differ), in batches."""
+  stats = Statistics()
+  for i in range(0, len(images_u8), model.batch):
+    stats.add(model(np.stack([np.asarray(resize_one(x)) for x in images_u8[i : i + model.batch]])))
+  return stats
+
+
 def folder_statistics(folder, model: Inception, log=None) -> tuple[Statistics, list[str]]:
   """Statistics of every readable image in a folder; unreadable files are named and skipped."""
   stats, skipped = Statistics(), []

@@ -173,6 +173,17 @@ def score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
   return float(np.mean(parts)), float(np.std(parts))
 
 
+def score_images(images_u8, model: Classifier, splits: int = 10) -> dict:
+  """IS of a sequence of (H, W, 3) 8-bit images over min(splits, N) parts: {is, std, n, splits}."""
+  logits = [
+    model(np.stack([np.asarray(fid.resize_one(x)) for x in images_u8[i : i + model.batch]]))[1]
+    for i in range(0, len(images_u8), model.batch)
+  ]
+  splits = min(splits, len(images_u8))
+  mean, std = score(np.concatenate(logits), splits)
+  return {"is": mean, "std": std, "n": len(images_u8), "splits": splits}
+
+
 def folder_logits(folder, model: Classifier, log=None) -> tuple[np.ndarray, list[str]]:
   """Logits of every readable image in a folder (resized as for FID); unreadable files are named
   and skipped."""
