@@ -345,8 +345,18 @@ def _fid(args) -> int:
   try:
     if args.save_stats:
       model = fid.Inception(args.weights)
-      stats, skipped = fid.folder_statistics(paths.resolve(args.save_stats[0]), model)
-      out_path = paths.resolve(args.save_stats[1])
+      src, out_path = args.save_stats[0], paths.resolve(args.save_stats[1])
+      if src.startswith("tfds:"):
+        name, _, split = src[len("tfds:") :].partition(":")
+        if not args.image_size:
+          raise ValueError(f"--save-stats {src}: give --image-size (the stage's resolution)")
+        stats = fid.dataset_statistics(
+          name, split or "train", model, args.image_size, args.preprocess, args.data_dir,
+          args.num_images,
+        )  # fmt: skip
+        skipped = []
+      else:
+        stats, skipped = fid.folder_statistics(paths.resolve(src), model)
       fid.save_stats(out_path, stats)
       out = {"stats": out_path, "n": stats.n, "skipped": skipped}
     elif len(args.paths) == 2:
@@ -708,8 +718,19 @@ def main(argv=None) -> int:
   )
   p.add_argument("paths", nargs="*", help="DIR_A DIR_B (either may be an .npz of statistics)")
   p.add_argument(
-    "--save-stats", nargs=2, metavar=("DIR", "OUT.npz"), help="save a folder's statistics"
+    "--save-stats",
+    nargs=2,
+    metavar=("SRC", "OUT.npz"),
+    help="save the statistics of SRC: a folder of images, or tfds:NAME[:SPLIT] (a prepared data "
+    "set, read as the loader does; needs --image-size)",
   )
+  p.add_argument("--data-dir", default=None, help="tfds: where the data set is prepared")
+  p.add_argument("--image-size", type=int, default=None, help="tfds: the resolution to score at")
+  p.add_argument(
+    "--preprocess", default="center_resize", choices=("center_resize", "center_crop"),
+    help="tfds: how each image becomes image-size² (SR3: center_resize)",
+  )  # fmt: skip
+  p.add_argument("--num-images", type=int, default=None, help="tfds: at most this many images")
   p.add_argument(
     "--weights", default=None, help="the fid-inception file (else $SR3_WEIGHTS_DIR, the cache)"
   )

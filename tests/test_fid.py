@@ -103,3 +103,30 @@ def test_sr3_fid_on_folders_matches_a_float64_reference(tmp_path, reference):
   again = json.loads(run(tmp_path / "a.npz", b).stdout.strip().splitlines()[-1])
   assert again["fid"] == pytest.approx(out["fid"], abs=1e-6)
   assert run(tmp_path / "empty_missing", b).returncode == 2
+
+
+def test_save_stats_of_a_prepared_split(tmp_path, model, capsys):
+  """`sr3 fid --save-stats tfds:NAME:SPLIT` reads the split as the loader does (here the embedded
+  photographs, center_resize to 64): its statistics equal those of the same central squares
+  resized by Pillow; an unprepared data set is named with the command that prepares it."""
+  from sr3_jax import cli
+
+  out = tmp_path / "train64.npz"
+  argv = ["fid", "--save-stats", "tfds:embedded:train", str(out), "--image-size", "64", "--json"]
+  assert cli.main(argv) == 0, capsys.readouterr().err
+  mu, cov, n = fid.load_stats(out)
+  squares = []
+  for p in embedded.load_split("train").values():
+    s = min(p.shape[:2])
+    y, x = (p.shape[0] - s) // 2, (p.shape[1] - s) // 2
+    squares.append(np.asarray(Image.fromarray(p[y : y + s, x : x + s]).resize((64, 64), Image.BOX)))
+  want = fid.statistics_of(squares, model)
+  assert n == want.n == len(squares)
+  np.testing.assert_allclose(mu, want.mean_cov()[0], atol=1e-4)
+  np.testing.assert_allclose(cov, want.mean_cov()[1], atol=1e-4)
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == n
+  argv = ["fid", "--save-stats", "tfds:ffhq", str(out), "--image-size", "64"]
+  assert cli.main(argv + ["--data-dir", str(tmp_path / "none")]) == 2
+  err = capsys.readouterr().err
+  assert "'ffhq'" in err and "sr3 prepare" in err
+  assert cli.main(argv[:4]) == 2 and "give --image-size" in capsys.readouterr().err

@@ -248,6 +248,39 @@ def folder_statistics(folder, model: Inception, log=None) -> tuple[Statistics, l
   return stats, skipped
 
 
+def dataset_statistics(
+  name: str,
+  split: str,
+  model: Inception,
+  image_size: int,
+  preprocess: str = "center_resize",
+  data_dir: str | None = None,
+  num_images: int | None = None,
+  log=None,
+) -> Statistics:
+  """Statistics of a prepared data set's split (TFDS, or a folder made by `sr3 prepare`, or the
+  embedded photographs), each image brought to `image_size` as training sees it at evaluation:
+  `center_resize` (the central square resized, SR3's ImageNet and face recipe) or `center_crop`;
+  images smaller than `image_size` are dropped, as the loader does."""
+  from sr3_jax import configs
+  from sr3_jax.data import loader
+
+  dcfg = configs.base_config().data
+  dcfg.update(dict(dataset=name, image_size=image_size, preprocess=preprocess, data_dir=data_dir))
+  ds = loader.make_dataset(dcfg, split, model.batch, seed=0, train=False, process_index=0,
+                           process_count=1)  # fmt: skip
+  stats = Statistics()
+  for batch in ds:
+    hr = batch["hr"][: (num_images - stats.n) if num_images else None]
+    stats.add(model(images.to_uint8(hr)))
+    if num_images and stats.n >= num_images:
+      break
+  if stats.n == 0:
+    raise ValueError(f"{name}:{split} gave no images of at least {image_size}×{image_size}")
+  warn_if_few(stats.n, f"{name}:{split}", log)
+  return stats
+
+
 def warn_if_few(n: int, what, log=None) -> None:
   if n < DIMS + 1:
     print(
