@@ -18,9 +18,12 @@ is the same on 1 or 8 devices. The cascade reports every stage's consistency wit
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import math
 import pathlib
 import sys
+import time
 from typing import Any
 
 import jax
@@ -100,17 +103,23 @@ class Result:
 
 
 class Cascade:
-  """Compiled samplers for `stages` on `mesh` (default: all local devices on one 'data' axis)."""
+  """Compiled samplers for `stages`, all on `mesh` (default: all local devices on one 'data'
+  axis), or stage k on `meshes[k]` (disjoint device groups, for `run_pipelined`)."""
 
-  def __init__(self, stages: list[Stage], mesh: Mesh | None = None):
+  def __init__(
+    self, stages: list[Stage], mesh: Mesh | None = None, meshes: list[Mesh] | None = None
+  ):
     validate(stages)
     self.stages = stages
     self.mesh = mesh or Mesh(np.asarray(jax.local_devices()), ("data",))
-    self.batch_sharding = NamedSharding(self.mesh, P(self.mesh.axis_names))
-    replicated = NamedSharding(self.mesh, P())
+    self.meshes = list(meshes) if meshes else [self.mesh] * len(stages)
+    if len(self.meshes) != len(stages):
+      raise ValueError(f"{len(stages)} stages but {len(self.meshes)} device groups")
+    self.shardings = [NamedSharding(m, P(m.axis_names)) for m in self.meshes]
+    self.batch_sharding = self.shardings[0]
     self.params, self.fns, self.grids, self.truncates = [], [], [], []
     for i, s in enumerate(stages):
-      model = unet.build(s.config.model, self.mesh.devices.flat)
+      model = unet.build(s.config.model, self.meshes[i].devices.flat)
       nxt = stages[i + 1] if i + 1 < len(stages) else None
       truncate = nxt is not None and nxt.truncated
       sampler = inference.sampler_config(s.config)
@@ -125,12 +134,13 @@ class Cascade:
         proc = processes.from_config(s.config)
         gamma = float(augment.level_gamma(nxt.aug_level, nxt.config.augment))
         grid = samplers.truncated_grid(grid, proc.level_from_gamma(gamma), proc)
-      self.grids.append(jnp.asarray(grid))
+      self.grids.append(jax.device_put(jnp.asarray(grid), NamedSharding(self.meshes[i], P())))
       self.truncates.append(truncate)
-      self.params.append(jax.device_put(s.params, replicated))
+      self.params.append(jax.device_put(s.params, NamedSharding(self.meshes[i], P())))
 
-  def _shard(self, x: np.ndarray) -> Array:
-    return jax.device_put(np.asarray(x), self.batch_sharding)
+  def _shard(self, x, i: int = 0) -> Array:
+    """x on stage i's devices, split over them (a device-to-device copy for a jax.Array)."""
+    return jax.device_put(x if isinstance(x, jax.Array) else np.asarray(x), self.shardings[i])
 
   def super_resolve(
     self,
@@ -153,15 +163,27 @@ class Cascade:
         f"must be multiples of {down}); give inputs whose sides × {s.factor} are"
       )
     if s.truncated and carry_z is not None:
-      cond = carry_z  # the previous reverse process stopped at this level
+      cond = self._shard(carry_z, i)  # the previous reverse process stopped at this level
     elif level:
       noise_key = jax.random.fold_in(key, 1_000_003)
-      cond = augment.noise_to_level(
-        self._shard(carry), level, jax.random.normal(noise_key, carry.shape), s.config.augment
+      noise = self._shard(jax.random.normal(noise_key, carry.shape), i)
+      cond = augment.noise_to_level(self._shard(carry, i), level, noise, s.config.augment)
+    else:
+      cond = self._shard(carry, i)
+    return self.fns[i](self.params[i], cond, self.grids[i], key, jnp.float32(level))
+
+  def _call(self, i, key, carry, carry_z, labels, n, pad):
+    """Stage i on the batch: (z handed to a truncated next stage or None, image), on device."""
+    s = self.stages[i]
+    if s.is_base:
+      lab = np.zeros(n, np.int32) if labels is None else np.asarray(labels, np.int32).reshape(n)
+      lab = np.concatenate([lab, np.repeat(lab[-1:], pad)])
+      out = self.fns[i](
+        self.params[i], self._shard(lab, i), self.grids[i], key, guidance=float(s.guidance)
       )
     else:
-      cond = self._shard(carry)
-    return self.fns[i](self.params[i], cond, self.grids[i], key, jnp.float32(level))
+      out = self.super_resolve(i, carry, key, carry_z)
+    return out if self.truncates[i] else (None, out)
 
   def run(
     self,
@@ -177,7 +199,7 @@ class Cascade:
     stages = list(self.stages)
     if lr is None and not stages[0].is_base:
       raise ValueError("this cascade has no base stage: give LR images to start from (--input)")
-    ndev = self.mesh.size
+    ndev = math.lcm(*(m.size for m in self.meshes))
     first = 0
     if lr is not None:
       if stages[0].is_base:
@@ -188,38 +210,33 @@ class Cascade:
     else:
       n = int(num or 1)
     pad = -n % ndev  # the batch is split over the devices
-    names, images, consistency = [], [], {}
+    names, images = [], []
     carry = carry_z = None
     if lr is not None:
       carry = np.concatenate([lr, np.repeat(lr[-1:], pad, axis=0)]).astype(np.float32)
     for i in range(first, len(stages)):
-      s = stages[i]
-      key = jax.random.fold_in(rng, i)
-      if s.is_base:
-        lab = np.zeros(n, np.int32) if labels is None else np.asarray(labels, np.int32).reshape(n)
-        lab = np.concatenate([lab, np.repeat(lab[-1:], pad)])
-        out = self.fns[i](
-          self.params[i], self._shard(lab), self.grids[i], key, guidance=float(s.guidance)
-        )
-      else:
-        out = self.super_resolve(i, carry, key, carry_z)
-      if self.truncates[i]:
-        carry_z, image = out
-      else:
-        carry_z, image = None, out
-      image = np.asarray(image, np.float32)
+      carry_z, image = self._call(i, jax.random.fold_in(rng, i), carry, carry_z, labels, n, pad)
+      carry = np.asarray(image, np.float32)
+      names.append(stages[i].name)
+      images.append(carry[:n])
+    return self._result(names, images, lr, log)
+
+  def _result(self, names, images, lr, log) -> Result:
+    """Each SR stage's consistency with what it was given, and the cascade's, on the host."""
+    to01 = lambda x: (np.asarray(x) + 1.0) / 2.0
+    consistency = {}
+    by_name = {s.name: s for s in self.stages}
+    for j, (name, image) in enumerate(zip(names, images)):
+      s = by_name[name]
+      given = images[j - 1] if j else lr
       if not s.is_base:
-        to01 = lambda x: (np.asarray(x) + 1.0) / 2.0
-        consistency[s.name] = float(
-          np.mean(np.asarray(metrics.consistency(to01(image[:n]), to01(carry[:n]), s.factor)))
+        consistency[name] = float(
+          np.mean(np.asarray(metrics.consistency(to01(image), to01(given), s.factor)))
         )
-      carry = image
-      names.append(s.name)
-      images.append(image[:n])
       print(
-        f"cascade: stage {s.name} → {image.shape[1]}×{image.shape[2]}"
-        + (f", consistency {consistency[s.name]:.3e}" if s.name in consistency else ""),
-        file=log,
+        f"cascade: stage {name} → {image.shape[1]}×{image.shape[2]}"
+        + (f", consistency {consistency[name]:.3e}" if name in consistency else ""),
+        file=log or sys.stderr,
       )
     start = images[0] if lr is None else lr
     total = images[-1].shape[1] // start.shape[1]
@@ -229,6 +246,95 @@ class Cascade:
         np.mean(np.asarray(metrics.consistency((images[-1] + 1) / 2, (start + 1) / 2, total)))
       )
     return Result(names=names, images=images, consistency=consistency, cascade_consistency=overall)
+
+  def run_pipelined(
+    self,
+    rng: Array,
+    micro_batch: int,
+    num: int | None = None,
+    labels: np.ndarray | None = None,
+    lr: np.ndarray | None = None,
+    log=None,
+  ) -> Result:
+    """As `run`, with the stages on their own device groups (`meshes`) and the images streamed
+    through them in micro-batches: at tick t stage k works on micro-batch t − k, so once the
+    pipeline is full every group is busy at once (JAX dispatches asynchronously; nothing waits
+    on the host until the end). A stage's output goes to the next group by `jax.device_put`,
+    device to device. Micro-batch m samples with the key fold_in(rng, m): its images are those of
+    `run(fold_in(rng, m), …)` on that micro-batch alone. The last micro-batch is padded."""
+    stages = list(self.stages)
+    if lr is None and not stages[0].is_base:
+      raise ValueError("this cascade has no base stage: give LR images to start from (--input)")
+    for s, m in zip(stages, self.meshes):
+      if micro_batch % m.size:
+        raise ValueError(
+          f"--micro-batch {micro_batch} does not split over stage {s.name!r}'s {m.size} devices; "
+          f"use a multiple of {math.lcm(*(m.size for m in self.meshes))}"
+        )
+    first = 1 if (lr is not None and stages[0].is_base) else 0
+    if first == len(stages):
+      raise ValueError("given LR images but the cascade has no SR stage")
+    n = lr.shape[0] if lr is not None else int(num or 1)
+    count = -(-n // micro_batch)
+    pad = count * micro_batch - n
+
+    def padded(x):
+      return None if x is None else np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
+
+    lr_p = padded(None if lr is None else np.asarray(lr, np.float32))
+    lab_p = padded(None if labels is None else np.asarray(labels, np.int32).reshape(n))
+    part = lambda x, m: None if x is None else x[m * micro_batch : (m + 1) * micro_batch]
+    outs: list[list] = [[None] * count for _ in stages]
+    for t in range(count + len(stages) - first - 1):
+      for k in range(first, len(stages)):
+        m = t - (k - first)
+        if not 0 <= m < count:
+          continue
+        carry_z, carry = (None, part(lr_p, m)) if k == first else outs[k - 1][m]
+        key = jax.random.fold_in(jax.random.fold_in(rng, m), k)
+        outs[k][m] = self._call(k, key, carry, carry_z, part(lab_p, m), micro_batch, 0)
+    names = [s.name for s in stages[first:]]
+    images = [
+      np.concatenate([np.asarray(o[1], np.float32) for o in outs[k]])[:n]
+      for k in range(first, len(stages))
+    ]
+    return self._result(names, images, lr, log)
+
+
+def even_groups(num_stages: int, num_devices: int) -> list[int]:
+  """Devices per stage when split evenly (the later, larger stages get the remainder)."""
+  if num_stages > num_devices:
+    raise ValueError(
+      f"{num_stages} stages but {num_devices} devices: a pipeline needs one device group per "
+      "stage; run without --pipeline, or on more devices"
+    )
+  sizes = [num_devices // num_stages] * num_stages
+  for k in range(num_devices % num_stages):
+    sizes[-1 - k] += 1
+  return sizes
+
+
+def device_groups(sizes: list[int], names: list[str], devices=None) -> list[Mesh]:
+  """Disjoint meshes ('data' axis) of `sizes` devices each, in device order, one per stage."""
+  devices = list(devices if devices is not None else jax.local_devices())
+  if len(sizes) != len(names):
+    raise ValueError(
+      f"--groups gives {len(sizes)} device groups for {len(names)} stages ({', '.join(names)})"
+    )
+  if min(sizes) < 1 or sum(sizes) > len(devices):
+    raise ValueError(
+      f"--groups {','.join(map(str, sizes))} needs {sum(sizes)} devices (each group ≥ 1); "
+      f"there are {len(devices)}"
+    )
+  starts = np.cumsum([0] + list(sizes))
+  return [Mesh(np.asarray(devices[a:b]), ("data",)) for a, b in zip(starts[:-1], starts[1:])]
+
+
+def timed(fn) -> tuple[Any, float]:
+  """(fn(), seconds); fn returns host arrays, so the time includes all device work."""
+  start = time.perf_counter()
+  out = fn()
+  return out, time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,6 +485,10 @@ def run(
   inception_score: bool = False,
   fid_weights: str | None = None,
   is_weights: str | None = None,
+  pipeline: bool = False,
+  groups: list[int] | None = None,
+  micro_batch: int | None = None,
+  compare_sequential: bool = False,
 ) -> dict:
   """`sr3 cascade`: loads the cascade config's stages from their workdirs and runs them; with
   `reference_stats` (STAGE=FILE.npz) or `inception_score`, scores the stages' images."""
@@ -404,10 +514,83 @@ def run(
     raise ValueError("--class needs a class-conditional base stage (model.num_classes > 0)")
   if label is not None and not 0 <= label < stages[0].config.model.num_classes:
     raise ValueError(f"--class {label} is outside [0, {stages[0].config.model.num_classes})")
-  result = Cascade(stages).run(jax.random.key(seed), num=num, labels=labels, lr=lr, log=log)
+  if pipeline:
+    result, timing = run_pipeline(
+      stages, jax.random.key(seed), num, labels, lr, groups, micro_batch, compare_sequential, log
+    )
+  else:
+    result, timing = Cascade(stages).run(jax.random.key(seed), num, labels, lr, log), None
   scores = (
     stage_scores(result, refs, inception_score, fid_weights, is_weights, log)
     if refs or inception_score
     else None
   )
+  if timing:
+    scores = dict(scores or {}, pipeline=timing)
   return write_outputs(result, pathlib.Path(paths.resolve(output)), lr, scores)
+
+
+def run_pipeline(
+  stages: list[Stage],
+  rng: Array,
+  num: int,
+  labels: np.ndarray | None,
+  lr: np.ndarray | None,
+  groups: list[int] | None,
+  micro_batch: int | None,
+  compare_sequential: bool = False,
+  log=None,
+) -> tuple[Result, dict]:
+  """`sr3 cascade --pipeline`: the stages on disjoint device groups, the images streamed through
+  in micro-batches; a warm-up micro-batch compiles every stage, then the whole run is timed. With
+  `compare_sequential`, the same micro-batches through the stages one after another on all the
+  devices are timed too (same images, up to float summation order)."""
+  devices = jax.local_devices()
+  sizes = list(groups) if groups else even_groups(len(stages), len(devices))
+  casc = Cascade(stages, meshes=device_groups(sizes, [s.name for s in stages], devices))
+  micro = micro_batch or math.lcm(*sizes)
+  n = lr.shape[0] if lr is not None else num
+  first = lambda x: None if x is None else x[:micro]
+  warm = lambda c, f: f(c, first(labels), first(lr), micro)
+  go = lambda c, lab, x, k: c.run_pipelined(rng, micro, num=k, labels=lab, lr=x, log=log)
+  warm(casc, go)
+  result, seconds = timed(lambda: go(casc, labels, lr, n))
+  timing = {
+    "groups": dict(zip([s.name for s in stages], sizes)),
+    "micro_batch": micro,
+    "images": n,
+    "seconds": seconds,
+    "images_per_s": n / seconds,
+  }
+  if compare_sequential:
+    whole = Cascade(stages)
+
+    def sequential(c, lab, x, k):  # micro-batch m with key fold_in(rng, m), one after another
+      parts = []
+      for m in range(-(-k // micro)):
+        sl = slice(m * micro, (m + 1) * micro)
+        parts.append(
+          c.run(
+            jax.random.fold_in(rng, m),
+            num=min(micro, k - m * micro),
+            labels=None if lab is None else lab[sl],
+            lr=None if x is None else x[sl],
+            log=io.StringIO(),
+          )
+        )
+      return parts
+
+    warm(whole, sequential)
+    _, seq_seconds = timed(lambda: sequential(whole, labels, lr, n))
+    timing.update(sequential_seconds=seq_seconds, sequential_images_per_s=n / seq_seconds)
+  print(
+    f"cascade --pipeline: groups {timing['groups']}, micro-batch {micro}: "
+    f"{timing['images_per_s']:.3g} images/s"
+    + (
+      f" (sequential on all {len(devices)} devices: {timing['sequential_images_per_s']:.3g})"
+      if compare_sequential
+      else ""
+    ),
+    file=log or sys.stderr,
+  )
+  return result, timing

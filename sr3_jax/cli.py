@@ -282,11 +282,15 @@ def _cascade(args) -> int:
       inception_score=args.inception_score,
       fid_weights=args.fid_weights,
       is_weights=args.is_weights,
+      pipeline=args.pipeline,
+      groups=[int(g) for g in args.groups.split(",")] if args.groups else None,
+      micro_batch=args.micro_batch,
+      compare_sequential=args.compare_sequential,
     )
   except (FileNotFoundError, ValueError, KeyError) as e:
     print(f"sr3 cascade: {e}", file=sys.stderr)
     return 2
-  keys = ("consistency", "cascade_consistency", "fid", "is")
+  keys = ("consistency", "cascade_consistency", "fid", "is", "pipeline")
   print(json.dumps({k: report[k] for k in keys if k in report}), file=sys.stderr)
   print(args.output)
   return 0
@@ -641,6 +645,19 @@ def main(argv=None) -> int:
   )
   p.add_argument("--fid-weights", default=None, help="the fid-inception weights file")
   p.add_argument("--is-weights", default=None, help="the is-inception weights file")
+  p.add_argument(
+    "--pipeline",
+    action="store_true",
+    help="each stage on its own device group, micro-batches streamed through (throughput in "
+    "cascade.json)",
+  )
+  p.add_argument("--groups", default=None, help="--pipeline: devices per stage, e.g. 2,6")
+  p.add_argument("--micro-batch", type=int, default=None, help="--pipeline: images per micro-batch")
+  p.add_argument(
+    "--compare-sequential",
+    action="store_true",
+    help="--pipeline: also time the stages one after another on all devices",
+  )
   p.set_defaults(fn=_cascade)
 
   p = sub.add_parser(
