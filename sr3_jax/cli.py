@@ -252,6 +252,30 @@ def _export(args) -> int:
 def _cascade(args) -> int:
   from sr3_jax import cascade
 
+  if args.plan:
+    import jax
+
+    from sr3_jax import configs, pipeline_plan
+
+    try:
+      ccfg = configs.load(args.config)
+      stages = [
+        cascade.stage_from_config(s, args.workdir or ccfg.get("workdir")) for s in ccfg.stages
+      ]
+      devices = args.devices or len(jax.local_devices())
+      micro = args.micro_batch or devices
+      plan = pipeline_plan.run(stages, devices, micro, args.device_gib, args.measure)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+      print(f"sr3 cascade --plan: {e}", file=sys.stderr)
+      return 2
+    out = pathlib.Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plan.json").write_text(json.dumps(plan, indent=2))
+    (out / "plan.md").write_text(pipeline_plan.markdown(plan))
+    print(pipeline_plan.markdown(plan), file=sys.stderr)
+    print(json.dumps(plan))
+    return 0
+
   if args.propagation:
     from sr3_jax import propagation
 
@@ -653,6 +677,23 @@ def main(argv=None) -> int:
   )
   p.add_argument("--groups", default=None, help="--pipeline: devices per stage, e.g. 2,6")
   p.add_argument("--micro-batch", type=int, default=None, help="--pipeline: images per micro-batch")
+  p.add_argument(
+    "--plan",
+    action="store_true",
+    help="measure each stage and propose devices per stage for --pipeline: plan.json / plan.md",
+  )
+  p.add_argument(
+    "--devices", type=int, default=None, help="--plan: devices to split (default: local)"
+  )
+  p.add_argument(
+    "--device-gib",
+    type=float,
+    default=None,
+    help="--plan: memory per device (default: the backend's)",
+  )
+  p.add_argument(
+    "--measure", type=int, default=0, help="--plan: run the plan on this many images and time it"
+  )
   p.add_argument(
     "--compare-sequential",
     action="store_true",

@@ -66,7 +66,43 @@ def main():
   )
   assert timing["groups"] == {"base64": 4, "sr256": 4} and timing["micro_batch"] == 4
   out.update({k: timing[k] for k in ("images_per_s", "sequential_images_per_s")})
+  out.update(plan_check(st))
   print(json.dumps(out))
+
+
+def plan_check(st):
+  """--plan on 8 devices: a split no slower than the even one, predicted vs measured throughput;
+  a memory limit forces a larger group on the heavier stage, and one too small is named."""
+  from sr3_jax import pipeline_plan
+
+  costs = pipeline_plan.measure(st, 8)
+  p = pipeline_plan.plan(costs, 8, 8)
+  even = max(c.seconds / 4 for c in costs)
+  assert sum(p["groups"].values()) <= 8 and max(p["stage_seconds"].values()) <= even + 1e-12, p
+  heavy = max(costs, key=lambda c: c.bytes_per_image)
+  # Room for 2 images per device of the heavier stage (and anything of the other): it needs ≥ 4.
+  limit = max(heavy.bytes_at(2.0), *(c.bytes_at(1.0) for c in costs if c is not heavy))
+  p_mem = pipeline_plan.plan(costs, 8, 8, device_bytes=limit)
+  assert p_mem["groups"][heavy.name] >= 4, (p_mem, heavy)
+  smallest = min(c.bytes_fixed for c in costs)
+  for devices, limit, says in (
+    (2, heavy.bytes_at(1.0), "does not fit: at micro-batch 8 over at most 2 devices"),
+    (2, heavy.bytes_at(1.0), "the smallest group that holds it has"),
+    (8, smallest * 0.5, f"stage {st[0].name!r} does not fit"),
+    (8, smallest * 0.5, "even one image per device needs"),
+  ):
+    try:
+      pipeline_plan.plan(costs, devices, 8, device_bytes=limit)
+      raise AssertionError("a stage that fits nowhere was planned")
+    except ValueError as e:
+      assert says in str(e), e
+  measured = pipeline_plan.run(st, 8, 8, measure_images=16)
+  return {
+    "plan_groups": p["groups"],
+    "plan_predicted_images_per_s": measured["predicted_images_per_s"],
+    "plan_measured_images_per_s": measured["measured_images_per_s"],
+    "plan_mem_groups": p_mem["groups"],
+  }
 
 
 if __name__ == "__main__":

@@ -276,11 +276,12 @@ def test_truncated_cascade(stage_workdirs):
     cascade.validate([base, sr])
 
 
-def test_fid_and_inception_score_per_stage_and_a_base_stage_in_eval(
+def test_stage_scores_plan_pipeline_errors_and_a_base_stage_in_eval(
   stage_workdirs, tmp_path, monkeypatch, capsys
 ):
   """`sr3 cascade --reference-stats STAGE=F --inception-score` scores each stage's written images;
-  `sr3 eval` scores a base stage by FID and IS of its samples (and refuses PSNR for it)."""
+  `--plan` writes a plan, `--pipeline` names groups the devices cannot hold; `sr3 eval` scores a
+  base stage by FID and IS of its samples (and refuses PSNR for it)."""
   from sr3_jax import evaluate
   from sr3_jax.metrics import fid, inception_score
   from tests import metric_weights
@@ -323,6 +324,15 @@ def test_fid_and_inception_score_per_stage_and_a_base_stage_in_eval(
   assert report["is"]["sr256"]["is"] == pytest.approx(
     inception_score.score_images(written, clf)["is"], rel=1e-6
   )
+  # --plan and --pipeline through the CLI, on this process's one device.
+  plan_args = ["--plan", "--devices", "2", "--micro-batch", "2"]
+  rc = cli.main(args + ["--output", str(tmp_path / "plan")] + plan_args)
+  assert rc == 0, capsys.readouterr().err
+  plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+  assert plan["groups"] == {"base64": 1, "sr256": 1} and plan["predicted_images_per_s"] > 0
+  assert "predicted:" in (tmp_path / "plan" / "plan.md").read_text()
+  rc = cli.main(args + ["--output", str(tmp_path / "pipe"), "--pipeline", "--groups", "1,1"])
+  assert rc == 2 and "needs 2 devices (each group ≥ 1); there are 1" in capsys.readouterr().err
   # Bad input: a stage the cascade does not have, a statistics file that is not there.
   assert cli.main(args + ["--output", str(tmp_path / "x"), "--reference-stats", "sr64=a.npz"]) == 2
   assert "no stage 'sr64' in this cascade; its stages are base64, sr256" in capsys.readouterr().err

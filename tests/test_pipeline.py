@@ -26,6 +26,7 @@ def test_pipelined_stages_give_the_sequential_images_on_8_devices():
     assert out[f"groups_{g}_vs_sequential_same_groups"] < 1e-6
     assert out[f"groups_{g}_vs_one_device"] < 1e-2
   assert out["images_per_s"] > 0 and out["sequential_images_per_s"] > 0
+  assert sum(out["plan_groups"].values()) <= 8 and out["plan_measured_images_per_s"] > 0
 
 
 def test_device_groups_and_their_errors():
