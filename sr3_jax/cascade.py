@@ -71,6 +71,14 @@ def validate(stages: list[Stage]) -> None:
   for s in stages[1:]:
     if s.is_base:
       raise ValueError(f"stage {s.name!r} is a base stage (no LR input) but is not the first stage")
+  for prev, s in zip(stages, stages[1:]):
+    out, given = prev.config.data.image_size, s.config.data.image_size // s.factor
+    if out != given:
+      raise ValueError(
+        f"stages do not chain: {prev.name!r} outputs {out}×{out} but {s.name!r} was trained on "
+        f"{given}×{given} inputs ({s.config.data.image_size} / factor {s.factor}); reorder the "
+        f"stages or train {s.name!r} with data.image_size={out * s.factor}"
+      )
   for i, s in enumerate(stages):
     if s.is_base:
       continue

@@ -1,6 +1,7 @@
 """Cascades: augmentation marginals against the forward process, truncated sampling, level and class
 embeddings, classifier-free guidance, and two stages trained a few steps run end to end."""
 
+import dataclasses
 import json
 import math
 
@@ -274,6 +275,10 @@ def test_truncated_cascade(stage_workdirs):
   sr.aug_level = 0.0
   with pytest.raises(ValueError, match="truncated augmentation needs aug_level > 0"):
     cascade.validate([base, sr])
+  sr.aug_level, sr.truncated = 0.3, False
+  twice = dataclasses.replace(sr, name="sr256b")  # 8→32 after 8→32: 32 ≠ 8
+  with pytest.raises(ValueError, match="'sr256' outputs 32×32 but 'sr256b' was trained on 8×8"):
+    cascade.validate([base, sr, twice])
 
 
 def test_stage_scores_plan_pipeline_errors_and_a_base_stage_in_eval(
