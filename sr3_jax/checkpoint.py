@@ -212,6 +212,21 @@ def resolve_checkpoint(path: str) -> tuple[epath.Path, int | None]:
   )
 
 
+def load_config(path: str) -> ml_collections.ConfigDict:
+  """The config.json of a workdir or step folder."""
+  workdir, _ = resolve_checkpoint(path)
+  return ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+
+
+def finished(workdir: str, num_steps: int) -> bool:
+  """Whether `workdir` holds a run whose latest checkpoint is step `num_steps`."""
+  root = epath.Path(paths.resolve(workdir))
+  if not (root / "checkpoints").exists():
+    return False
+  steps = [int(p.name) for p in (root / "checkpoints").iterdir() if p.name.isdigit()]
+  return bool(steps) and max(steps) >= num_steps
+
+
 def load_for_inference(path: str) -> tuple[ml_collections.ConfigDict, unet.UNet, Any, int]:
   """(config, model, EMA params, step) from a workdir or step folder, replicated on local devices."""
   workdir, step = resolve_checkpoint(path)

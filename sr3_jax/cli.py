@@ -218,6 +218,21 @@ def _upscale(args) -> int:
   return 0
 
 
+def _distill(args) -> int:
+  from sr3_jax import checkpoint, distill
+
+  try:
+    students = distill.run(
+      args.teacher, args.workdir, args.steps_from, args.steps_to, _overrides(args.set)
+    )
+  except (FileNotFoundError, ValueError, KeyError, FloatingPointError, checkpoint.SaveError) as e:
+    print(f"sr3 distill: {e}", file=sys.stderr)
+    return 2
+  for s in students:
+    print(s)
+  return 0
+
+
 def _export(args) -> int:
   from sr3_jax import export
 
@@ -610,6 +625,23 @@ def main(argv=None) -> int:
   p.add_argument("--overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles")
   p.add_argument("--seed", type=int, default=0)
   p.set_defaults(fn=_upscale)
+
+  p = sub.add_parser(
+    "distill",
+    help="progressive distillation: students at half the steps per round, each a training run",
+  )
+  p.add_argument("--teacher", required=True, help="the teacher's workdir or step folder")
+  p.add_argument("--workdir", required=True, help="root folder: one workdir per student, steps_N")
+  p.add_argument("--steps-from", type=int, required=True, help="the teacher's steps, e.g. 64")
+  p.add_argument("--steps-to", type=int, required=True, help="the last student's steps, e.g. 4")
+  p.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="override a field of every round's config, e.g. train.num_steps=500",
+  )
+  p.set_defaults(fn=_distill)
 
   p = sub.add_parser(
     "export", help="write a checkpoint's whole sampler as one jax.export program with its params"

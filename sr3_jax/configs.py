@@ -151,12 +151,19 @@ def base_config() -> ml_collections.ConfigDict:
   # ici_data, ici_fsdp); dcn_data, dcn_fsdp: across slices (DCN); −1 takes the rest of its pair.
   # rules: [(regex on the state path, axis sharded over fsdp or None)].
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, dcn_data=-1, dcn_fsdp=1, rules=()))
+  # Progressive distillation (sr3_jax/distill.py; `sr3 distill` sets these): a teacher workdir or
+  # step folder, and the steps it samples with; the student samples with half (sampling.steps).
+  c.distill = ml_collections.ConfigDict(dict(teacher="", teacher_steps=0))
   c.allow_config_change = False
   return c
 
 
 def validate(config) -> None:
   """Checks that the config's parts agree; one error naming the field."""
+  if config.get("distill") and config.distill.get("teacher"):
+    from sr3_jax import distill
+
+    distill.validate(config)
   model = unet.UNetConfig.from_config(config.model)
   if config.data.image_size != model.image_size:
     raise ValueError(
@@ -288,6 +295,12 @@ def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   config = module.get_config(arg or None)
+  apply_overrides(config, overrides)
+  return config
+
+
+def apply_overrides(config, overrides: dict | None) -> None:
+  """Dotted overrides such as {"train.num_steps": 10}, in place; an unknown field is a KeyError."""
   for key, value in (overrides or {}).items():
     parent = config
     *head, last = key.split(".")
@@ -298,7 +311,6 @@ def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
         raise KeyError(f"config field {key!r} is replaced by model.conv_impl (auto | xla | cpu)")
       raise KeyError(f"config has no field {key!r}")
     parent[last] = value
-  return config
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from sr3_jax import (
   checkpoint,
   configs,
   diffusion,
+  distill,
   hash_prng,
   images,
   inference,
@@ -81,16 +82,18 @@ def make_train_step(config, model: unet.UNet, mesh: Mesh):
   """Returns the jitted step(state, batch) → (state, metrics); the state is donated and keeps its
   shardings (replicated, or FSDP by config.mesh rules); metrics come back replicated."""
   impl = resolve_dropout_rng(config.train.get("dropout_rng", "auto"), mesh.devices.flat)
-  loss_fn = diffusion.make_loss_fn(
-    apply_fn_for(model), config, functools.partial(dropout_key, impl=impl)
-  )
+  distilling = distill.is_distillation(config)
+  make_loss = distill.make_loss_fn if distilling else diffusion.make_loss_fn
+  loss_fn = make_loss(apply_fn_for(model), config, functools.partial(dropout_key, impl=impl))
   optimizer = make_optimizer(config.optim)
   lr_fn = learning_rate_schedule(config.optim)
   base_key = jax.random.key(config.seed)
 
-  def step_fn(state: TrainState, batch: dict[str, Array]):
+  def step_fn(state: TrainState, batch: dict[str, Array], *teacher):
     rng = jax.random.fold_in(base_key, state.step)
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params, batch, rng, *teacher
+    )
     grad_norm = optax.tree.norm(grads)
     decay = ema_decay(config.optim, state.step)
 
@@ -134,9 +137,11 @@ def make_train_step(config, model: unet.UNet, mesh: Mesh):
 
   _, shardings = abstract_train_state(config, model, mesh)
   replicated = NamedSharding(mesh, P())
+  # A distillation step also takes the teacher's params, sharded like the student's.
   return jax.jit(
     step_fn,
-    in_shardings=(shardings, sharding.batch_sharding(mesh)),
+    in_shardings=(shardings, sharding.batch_sharding(mesh))
+    + ((shardings.params,) if distilling else ()),
     out_shardings=(shardings, replicated),
     donate_argnums=(0,),
   )
@@ -289,12 +294,20 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
   )
   check_workdir_config(config, workdir)
   model = unet.build(config.model, mesh.devices.flat)
-  abstract, _ = abstract_train_state(config, model, mesh)
+  abstract, state_shardings = abstract_train_state(config, model, mesh)
   wait_for_all_processes("sr3_train_start")
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint)
   latest = ckpt.latest_step()
+  teacher = ()
+  if distill.is_distillation(config):  # the student starts from its teacher's EMA params
+    params, teacher_step = distill.load_teacher(config)
+    teacher = (jax.device_put(params, state_shardings.params),)
+    print(f"distilling {config.distill.teacher} (step {teacher_step})", file=log)
   if latest is None:
     state = create_train_state(config, model, mesh)
+    if teacher:
+      copy = jax.jit(lambda p: p, out_shardings=state_shardings.params)  # new buffers: donated
+      state = state.replace(params=copy(teacher[0]), ema_params=copy(teacher[0]))
   else:
     state = ckpt.restore(latest, abstract, data_iter)
     print(f"resumed {workdir} from step {latest}", file=log)
@@ -335,7 +348,7 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
   failing = False
   try:
     for step in range(start, tcfg.num_steps):
-      state, metrics = step_fn(state, loader.global_batch(next(data_iter), bsharding))
+      state, metrics = step_fn(state, loader.global_batch(next(data_iter), bsharding), *teacher)
       done = step + 1
       steps_since += 1
       bar.update(1)
