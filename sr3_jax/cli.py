@@ -175,8 +175,9 @@ def _eval(args) -> int:
       is_weights=args.is_weights,
       resnet_weights=args.resnet_weights,
       label_key=args.label_key,
+      overrides=_overrides(args.set),
     )
-  except (FileNotFoundError, ValueError) as e:
+  except (FileNotFoundError, ValueError, KeyError) as e:
     print(f"sr3 eval: {e}", file=sys.stderr)
     return 2
   out = args.output or str(resolve_checkpoint(args.checkpoint)[0])
@@ -769,6 +770,13 @@ def main(argv=None) -> int:
     "--label-key",
     default=None,
     help="accuracy: the records' class-label field (imagenet2012: label)",
+  )
+  p.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="sampling.KEY=VALUE",
+    help="sample differently from the run's config, e.g. sampling.schedule.kind=logsnr",
   )
   p.add_argument(
     "--reference-stats",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,7 @@ import numpy as np
 from etils import epath
 from tqdm import tqdm
 
-from sr3_jax import checkpoint, images, inference, metrics
+from sr3_jax import checkpoint, configs, images, inference, metrics
 from sr3_jax.data import degrade, loader
 from sr3_jax.metrics import fid, inception_score, lpips, resnet, weights
 
@@ -68,11 +69,13 @@ def score(
   lpips_weights: str | None = None,
   collect: dict[str, list] | None = None,
   resnet_weights: str | None = None,
+  timing: dict | None = None,
 ) -> tuple[dict[str, dict[str, list[float]]], int]:
   """Per-image PSNR / SSIM / consistency (and LPIPS, ResNet-50 top-1/top-5 when asked) of one SR3
   sample, the mean of `samples`, and bicubic, on the first `num_images` central crops of `split`:
   ({method: {metric: [values]}}, images). With accuracy, the HR images' own top-1/top-5 are
-  under the method "hr"."""
+  under the method "hr". `timing` receives the median sampler seconds per image over the calls
+  after the first (which compiles)."""
   factor = dcfg.factor
   lpips_fn = lpips.LPIPS("alex", lpips_weights) if "lpips" in metric_names else None
   classify = resnet.Classifier(resnet_weights) if "accuracy" in metric_names else None
@@ -83,16 +86,21 @@ def score(
   per_image: dict[str, dict[str, list[float]]] = {m: {k: [] for k in names} for m in METHODS}
   if classify is not None:
     per_image["hr"] = {"top1": [], "top5": []}
-  n = 0
+  n, seconds = 0, []
   for batch in tqdm(ds, total=num_images, desc=desc, file=log or sys.stderr):
     if n >= num_images:
       break
     hr = jnp.asarray(batch["hr"])
     lr = degrade.downsample(hr, factor, value_range=(-1.0, 1.0))
     bicubic = degrade.upsample(lr, factor, value_range=(-1.0, 1.0))
-    sr = sr_fn(
-      params, jnp.repeat(lr, samples, axis=0), gammas, jax.random.fold_in(jax.random.key(seed), n)
+    t = time.perf_counter()
+    sr = jax.block_until_ready(
+      sr_fn(
+        params, jnp.repeat(lr, samples, axis=0), gammas, jax.random.fold_in(jax.random.key(seed), n)
+      )
     )
+    if n:  # the first call compiles
+      seconds.append((time.perf_counter() - t) / samples)
     to01 = lambda x: (x + 1.0) / 2.0
     outs = {"sr3_sample": sr[:1], "sr3_mean": sr.mean(axis=0, keepdims=True), "bicubic": bicubic}
     if collect is not None:  # 8-bit images for set statistics (FID), HR included
@@ -118,6 +126,8 @@ def score(
       f"dataset {dcfg.dataset!r} split {split!r} gave no images of at least "
       f"{dcfg.image_size}×{dcfg.image_size}"
     )
+  if timing is not None and seconds:
+    timing["sampler_seconds_per_image"] = float(np.median(seconds))
   return per_image, n
 
 
@@ -197,6 +207,7 @@ def evaluate(
   is_weights: str | None = None,
   resnet_weights: str | None = None,
   label_key: str | None = None,
+  overrides: dict | None = None,
 ) -> dict:
   """`image_size` evaluates central crops of that size instead of the training size (the U-Net is
   convolutional); it must be a multiple of data.factor · 2^(levels − 1). Accuracy reads class
@@ -211,6 +222,10 @@ def evaluate(
     if metric in metric_names:
       weights.locate(key, path)  # a missing file stops here, before sampling
   config, model, params, step = checkpoint.load_for_inference(checkpoint_path)
+  for key in overrides or {}:
+    if not key.startswith("sampling."):
+      raise ValueError(f"--set {key}: eval may change sampling.* fields only")
+  configs.apply_overrides(config, overrides)
   if config.model.conditioning == "none":
     return evaluate_base(
       checkpoint_path, config, model, params, step, dataset, num_images, steps, sampler, seed,
@@ -237,10 +252,11 @@ def evaluate(
     config.sampling.sampler = sampler
   steps = steps or config.sampling.steps
   collected = {} if set(SET_METRICS) & set(metric_names) else None
+  timing: dict = {}
   per_image, n = score(
     config, model, params, dcfg, split, num_images, samples, steps, seed, log,
     metric_names=metric_names, y_channel=y_channel, crop_border=crop_border,
-    lpips_weights=lpips_weights, collect=collected, resnet_weights=resnet_weights,
+    lpips_weights=lpips_weights, collect=collected, resnet_weights=resnet_weights, timing=timing,
   )  # fmt: skip
   fid_result = (
     set_fid(collected, reference_stats, fid_weights, log) if "fid" in metric_names else None
@@ -260,6 +276,8 @@ def evaluate(
     "y_channel": y_channel,
     "crop_border": crop_border,
     "metrics": summarize(per_image, seed),
+    **timing,
+    **({"overrides": overrides} if overrides else {}),
     **({"fid": fid_result} if fid_result else {}),
     **({"is": is_result} if is_result else {}),
     "per_image": per_image,
@@ -343,7 +361,13 @@ def markdown_table(result: dict) -> str:
     f"{result['dataset']}:{result['split']}, {result['num_images']} images, step {result['step']}, "
     f"{result['sampler']} {result['steps']} steps"
     + (", a base stage's samples" if result.get("base") else f", mean of {result['samples']}")
-    + f"{protocol}\n\n"
+    + protocol
+    + (
+      f", sampler {result['sampler_seconds_per_image']:.3f} s per image"
+      if "sampler_seconds_per_image" in result
+      else ""
+    )
+    + "\n\n"
   )
   if result.get("base"):
     return head + _set_lines(result, methods)

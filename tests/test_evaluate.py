@@ -43,6 +43,7 @@ def test_eval_writes_json_and_table(tiny_workdir, tmp_path):
       assert s["ci95"][0] <= s["mean"] <= s["ci95"][1]
       assert len(r["per_image"][m][k]) == 2
   assert r["metrics"]["bicubic"]["psnr"]["mean"] > 20  # 4× bicubic on real photographs
+  assert r["sampler_seconds_per_image"] > 0  # the second image's call (the first compiles)
   table = (tmp_path / "eval.md").read_text()
   assert table.count("\n| ") == 4 and "sr3_mean" in table and "bicubic" in table
 
@@ -68,7 +69,11 @@ def test_eval_lpips_fid_on_y_with_a_cropped_border(tiny_workdir, tmp_path):
   r = evaluate.evaluate(
     ckpt, num_images=2, samples=1, steps=2, output=str(tmp_path),
     metric_names=evaluate.parse_metrics("psnr,lpips,fid"), y_channel=True, crop_border=4,
+    overrides={"sampling.sampler": "ddim"},
   )  # fmt: skip
+  assert r["sampler"] == "ddim" and r["overrides"] == {"sampling.sampler": "ddim"}
+  with pytest.raises(ValueError, match="sampling.\\* fields only"):
+    evaluate.evaluate(ckpt, num_images=1, overrides={"train.num_steps": 3})
   assert r["y_channel"] and r["crop_border"] == 4
   assert r["fid"]["reference"] == "hr" and r["fid"]["n"] == 2
   assert all(r["fid"][m] >= -1e-6 for m in evaluate.METHODS)
