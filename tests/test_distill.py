@@ -100,6 +100,7 @@ def test_sr3_distill_end_to_end(tiny_workdir, tmp_path, capsys):
   root = tmp_path / "students"
   argv = ["distill", "--teacher", str(tiny_workdir), "--workdir", str(root)]
   argv += ["--steps-from", "4", "--steps-to", "1", "--set", "train.num_steps=2"]
+  argv += ["--set", "checkpoint.every=1"]
   assert cli.main(argv) == 0, capsys.readouterr().err
   assert capsys.readouterr().out.split() == [str(root / "steps_2"), str(root / "steps_1")]
   for n, teacher in ((2, tiny_workdir), (1, root / "steps_2")):
@@ -117,10 +118,15 @@ def test_sr3_distill_end_to_end(tiny_workdir, tmp_path, capsys):
     )
   ]
   assert 0 < max(diffs) < 0.05
-  # Done rounds are skipped; a longer round resumes inside it from its checkpoint.
-  assert cli.main(argv[:-1] + ["train.num_steps=3"]) == 0
+  # Done rounds are skipped; an interrupted round resumes inside it from its checkpoint.
+  assert cli.main(argv) == 0
+  assert capsys.readouterr().err.count("is done") == 2
+  import shutil
+
+  shutil.rmtree(root / "steps_1" / "checkpoints" / "2")  # as if stopped after step 1
+  assert cli.main(argv) == 0
   err = capsys.readouterr().err
-  assert "resumed" in err and "from step 2" in err
+  assert "steps_2 is done" in err and "resumed" in err and "from step 1" in err
   # The 1-step student is a checkpoint sr3 eval samples with its own step count.
   r = evaluate.evaluate(str(root / "steps_1"), num_images=1, samples=1, output=str(tmp_path / "e"))
   assert r["steps"] == 1 and r["sampler"] == "ddim"
