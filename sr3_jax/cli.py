@@ -204,6 +204,18 @@ def _upscale(args) -> int:
       overlap=args.overlap,
       seed=args.seed,
       exported=args.exported,
+      adaptive=(
+        dict(
+          probe_steps=args.probe_steps,
+          probes=args.probes,
+          threshold=args.threshold,
+          fraction=args.refine_fraction
+          if args.refine_fraction is not None or args.threshold is not None
+          else 0.25,
+        )
+        if args.adaptive
+        else None
+      ),
     )
   except (FileNotFoundError, ValueError) as e:
     print(f"sr3 upscale: {e}", file=sys.stderr)
@@ -599,6 +611,23 @@ def main(argv=None) -> int:
     "upscale", help="super-resolve image files of any size with a trained checkpoint"
   )
   p.add_argument("--checkpoint", default=None, help="a workdir, or WORKDIR/checkpoints/STEP")
+  p.add_argument(
+    "--adaptive",
+    action="store_true",
+    help="probe every tile with few steps, refine the uncertain ones with --steps (upscale.json "
+    "records steps per tile)",
+  )
+  p.add_argument("--probe-steps", type=int, default=2, help="--adaptive: steps of each probe")
+  p.add_argument("--probes", type=int, default=2, help="--adaptive: probe samples per tile")
+  p.add_argument(
+    "--threshold", type=float, default=None, help="--adaptive: refine tiles whose std exceeds it"
+  )
+  p.add_argument(
+    "--refine-fraction",
+    type=float,
+    default=None,
+    help="--adaptive: refine this fraction of the tiles, most uncertain first (default 0.25)",
+  )
   p.add_argument(
     "--exported", default=None, help="a sampler file from sr3 export, instead of --checkpoint"
   )

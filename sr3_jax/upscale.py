@@ -189,13 +189,16 @@ class Upscaler:
     self.factor, self.steps, self.sampler = self.program.factor, self.program.steps, meta["sampler"]
     self.step = meta["step"]
 
-  def _sample(self, lr_batch: np.ndarray, key) -> np.ndarray:
+  def _sample(self, lr_batch: np.ndarray, key, gammas=None) -> np.ndarray:
     if self.program is not None:
+      if gammas is not None:
+        raise ValueError("an exported sampler has its steps fixed; --adaptive needs --checkpoint")
       return self.program(lr_batch.astype(np.float32), np.asarray(jax.random.key_data(key)))
-    return self.sr_fn(self.params, jax.device_put(lr_batch, self.sharding), self.gammas, key)
+    grid = self.gammas if gammas is None else gammas
+    return self.sr_fn(self.params, jax.device_put(lr_batch, self.sharding), grid, key)
 
-  def __call__(self, rgb: np.ndarray, index: int, log=None) -> np.ndarray:
-    """(h, w, 3) uint8 → K super-resolutions (K, h·f, w·f, 3) in [−1, 1]."""
+  def _tiles(self, rgb: np.ndarray):
+    """LR tiles of an (h, w, 3) uint8 image, their positions and the padded size."""
     h, w, _ = rgb.shape
     if self.fixed_tile:  # an export takes tiles of exactly its size: pad a smaller image up to it
       th, tw = self.fixed_tile
@@ -205,8 +208,92 @@ class Upscaler:
     lr = images.to_model_range(rgb)
     lr = np.pad(lr, ((0, ph - h), (0, pw - w), (0, 0)), mode="symmetric")
     tiles, pos = split_tiles(lr, th, tw, self.overlap)
-    jobs = np.concatenate([tiles] * self.samples)  # job k·N + n: sample k of tile n
+    return tiles, pos, (ph, pw)
+
+  def _blend(self, out: np.ndarray, pos, padded, hw) -> np.ndarray:
+    f = self.factor
+    return blend_tiles(out, pos, *padded, f, self.overlap)[: hw[0] * f, : hw[1] * f]
+
+  def __call__(self, rgb: np.ndarray, index: int, log=None) -> np.ndarray:
+    """(h, w, 3) uint8 → K super-resolutions (K, h·f, w·f, 3) in [−1, 1]."""
+    tiles, pos, padded = self._tiles(rgb)
     rng = jax.random.fold_in(jax.random.key(self.seed), index)
+    outs = self._run(tiles, self.samples, rng, log)
+    return np.stack([self._blend(o, pos, padded, rgb.shape[:2]) for o in outs]).astype(np.float32)
+
+  def check_adaptive(self, probe_steps, probes, threshold=None, fraction=None, **_) -> None:
+    """One error naming the --adaptive value that cannot work, before anything samples."""
+    if self.program is not None:
+      raise ValueError(
+        "--adaptive changes the step count per tile: give --checkpoint, not an export"
+      )
+    if probes < 2:
+      raise ValueError(f"--probes {probes}: an uncertainty needs at least 2 probe samples")
+    if not 1 <= probe_steps:
+      raise ValueError(f"--probe-steps {probe_steps} must be at least 1")
+    if (threshold is None) == (fraction is None):
+      raise ValueError("--adaptive needs one of --threshold T or --refine-fraction F")
+    if fraction is not None and not 0.0 <= fraction <= 1.0:
+      raise ValueError(f"--refine-fraction {fraction} must be in [0, 1]")
+
+  def adaptive(
+    self,
+    rgb: np.ndarray,
+    index: int,
+    probe_steps: int = 2,
+    probes: int = 2,
+    threshold: float | None = None,
+    fraction: float | None = None,
+    log=None,
+  ) -> tuple[np.ndarray, dict]:
+    """Steps spent where the image is uncertain. Every tile first gets `probes` samples at
+    `probe_steps` (the same jobs and keys as a plain call with that many samples and steps); a
+    tile's uncertainty is the standard deviation over its probes ([0, 1] scale, mean over its
+    pixels). Tiles above `threshold`, or the `fraction` most uncertain, get one more sample at the
+    sampler's full steps, which replaces them; the rest keep the mean of their probes. Returns
+    (image (h·f, w·f, 3) in [−1, 1], what each tile got)."""
+    if self.program is not None:
+      raise ValueError(
+        "--adaptive changes the step count per tile: give --checkpoint, not an export"
+      )
+    if probes < 2:
+      raise ValueError(f"--probes {probes}: an uncertainty needs at least 2 probe samples")
+    if (threshold is None) == (fraction is None):
+      raise ValueError("--adaptive needs one of --threshold T or --refine-fraction F")
+    if fraction is not None and not 0.0 <= fraction <= 1.0:
+      raise ValueError(f"--refine-fraction {fraction} must be in [0, 1]")
+    tiles, pos, padded = self._tiles(rgb)
+    rng = jax.random.fold_in(jax.random.key(self.seed), index)
+    grid = inference.inference_grid(self.config, probe_steps)
+    probe = self._run(tiles, probes, rng, log, gammas=grid)  # (probes, N, …)
+    u = (probe / 2.0).std(axis=0).mean(axis=(1, 2, 3))
+    if fraction is not None:
+      chosen = np.argsort(-u, kind="stable")[: int(round(fraction * len(u)))]
+    else:
+      chosen = np.flatnonzero(u > threshold)
+    chosen = np.sort(chosen)
+    out = probe.mean(axis=0)
+    if len(chosen):
+      out[chosen] = self._run(tiles[chosen], 1, jax.random.fold_in(rng, 1_000_003), log)[0]
+    nfe = np.full(len(u), probes * probe_steps) + np.isin(np.arange(len(u)), chosen) * self.steps
+    info = {
+      "tiles": len(u),
+      "tile_positions": [list(map(int, p)) for p in pos],
+      "uncertainty": [float(x) for x in u],
+      "refined": [int(i) for i in chosen],
+      "steps_per_tile": [int(x) for x in nfe],  # network evaluations per tile
+      "network_evaluations": int(nfe.sum()),
+      "probe_steps": probe_steps,
+      "probes": probes,
+      "refine_steps": self.steps,
+    }
+    return self._blend(out, pos, padded, rgb.shape[:2]).astype(np.float32), info
+
+  def _run(self, tiles: np.ndarray, samples: int, rng, log=None, gammas=None) -> np.ndarray:
+    """`samples` super-resolutions of each LR tile (N, th, tw, 3) → (samples, N, th·f, tw·f, 3),
+    in fixed-size batches; job k·N + n is sample k of tile n, batch b samples with fold_in(rng, b).
+    `gammas` replaces the sampler's grid (another step count)."""
+    jobs = np.concatenate([tiles] * samples)
     outs = []
     batches = range(0, len(jobs), self.batch)
     for b, start in enumerate(
@@ -214,15 +301,11 @@ class Upscaler:
     ):
       chunk = jobs[start : start + self.batch]
       full = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch - len(chunk), axis=0)])
-      out = self._sample(full, jax.random.fold_in(rng, b))
+      out = self._sample(full, jax.random.fold_in(rng, b), gammas)
       outs.append(np.asarray(out)[: len(chunk)])
-    outs = np.concatenate(outs).reshape(
-      self.samples, len(pos), th * self.factor, tw * self.factor, 3
-    )
+    _, th, tw, _ = tiles.shape
     f = self.factor
-    return np.stack(
-      [blend_tiles(o, pos, ph, pw, f, self.overlap)[: h * f, : w * f] for o in outs]
-    ).astype(np.float32)
+    return np.concatenate(outs).reshape(samples, len(tiles), th * f, tw * f, 3)
 
 
 def upscale(
@@ -238,15 +321,21 @@ def upscale(
   seed: int = 0,
   log=None,
   exported: str | None = None,
+  adaptive: dict | None = None,
 ) -> dict:
   """Super-resolves every file under `input_path` into `output`; returns (and writes) the report.
+  With `adaptive` (Upscaler.adaptive's arguments), each image gets per-tile steps, recorded.
 
   A file that cannot be read or processed is recorded with its error and the rest go on; the
   report's `failed` counts them.
   """
   log = log or sys.stderr
   files = input_files(input_path)
+  if adaptive and samples != 1:
+    raise ValueError("--adaptive writes one image per file: leave --samples at 1")
   up = Upscaler(checkpoint, steps, sampler, samples, batch, tile, overlap, seed, exported)
+  if adaptive:
+    up.check_adaptive(**adaptive)
   out_dir = pathlib.Path(output)
   out_dir.mkdir(parents=True, exist_ok=True)
   report = {
@@ -276,7 +365,12 @@ def upscale(
       continue
     t0 = time.perf_counter()
     try:
-      sr = up(img.rgb, index, log)
+      if adaptive:
+        image, info = up.adaptive(img.rgb, index, log=log, **adaptive)
+        sr = image[None]
+        entry["adaptive"] = info
+      else:
+        sr = up(img.rgb, index, log)
     except (
       Exception
     ) as e:  # one image that fails on device (out of memory, say) does not stop the rest

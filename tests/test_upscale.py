@@ -171,3 +171,37 @@ def test_load_image_modes(tmp_path):
   (tmp_path / "text.txt").write_text("hello")
   with pytest.raises(images.ImageReadError, match="text.txt: not a readable image"):
     images.load_image(tmp_path / "text.txt")
+
+
+def test_adaptive_steps_per_tile(tiny_workdir, inputs, tmp_path, capsys):
+  """--adaptive: with nothing refined the image is the mean of the probes, exactly the plain
+  upscale with that many samples and steps; refined tiles are the most uncertain ones and each
+  costs the full steps more; bad values are named before anything samples."""
+  cat = np.asarray(Image.open(inputs / "cat.png"))
+  up = upscale.Upscaler(str(tiny_workdir), steps=3, samples=1, batch=4, tile=8, overlap=2)
+  none, info0 = up.adaptive(cat, 0, probe_steps=1, probes=2, fraction=0.0)
+  plain = upscale.Upscaler(str(tiny_workdir), steps=1, samples=2, batch=4, tile=8, overlap=2)
+  np.testing.assert_allclose(none, plain(cat, 0).mean(axis=0), atol=1e-6)
+  assert info0["refined"] == [] and info0["network_evaluations"] == 2 * info0["tiles"]
+  half, info = up.adaptive(cat, 0, probe_steps=1, probes=2, fraction=0.5)
+  n = info["tiles"]
+  u = np.asarray(info["uncertainty"])
+  assert len(info["refined"]) == round(0.5 * n)
+  assert set(info["refined"]) == set(np.argsort(-u, kind="stable")[: round(0.5 * n)])
+  assert info["steps_per_tile"] == [2 + 3 * (i in info["refined"]) for i in range(n)]
+  assert np.abs(half - none).max() > 1e-3  # refined tiles were re-sampled at 3 steps
+  out = tmp_path / "ad"
+  argv = ["upscale", "--checkpoint", str(tiny_workdir), "--input", str(inputs / "cat.png")]
+  argv += ["--output", str(out), "--tile", "8", "--overlap", "2", "--steps", "3", "--adaptive"]
+  assert cli.main(argv + ["--probe-steps", "1", "--threshold", "0"]) == 0
+  entry = json.loads((out / "upscale.json").read_text())["files"][0]["adaptive"]
+  assert entry["refined"] == list(range(entry["tiles"]))  # every std exceeds 0
+  with Image.open(out / "cat.png") as im:
+    assert im.size == (4 * 13, 4 * 21)
+  for bad, says in (
+    (["--probes", "1", "--refine-fraction", "0.5"], "at least 2 probe samples"),
+    (["--refine-fraction", "1.5"], "must be in [0, 1]"),
+    (["--threshold", "0.1", "--refine-fraction", "0.5"], "one of --threshold T or"),
+  ):
+    assert cli.main(argv + bad) == 2
+    assert says in capsys.readouterr().err
