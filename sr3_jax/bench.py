@@ -174,15 +174,15 @@ def run_fid(batch: int = 64, iters: int = 5, log=sys.stderr) -> BenchResult:
     np.random.default_rng(0)
     .uniform(0, 255, (model.batch, fid.SIZE, fid.SIZE, 3))
     .astype(np.float32),
-    model.sharding,
+    model.runner.sharding,
   )
   t = time.perf_counter()
-  lowered = model._fn.lower(model._arrays, x)
+  lowered = model.runner.fn.lower(model.runner.params, x)
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t
   cost = compiled.cost_analysis()
   cost = (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
-  times = _time(lambda: compiled(model._arrays, x), iters)
+  times = _time(lambda: compiled(model.runner.params, x), iters)
   step = float(np.median(times))
   devices = jax.local_devices()
   flops = float(cost["flops"]) if "flops" in cost else None
@@ -191,7 +191,7 @@ def run_fid(batch: int = 64, iters: int = 5, log=sys.stderr) -> BenchResult:
   print(f"bench fid: {model.batch} images per batch on {len(devices)} × {kind}", file=log)
   return BenchResult(
     what="fid", config="fid-inception", device_kind=kind, device_count=len(devices),
-    dtype="float32", params=sum(int(np.size(a)) for a in model._arrays), batch=model.batch,
+    dtype="float32", params=sum(int(np.size(a)) for a in model.runner.params), batch=model.batch,
     image_size=fid.SIZE, compile_s=compile_s, step_s=step, step_s_min=float(min(times)),
     step_s_max=float(max(times)), iters=iters, examples_per_s=model.batch / step,
     flops_per_step=flops, tflops_per_s=flops / step / 1e12 if flops else None,

@@ -24,7 +24,7 @@ class Batched:
     self.batch = -(-batch // len(devices)) * len(devices)
     self.sharding = NamedSharding(self.mesh, P("data"))
     self.params = jax.device_put(params, NamedSharding(self.mesh, P()))
-    self._fn = jax.jit(fn)
+    self.fn = jax.jit(fn)
 
   def __call__(self, *arrays: np.ndarray) -> np.ndarray:
     """Outputs for all N images, as float64 numpy, in order."""
@@ -35,5 +35,5 @@ class Batched:
       n = len(parts[0])
       pad = [(0, self.batch - n)] + [(0, 0)] * (parts[0].ndim - 1)
       parts = [jax.device_put(np.pad(p, pad), self.sharding) for p in parts]
-      out.append(np.asarray(self._fn(self.params, *parts), np.float64)[:n])
+      out.append(np.asarray(self.fn(self.params, *parts), np.float64)[:n])
     return np.concatenate(out) if out else np.zeros((0,))

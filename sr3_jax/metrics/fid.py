@@ -137,14 +137,14 @@ class Inception:
     net = net if net is not None else load_network(path)
     arrays, meta = _split(net)  # not jax.tree_util: it would sort the modules' children
     arrays = [np.asarray(x, np.float32) for x in arrays]
-    self._run = batched.Batched(
+    self.runner = batched.Batched(
       lambda arrs, u8: features_of(_join(arrs, meta), resize(u8)), arrays, batch
     )
-    self.batch = self._run.batch
+    self.batch = self.runner.batch
 
   def __call__(self, images_u8: np.ndarray) -> np.ndarray:
     """(N, H, W, 3) uint8 (or 0..255 floats) → (N, 2048) float64."""
-    out = self._run(images_u8)
+    out = self.runner(images_u8)
     return out if len(out) else np.zeros((0, DIMS))
 
 
