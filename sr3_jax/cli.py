@@ -232,10 +232,10 @@ def _upscale(args) -> int:
 
 
 def _distill(args) -> int:
-  from sr3_jax import checkpoint, distill
+  from sr3_jax import checkpoint, distill_rounds
 
   try:
-    students = distill.run(
+    students = distill_rounds.run(
       args.teacher, args.workdir, args.steps_from, args.steps_to, _overrides(args.set)
     )
   except (FileNotFoundError, ValueError, KeyError, FloatingPointError, checkpoint.SaveError) as e:
