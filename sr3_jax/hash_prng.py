@@ -8,6 +8,12 @@ gives the same mask whatever the sharding (as Threefry does and XLA's RngBitGene
 On the 2-core dev CPU a dropout mask over (4, 128, 128, 64) costs about 4 ms, against about 50 ms
 with Threefry or RngBitGenerator (docs/cpu_performance.md).
 
+A draw of more than 2**32 elements (a global batch of dropout masks on a pod: 1024 × 128 × 128 ×
+256 is 2**32) splits its shape into leading axes, whose row-major index b picks a block, and
+trailing axes of at most 2**32 elements, whose index i counts within it:
+    bits[b, i] = mix(mix(i·φ ⊕ k0) + (k1 ⊕ mix(b·φ))),
+which is the formula above when b = 0 (mix(0) = 0), so smaller draws are unchanged.
+
 It is a statistical generator, not a cryptographic one: good enough to decide which activations
 dropout zeroes (tests/test_hash_prng.py checks the keep rate, neighbour correlations, byte
 frequencies and independence of split and folded keys), not a replacement for Threefry where
@@ -42,25 +48,47 @@ def mix(v: jax.Array) -> jax.Array:
   return v ^ (v >> 16)
 
 
-def keyed(key: jax.Array, counter: jax.Array) -> jax.Array:
-  """32 hashed bits of `counter` (uint32, any shape) under `key` ((2,) uint32)."""
-  return mix(mix(counter * jnp.uint32(_PHI) ^ key[0]) + key[1])
+def keyed(key: jax.Array, counter: jax.Array, block: jax.Array | None = None) -> jax.Array:
+  """32 hashed bits of `counter` (uint32, any shape) under `key` ((2,) uint32), in `block`."""
+  k1 = key[1] if block is None else key[1] ^ mix(block * jnp.uint32(_PHI))
+  return mix(mix(counter * jnp.uint32(_PHI) ^ key[0]) + k1)
 
 
-def _index(shape: tuple[int, ...]) -> jax.Array:
-  """The row-major index of every element of `shape` as uint32, built from partitionable iotas."""
-  size = math.prod(shape)
-  if size > 2**32:
-    raise ValueError(
-      f"hash PRNG: {size} elements in one draw exceed its 2**32 counter; "
-      f"draw in smaller pieces or use train.dropout_rng='threefry'"
-    )
+COUNTER_LIMIT = 2**32  # elements one 32-bit counter numbers; larger draws are split in blocks
+
+
+def _row_major(shape: tuple[int, ...], axes: range) -> jax.Array:
+  """The row-major index over `axes` of `shape` at every element, from partitionable iotas."""
   index = jnp.zeros(shape, jnp.uint32)
   stride = 1
-  for axis in reversed(range(len(shape))):
+  for axis in reversed(axes):
     index = index + lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
     stride *= shape[axis]
   return index
+
+
+def _index(shape: tuple[int, ...]) -> jax.Array:
+  """The row-major index of every element of `shape` as uint32 (at most 2**32 elements)."""
+  if math.prod(shape) > COUNTER_LIMIT:
+    raise ValueError(
+      f"hash PRNG: {math.prod(shape)} keys in one split exceed its 2**32 counter; split in "
+      f"smaller pieces"
+    )
+  return _row_major(shape, range(len(shape)))
+
+
+def _counter(shape: tuple[int, ...]) -> tuple[jax.Array | None, jax.Array]:
+  """(block, index within the block) of every element: no block when the draw fits one counter."""
+  if math.prod(shape) <= COUNTER_LIMIT:
+    return None, _row_major(shape, range(len(shape)))
+  split = next(j for j in range(len(shape) + 1) if math.prod(shape[j:]) <= COUNTER_LIMIT)
+  if split == len(shape) or math.prod(shape[:split]) > COUNTER_LIMIT:
+    raise ValueError(
+      f"hash PRNG: a draw of shape {shape} cannot be numbered by two 32-bit counters (its last "
+      f"axis, or its leading axes, exceed 2**32 elements); draw in smaller pieces or use "
+      f"train.dropout_rng='threefry'"
+    )
+  return _row_major(shape, range(split)), _row_major(shape, range(split, len(shape)))
 
 
 def _seed(seed: jax.Array) -> jax.Array:
@@ -88,10 +116,12 @@ def _fold_in(key: jax.Array, data) -> jax.Array:
 
 def _random_bits(key: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.Array:
   shape = tuple(shape)
+  block, index = _counter(shape)
   if bit_width == 64:  # two independent 32-bit streams for the high and low words
-    hi, lo = (w.astype(jnp.uint64) for w in _words(key, _index(shape), _SALT))
+    words = (keyed(key ^ jnp.uint32(salt), index, block) for salt in _SALT)
+    hi, lo = (w.astype(jnp.uint64) for w in words)
     return (hi << jnp.uint64(32)) | lo
-  bits = keyed(key, _index(shape))
+  bits = keyed(key, index, block)
   return bits if bit_width == 32 else bits.astype(jnp.dtype(f"uint{bit_width}"))
 
 

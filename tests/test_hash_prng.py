@@ -85,9 +85,46 @@ def test_other_bit_widths():
   assert abs(u.mean()) < 5 / np.sqrt(u.size) and abs(u.std() - 1) < 0.02
 
 
-def test_a_draw_beyond_the_counter_is_refused():
-  with pytest.raises(ValueError, match="2\\*\\*32 counter"):
-    jax.jit(lambda: jax.random.bits(KEY, (1 << 17, 1 << 16))).lower()
+def _np_mix(v):
+  """hash_prng.mix in numpy: 32-bit wrapping arithmetic carried in uint64."""
+  m = np.uint64(0xFFFFFFFF)
+  v = v ^ (v >> np.uint64(16))
+  v = (v * np.uint64(0x7FEB352D)) & m
+  v = v ^ (v >> np.uint64(15))
+  v = (v * np.uint64(0x846CA68B)) & m
+  return v ^ (v >> np.uint64(16))
+
+
+def _np_bits(key, index, block):
+  """The closed form bits[b, i] = mix(mix(i·φ ⊕ k0) + (k1 ⊕ mix(b·φ))) in numpy."""
+  m, phi = np.uint64(0xFFFFFFFF), np.uint64(0x9E3779B9)
+  k0, k1 = (np.uint64(k) for k in np.asarray(jax.random.key_data(key)))
+  k1 = k1 ^ _np_mix((block.astype(np.uint64) * phi) & m)
+  return _np_mix((_np_mix(((index.astype(np.uint64) * phi) & m) ^ k0) + k1) & m)
+
+
+def test_a_draw_beyond_one_counter_is_numbered_in_blocks(monkeypatch):
+  """With the counter shrunk to 2**12 elements, an (8, 32, 32) draw (2**13) is 8 blocks of 1024
+  numbered by the leading axis; each equals the closed form, and block 0 is the unblocked draw."""
+  shape = (8, 32, 32)
+  flat = np.arange(np.prod(shape)).reshape(shape)
+  whole = np.asarray(jax.random.bits(KEY, shape, jnp.uint32))
+  np.testing.assert_array_equal(whole, _np_bits(KEY, flat, np.zeros(shape, np.int64)))
+  monkeypatch.setattr(hash_prng, "COUNTER_LIMIT", 2**12)
+  blocked = np.asarray(jax.jit(lambda k: jax.random.bits(k, shape, jnp.uint32))(KEY))
+  block, index = np.divmod(flat, 32 * 32)
+  np.testing.assert_array_equal(blocked, _np_bits(KEY, index, block))
+  np.testing.assert_array_equal(blocked[0], whole[0])
+  assert len(np.unique(blocked)) > 0.99 * blocked.size  # blocks are not copies of each other
+  with pytest.raises(ValueError, match="two 32-bit counters"):
+    jax.jit(lambda k: jax.random.bits(k, (2, 8192), jnp.uint32)).lower(KEY)
+
+
+def test_a_pod_batch_of_masks_lowers():
+  """The dropout masks of the paper 16→128 U-Net's top level at a global batch of 2048 (2**33
+  elements): two counters number them, so the draw traces without materialising anything."""
+  draw = jax.jit(lambda k: jax.random.bernoulli(k, 0.8, (2048, 128, 128, 256)))
+  assert draw.lower(KEY).out_info.shape == (2048, 128, 128, 256)
 
 
 def test_the_same_mask_on_any_sharding():
