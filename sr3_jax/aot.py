@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from typing import Any
 
@@ -78,11 +79,37 @@ class AotResult:
   compile_s: float
 
 
+class DoesNotFit(ValueError):
+  """The TPU compiler ran out of HBM for the program; what it said it needed, when it said so."""
+
+  def __init__(self, message: str, required: int | None = None, compile_s: float = 0.0):
+    super().__init__(message)
+    self.required_bytes = required
+    self.compile_s = compile_s
+
+
+_UNITS = {"K": 1024, "M": 1024**2, "G": GIB, "T": 1024 * GIB}
+
+
+def required_bytes(message: str) -> int | None:
+  """The bytes an out-of-memory message says the program needs: "required … (38.79G)"."""
+  m = re.search(r"required[^(]*\(([\d.]+)([KMGT])\)", message)
+  return int(float(m.group(1)) * _UNITS[m.group(2)]) if m else None
+
+
+def _first_line(e: Exception) -> str:
+  text = str(e).strip().splitlines()
+  return text[0][:300] if text else type(e).__name__
+
+
 def tpu_devices(topology: str, num_slices: int = 1) -> list[Any]:
-  """The devices of `topology` (e.g. "v5p:2x2x1") repeated over `num_slices` slices."""
+  """The devices of `topology` (e.g. "v5p:2x2x1") repeated over `num_slices` slices; one per chip."""
+  # A v4 chip has two TensorCores that its runtime drives as one device (megacore); without
+  # this the compiler would describe each core as a device with half the chip's HBM.
+  extra = {"chip_config_name": "megacore"} if topology.lower().startswith("v4") else {}
   try:
     desc = topologies.get_topology_desc(
-      topology_name=topology, platform="tpu", num_slices=num_slices
+      topology_name=topology, platform="tpu", num_slices=num_slices, **extra
     )
   except Exception as e:  # unknown names, or no TPU compiler installed
     text = str(e)
@@ -146,7 +173,19 @@ def compile_for(
   except ValueError as e:
     raise ValueError(f"{topology} × {num_slices} slice(s), {len(devices)} chips: {e}") from e
   t = time.perf_counter()
-  compiled = lowered.compile()
+  try:
+    compiled = lowered.compile()
+  except Exception as e:  # the TPU compiler refuses a program that cannot fit in HBM
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    bs = config.train.batch_size
+    raise DoesNotFit(
+      f"{topology} × {num_slices} slice(s), {len(devices)} chips, global batch {bs} "
+      f"({bs / len(devices):g}/chip): does not fit in HBM ({_first_line(e)}); use a smaller "
+      f"--batch, shard the state over mesh.fsdp, turn on model.remat, or use a larger slice",
+      required_bytes(str(e)),
+      time.perf_counter() - t,
+    ) from None
   compile_s = time.perf_counter() - t
   mem = compiled.memory_analysis()
   cost = compiled.cost_analysis()
@@ -192,49 +231,96 @@ def compile_for(
   )
 
 
+@dataclasses.dataclass
+class Trial:
+  per_device: int
+  fits: bool
+  peak_hbm_bytes: int | None  # the compiled program's, or what the compiler said it needed
+  compile_s: float
+
+
 def max_batch(
   config,
   topology: str,
   num_slices: int = 1,
   what: str = "train",
   steps: int | None = None,
+  multiple: int = 1,
   log=None,
-) -> tuple[int, AotResult]:
-  """The largest per-chip batch whose program fits in HBM (doubling, then bisection); its result."""
-  devices = len(tpu_devices(topology, num_slices))
+) -> tuple[int, AotResult, list[Trial]]:
+  """The largest per-chip batch (a multiple of `multiple`) whose program fits in HBM.
 
-  def trial(per_device: int) -> AotResult:
+  A program that does not fit costs little (the compiler stops at memory assignment) and one that
+  fits costs a whole compile, so the search starts from the config's own per-chip batch, aims
+  above it at the batch an affine fit of memory predicts, doubles while programs fit, and then
+  bisects between the largest fit and the smallest failure, to a step of `multiple`.
+  """
+  devices = len(tpu_devices(topology, num_slices))
+  if multiple < 1:
+    raise ValueError(f"--batch-multiple {multiple}: use a positive integer")
+  trials: list[Trial] = []
+  results: dict[int, AotResult] = {}
+
+  def trial(per_device: int) -> bool:
     c = config.copy_and_resolve_references()
     c.train.batch_size = per_device * devices
-    r = compile_for(c, topology, num_slices, what, steps)
+    try:
+      r = compile_for(c, topology, num_slices, what, steps)
+    except DoesNotFit as e:
+      trials.append(Trial(per_device, False, e.required_bytes, e.compile_s))
+    else:
+      if r.fits is None:
+        raise ValueError(
+          f"no HBM size is known for {r.device_kind}; --max-batch cannot judge a fit"
+        )
+      results[per_device] = r
+      trials.append(Trial(per_device, r.fits, r.peak_hbm_bytes, r.compile_s))
+    t = trials[-1]
     if log:
-      print(f"aot: {per_device}/chip: {r.peak_hbm_bytes / GIB:.2f} GiB, fits={r.fits}", file=log)
-    if r.fits is None:
-      raise ValueError(f"no HBM size is known for {r.device_kind}; --max-batch cannot judge a fit")
-    return r
+      print(
+        f"aot: {per_device}/chip: {gib(t.peak_hbm_bytes)}, fits={t.fits}, {t.compile_s:.0f} s",
+        file=log,
+      )
+    return t.fits
 
-  best = trial(1)
-  if not best.fits:
-    raise ValueError(
-      f"{topology}: the program does not fit at 1 image per chip ({best.peak_hbm_bytes / GIB:.1f} GiB "
-      f"of {best.hbm_per_device_bytes / GIB:.0f} GiB); shard the state (mesh.fsdp), turn on "
-      f"model.remat, or use a larger slice"
-    )
-  lo, hi = 1, None
-  while hi is None:  # double until it no longer fits
-    r = trial(lo * 2)
-    if r.fits:
-      lo, best = lo * 2, r
+  up = lambda n: max(multiple, -(-n // multiple) * multiple)  # round up to the multiple
+  start = up(max(1, config.train.batch_size // devices))
+  lo, hi = 0, None  # the largest fit and the smallest failure, per chip
+  if trial(start):
+    lo = start
+  else:
+    hi = start
+    while hi > multiple:
+      b = up(hi // 2) if up(hi // 2) < hi else hi - multiple
+      if trial(b):
+        lo = b
+        break
+      hi = b
+    if lo == 0:
+      t = trials[-1]
+      raise DoesNotFit(
+        f"{topology} × {num_slices} slice(s): the program does not fit at {multiple} image(s) "
+        f"per chip ({gib(t.peak_hbm_bytes)} needed); shard the state over mesh.fsdp, turn on "
+        f"model.remat, or use a larger slice",
+        t.peak_hbm_bytes,
+      )
+  if hi is None:  # aim where memory's affine fit through the fit says the HBM runs out
+    r = results[lo]
+    slope = max(r.peak_hbm_bytes - r.argument_bytes, 1) / lo
+    guess = (r.hbm_per_device_bytes - r.argument_bytes) // slope
+    b = max(up(int(guess)), 2 * lo) if guess > lo else 2 * lo
+    while hi is None:
+      if trial(b):
+        lo, b = b, 2 * b
+      else:
+        hi = b
+  while hi - lo > multiple:
+    b = lo + max(multiple, ((hi - lo) // 2) // multiple * multiple)
+    if trial(b):
+      lo = b
     else:
-      hi = lo * 2
-  while hi - lo > 1:
-    mid = (lo + hi) // 2
-    r = trial(mid)
-    if r.fits:
-      lo, best = mid, r
-    else:
-      hi = mid
-  return lo, best
+      hi = b
+  return lo, results[lo], trials
 
 
 def gib(n: int | None) -> str:

@@ -108,9 +108,16 @@ def _aot(args) -> int:
       config.train.batch_size = args.batch
     if args.dtype:
       config.model.dtype = args.dtype
+    trials = None
     if args.max_batch:
-      per_chip, result = aot.max_batch(
-        config, args.topology, args.num_slices, args.what, args.steps, log=sys.stderr
+      _, result, trials = aot.max_batch(
+        config,
+        args.topology,
+        args.num_slices,
+        args.what,
+        args.steps,
+        multiple=args.batch_multiple,
+        log=sys.stderr,
       )
     else:
       result = aot.compile_for(
@@ -122,7 +129,10 @@ def _aot(args) -> int:
   result.config = args.config
   print(aot.summary(result), file=sys.stderr)
   if args.json:
-    print(json.dumps(dataclasses.asdict(result)))
+    out = dataclasses.asdict(result)
+    if trials is not None:  # the largest fitting batch's program, and every batch tried
+      out["max_batch_trials"] = [dataclasses.asdict(t) for t in trials]
+    print(json.dumps(out))
   return 0
 
 
@@ -589,6 +599,9 @@ def main(argv=None) -> int:
   p.add_argument("--batch", type=int, default=None, help="global batch (default: the config's)")
   p.add_argument(
     "--max-batch", action="store_true", help="search the largest per-chip batch that fits"
+  )
+  p.add_argument(
+    "--batch-multiple", type=int, default=1, help="--max-batch searches multiples of this"
   )
   p.add_argument("--steps", type=int, default=None, help="sampling steps for --what sample")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="compute dtype")

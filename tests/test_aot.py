@@ -1,5 +1,6 @@
 """`sr3 aot`: train steps and samplers compiled by the TPU compiler on this CPU host (no TPU)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -61,6 +62,21 @@ def test_sampler_and_the_cli_json():
   assert bad.returncode == 2 and "--topology v9z:1x1" in bad.stderr
 
 
+def test_one_device_per_chip_on_every_generation():
+  """A v4 chip's two cores are one device (megacore), as its runtime presents them; v5e and v6e
+  have one core per chip, v5p one megacore device per chip."""
+  _tpu_compiler_or_skip()
+  for name, chips, kind in (
+    ("v4:2x2x1", 4, "TPU v4"),
+    ("v5e:2x4", 8, "TPU v5 lite"),
+    ("v5p:2x2x1", 4, "TPU v5"),
+    ("v6e:2x4", 8, "TPU v6 lite"),
+  ):
+    devices = aot.tpu_devices(name)
+    assert len(devices) == chips and {d.device_kind for d in devices} == {kind}, name
+    assert len({tuple(d.coords) for d in devices}) == chips, name  # no chip twice
+
+
 def test_a_batch_the_chips_cannot_split_is_named():
   _tpu_compiler_or_skip()
   c = configs.load(CFG)
@@ -97,3 +113,65 @@ def test_two_slices_put_the_data_axis_over_dcn():
   r = aot.compile_for(c, "v5p:2x2x1", num_slices=2, what="train", config_spec=CFG)
   assert r.num_slices == 2 and r.devices == 8 and r.mesh == {"data": 8, "fsdp": 1}
   assert r.per_device_batch == 2 and r.fits and r.flops_per_step > 0
+
+
+def test_a_batch_beyond_the_chips_hbm_is_one_error():
+  """16,384 images per v5e chip need more than its 16 GiB: the compiler stops at memory assignment
+  and `sr3 aot` says so in one line naming the topology, the batch and the fixes."""
+  _tpu_compiler_or_skip()
+  cmd = [sys.executable, "-m", "sr3_jax", "aot", "--config", CFG, "--topology", "v5e:2x2"]
+  proc = subprocess.run(cmd + ["--batch", "65536"], capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  err = proc.stderr.strip().splitlines()[-1]
+  assert err.startswith("sr3 aot: v5e:2x2") and "16384/chip" in err, err
+  assert "does not fit in HBM" in err and "mesh.fsdp" in err and "model.remat" in err, err
+  assert aot.required_bytes(err) > 16 * aot.GIB  # what the compiler said the program needs
+
+
+class _Memory:
+  """A stand-in for the TPU compiler: peak = 2 GiB + 0.3 GiB per image on 4 chips of 16 GiB;
+  beyond 20 GiB it refuses to compile (as the real one does), between 16 and 20 it compiles a
+  program that does not fit. Records every per-chip batch it was asked for."""
+
+  def __init__(self, base=2.0, per_image=0.3):
+    self.base, self.per_image, self.asked = base, per_image, []
+
+  def __call__(self, config, topology, num_slices, what, steps):
+    per_chip = config.train.batch_size // 4
+    self.asked.append(per_chip)
+    peak = int((self.base + self.per_image * per_chip) * aot.GIB)
+    if peak > 20 * aot.GIB:
+      raise aot.DoesNotFit("RESOURCE_EXHAUSTED", peak, 1.0)
+    fields = {f.name: None for f in dataclasses.fields(aot.AotResult)}
+    fields.update(
+      peak_hbm_bytes=peak,
+      argument_bytes=int(self.base * aot.GIB),
+      hbm_per_device_bytes=16 * aot.GIB,
+      fits=peak <= 16 * aot.GIB,
+      compile_s=60.0,
+      global_batch=config.train.batch_size,
+    )
+    return aot.AotResult(**fields)
+
+
+def test_max_batch_finds_the_boundary_with_few_full_compiles(monkeypatch):
+  """(16 − 2) / 0.3 = 46.7: the largest batch is 46 per chip (40 in multiples of 8). The search
+  starts at the config's per-chip batch (64 / 4 = 16), aims at the affine fit's prediction, and
+  bisects; refusals are cheap, so it compiles few programs that fit."""
+  monkeypatch.setattr(aot, "tpu_devices", lambda topology, num_slices=1: [None] * 4)
+  c = configs.load(CFG)
+  c.train.batch_size = 64
+  for multiple, want in ((1, 46), (8, 40)):
+    memory = _Memory()
+    monkeypatch.setattr(aot, "compile_for", memory)
+    best, result, trials = aot.max_batch(c, "v5e:2x2", multiple=multiple)
+    assert best == want and result.global_batch == 4 * want and result.fits
+    assert [t.per_device for t in trials] == memory.asked and memory.asked[0] == 16
+    assert all(b % multiple == 0 for b in memory.asked)
+    fits = [t.per_device for t in trials if t.fits]
+    assert max(fits) == want and min(t.per_device for t in trials if not t.fits) == want + multiple
+    assert len(fits) <= 4, trials
+  # A program that does not fit even at one image per chip: one error with the fixes.
+  monkeypatch.setattr(aot, "compile_for", _Memory(base=30.0))
+  with pytest.raises(aot.DoesNotFit, match=r"v5e:2x2 .*does not fit at 1 image.*mesh.fsdp"):
+    aot.max_batch(c, "v5e:2x2")
