@@ -1,0 +1,170 @@
+"""The TPU table: every paper config compiled ahead of time for v4, v5e, v5p and v6e with `sr3 aot`.
+
+Each cell is one `sr3 aot … --json` subprocess, appended as one JSON line to --out as soon as it
+ends, so the table survives an interrupted run and a rerun compiles only the cells it lacks:
+
+- max:    the train step, `--max-batch --batch-multiple M` on the generation's 8-chip-name slice
+          (v4-8 and v5p-8 are 4 chips, v5e-8 and v6e-8 are 8): the largest per-chip batch that fits;
+- paper:  the train step at the paper's global batch of 256 on the smallest slice that holds it
+          (slices tried in order; a refusal costs little, the compiler stops at memory assignment);
+- sample: the 100-step sampler at 16 images per chip, `--what sample --steps 100 --batch B`; its
+          largest batch is estimated from memory's affine fit (marked "est."), not searched.
+
+  .venv/bin/python benchmarks/tpu_table.py --out tpu_table.jsonl [--configs 16_128,64_256]
+      [--chips v5p,v4] [--cells max,paper,sample] [--multiple 8]   (--configs takes files too)
+  .venv/bin/python benchmarks/tpu_table.py --out tpu_table.jsonl --markdown
+
+A paper config's train step takes 15–30 minutes to compile on a 2-core host; the whole table is
+about 16 such compiles per cell kind, more with the max-batch searches.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+CONFIGS = {
+  "16_128": "experiments/configs/sr3_faces_16_128.py",
+  "64_256": "experiments/configs/sr3_imagenet_64_256.py",
+  "64_512": "experiments/configs/sr3_64_512.py",
+  "256_1024": "experiments/configs/sr3_256_1024.py",
+}
+# Slices of each generation from its "-8" name upwards; the first is the table's slice.
+SLICES = {
+  "v4": ("v4:2x2x1", "v4:2x2x2", "v4:2x2x4", "v4:2x4x4"),
+  "v5e": ("v5e:2x4", "v5e:4x4", "v5e:4x8", "v5e:8x8"),
+  "v5p": ("v5p:2x2x1", "v5p:2x2x2", "v5p:2x2x4", "v5p:2x4x4"),
+  "v6e": ("v6e:2x4", "v6e:4x4", "v6e:4x8", "v6e:8x8"),
+}
+PAPER_BATCH = 256
+SAMPLE_PER_CHIP = 16
+GIB = 1024**3
+
+
+def run_aot(args: list[str], timeout: int) -> dict:
+  """One `sr3 aot` subprocess: its JSON, or the error it printed."""
+  cmd = [sys.executable, "-m", "sr3_jax", "aot", *args, "--json"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", ALLOW_MULTIPLE_LIBTPU_LOAD="1")
+  t = time.perf_counter()
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+  wall = time.perf_counter() - t
+  lines = proc.stdout.strip().splitlines()
+  if proc.returncode == 0 and lines:
+    return dict(json.loads(lines[-1]), wall_s=wall, command="sr3 aot " + " ".join(args))
+  err = [x for x in proc.stderr.strip().splitlines() if x.startswith("sr3 aot:")]
+  return dict(error=(err or proc.stderr.strip().splitlines()[-1:] or ["?"])[-1], wall_s=wall)
+
+
+def cells(configs, chips, kinds, multiple):
+  """((config, chip, kind), [sr3 aot arguments to try in order]) for every cell."""
+  for name in configs:
+    for chip in chips:
+      first = SLICES[chip][0]
+      chips_in_slice = 4 if chip in ("v4", "v5p") else 8
+      for kind in kinds:
+        base = ["--config", CONFIGS.get(name, name)]
+        if kind == "max":
+          tries = [[*base, "--topology", first, "--max-batch", "--batch-multiple", str(multiple)]]
+        elif kind == "paper":
+          tries = [[*base, "--topology", s, "--batch", str(PAPER_BATCH)] for s in SLICES[chip]]
+        else:
+          sample = ["--what", "sample", "--steps", "100"]
+          batch = str(SAMPLE_PER_CHIP * chips_in_slice)
+          tries = [[*base, "--topology", first, *sample, "--batch", batch]]
+        yield (name, chip, kind), tries
+
+
+def measure(args) -> None:
+  out = pathlib.Path(args.out)
+  done = {tuple(r["cell"]) for r in read(out)}
+  for cell, tries in cells(args.configs, args.chips, args.cells, args.multiple):
+    if cell in done:
+      continue
+    for aot_args in tries:  # the paper cell moves to the next slice while the batch does not fit
+      print(f"{cell}: sr3 aot {' '.join(aot_args)}", file=sys.stderr, flush=True)
+      r = run_aot(aot_args, args.timeout)
+      if "error" not in r or "does not fit" not in r["error"]:
+        break
+    with out.open("a") as f:
+      f.write(json.dumps(dict(r, cell=list(cell))) + "\n")
+    print(f"{cell}: {r.get('error') or summary(r)}", file=sys.stderr, flush=True)
+
+
+def read(path: pathlib.Path) -> list[dict]:
+  return (
+    [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+  )
+
+
+def summary(r: dict) -> str:
+  mfu = "—" if r.get("mfu_bound") is None else f"{100 * r['mfu_bound']:.1f}%"
+  return (
+    f"{r['topology']} ({r['devices']} chips), {r['per_device_batch']:g}/chip: "
+    f"{r['peak_hbm_bytes'] / GIB:.1f} of {r['hbm_per_device_bytes'] / GIB:.0f} GiB, MFU bound "
+    f"{mfu}, compile {r['compile_s']:.0f} s"
+  )
+
+
+def markdown(rows: list[dict]) -> str:
+  head = {
+    "max": "largest train batch per chip (bf16)",
+    "paper": f"train step at global batch {PAPER_BATCH}, smallest slice that holds it",
+    "sample": "100-step sampler",
+  }
+  lines = [
+    "| config | chip | cell | slice (chips) | batch per chip | peak HBM per chip | MFU bound "
+    "| images/s per chip (bound) | compile |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
+  for r in rows:
+    name, chip, kind = r["cell"]
+    if "error" in r:
+      lines.append(f"| {name} | {chip} | {head[kind]} | — | — | {r['error']} | — | — | — |")
+      continue
+    mfu = "—" if r.get("mfu_bound") is None else f"{100 * r['mfu_bound']:.1f}%"
+    per_chip = f"{r['per_device_batch']:g}"
+    if kind == "sample":  # the batch that memory's affine fit through this program would allow
+      slope = (r["peak_hbm_bytes"] - r["argument_bytes"]) / r["per_device_batch"]
+      est = (r["hbm_per_device_bytes"] - r["argument_bytes"]) / slope
+      per_chip += f" (largest ≈ {est:.0f}, est.)"
+    rate = "—"
+    if r.get("optimal_seconds"):
+      rate = f"{r['per_device_batch'] / r['optimal_seconds']:.3g}"
+    lines.append(
+      f"| {name} | {chip} | {head[kind]} | {r['topology']} ({r['devices']}) | {per_chip} | "
+      f"{r['peak_hbm_bytes'] / GIB:.1f} of {r['hbm_per_device_bytes'] / GIB:.0f} GiB | {mfu} | "
+      f"{rate} | {r['compile_s']:.0f} s |"
+    )
+  return "\n".join(lines)
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--out", required=True, help="JSON lines, one per cell; appended to")
+  ap.add_argument("--configs", default=",".join(CONFIGS))
+  ap.add_argument("--chips", default=",".join(SLICES))
+  ap.add_argument("--cells", default="max,paper,sample")
+  ap.add_argument("--multiple", type=int, default=8, help="--max-batch searches multiples of it")
+  ap.add_argument("--timeout", type=int, default=6 * 3600, help="seconds per sr3 aot")
+  ap.add_argument("--markdown", action="store_true", help="print the table from --out and stop")
+  args = ap.parse_args()
+  if args.markdown:
+    print(markdown(read(pathlib.Path(args.out))))
+    return
+  args.configs, args.chips, args.cells = (
+    v.split(",") for v in (args.configs, args.chips, args.cells)
+  )
+  for name in args.configs:
+    if name not in CONFIGS and not pathlib.Path(name.partition(":")[0]).exists():
+      ap.error(f"--configs {name}: a config file, or one of {', '.join(CONFIGS)}")
+  for chip in args.chips:
+    if chip not in SLICES:
+      ap.error(f"--chips {chip}: choose from {', '.join(SLICES)}")
+  measure(args)
+
+
+if __name__ == "__main__":
+  main()
