@@ -110,6 +110,27 @@ class Result:
   cascade_consistency: float | None  # ‖D(final) − first‖² per pixel, [0, 1] scale, mean over images
 
 
+def stage_program(stages: list[Stage], i: int, devices) -> tuple[Any, np.ndarray, bool]:
+  """Stage i's jitted sampler for `devices`, its γ grid, and whether it stops at the next stage's
+  truncation level (its sampler then returns z, not x0)."""
+  s = stages[i]
+  model = unet.build(s.config.model, devices)
+  nxt = stages[i + 1] if i + 1 < len(stages) else None
+  truncate = nxt is not None and nxt.truncated
+  sampler = inference.sampler_config(s.config)
+  sampler = dataclasses.replace(
+    sampler, name=s.sampler or sampler.name, final="z" if truncate else "x0"
+  )
+  make = inference.make_generate if s.is_base else inference.make_super_resolve
+  grid = np.asarray(inference.inference_grid(s.config, s.steps))
+  if truncate:
+    # The previous stage stops where its network γ equals the next stage's augmentation γ.
+    proc = processes.from_config(s.config)
+    gamma = float(augment.level_gamma(nxt.aug_level, nxt.config.augment))
+    grid = samplers.truncated_grid(grid, proc.level_from_gamma(gamma), proc)
+  return make(s.config, model, sampler), grid, truncate
+
+
 class Cascade:
   """Compiled samplers for `stages`, all on `mesh` (default: all local devices on one 'data'
   axis), or stage k on `meshes[k]` (disjoint device groups, for `run_pipelined`)."""
@@ -127,21 +148,8 @@ class Cascade:
     self.batch_sharding = self.shardings[0]
     self.params, self.fns, self.grids, self.truncates = [], [], [], []
     for i, s in enumerate(stages):
-      model = unet.build(s.config.model, self.meshes[i].devices.flat)
-      nxt = stages[i + 1] if i + 1 < len(stages) else None
-      truncate = nxt is not None and nxt.truncated
-      sampler = inference.sampler_config(s.config)
-      sampler = dataclasses.replace(
-        sampler, name=s.sampler or sampler.name, final="z" if truncate else "x0"
-      )
-      make = inference.make_generate if s.is_base else inference.make_super_resolve
-      self.fns.append(make(s.config, model, sampler))
-      grid = np.asarray(inference.inference_grid(s.config, s.steps))
-      if truncate:
-        # The previous stage stops where its network γ equals the next stage's augmentation γ.
-        proc = processes.from_config(s.config)
-        gamma = float(augment.level_gamma(nxt.aug_level, nxt.config.augment))
-        grid = samplers.truncated_grid(grid, proc.level_from_gamma(gamma), proc)
+      fn, grid, truncate = stage_program(stages, i, self.meshes[i].devices.flat)
+      self.fns.append(fn)
       self.grids.append(jax.device_put(jnp.asarray(grid), NamedSharding(self.meshes[i], P())))
       self.truncates.append(truncate)
       self.params.append(jax.device_put(s.params, NamedSharding(self.meshes[i], P())))

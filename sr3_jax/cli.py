@@ -291,6 +291,9 @@ def _cascade(args) -> int:
   from sr3_jax import cascade
 
   if args.plan:
+    if args.topology:  # as sr3 aot: compile for the TPU, never open one
+      os.environ.setdefault("JAX_PLATFORMS", "cpu")
+      os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     import jax
 
     from sr3_jax import configs, pipeline_plan
@@ -300,9 +303,16 @@ def _cascade(args) -> int:
       stages = [
         cascade.stage_from_config(s, args.workdir or ccfg.get("workdir")) for s in ccfg.stages
       ]
-      devices = args.devices or len(jax.local_devices())
+      if args.topology:
+        from sr3_jax import aot
+
+        devices = args.devices or len(aot.tpu_devices(args.topology))
+      else:
+        devices = args.devices or len(jax.local_devices())
       micro = args.micro_batch or devices
-      plan = pipeline_plan.run(stages, devices, micro, args.device_gib, args.measure)
+      plan = pipeline_plan.run(
+        stages, devices, micro, args.device_gib, args.measure, topology=args.topology
+      )
     except (FileNotFoundError, ValueError, KeyError) as e:
       print(f"sr3 cascade --plan: {e}", file=sys.stderr)
       return 2
@@ -759,6 +769,12 @@ def main(argv=None) -> int:
   )
   p.add_argument(
     "--devices", type=int, default=None, help="--plan: devices to split (default: local)"
+  )
+  p.add_argument(
+    "--topology",
+    default=None,
+    help="--plan: cost each stage with the TPU compiler for one chip of this topology "
+    "(e.g. v5p:2x2x2; no TPU needed); devices default to its chips",
   )
   p.add_argument(
     "--device-gib",

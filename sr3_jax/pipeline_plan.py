@@ -9,6 +9,11 @@ device). The plan tries every split g_1 + … + g_S ≤ N with each g_k dividing
 drops those whose stage does not fit the device memory, and keeps the one whose slowest stage is
 fastest (fewest devices on a tie). A stage that fits on no group of the N devices is an error
 naming it and the smallest group that would hold it.
+
+With a TPU topology (`--topology v5p:2x2x2`) the costs come from the TPU compiler instead, for one
+chip of it, with no TPU: its `optimal_seconds` per micro-batch and the program's memory, arguments
+fixed and the rest per image; the devices default to the topology's chips and the memory to its
+HBM. Nothing is measured then.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 
 import jax
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sr3_jax import cascade
 
@@ -37,15 +42,16 @@ class StageCost:
 
 def _inputs(casc: cascade.Cascade, k: int, batch: int):
   """Arguments of stage k's sampler for `batch` images (random LR, or class 0)."""
-  s = casc.stages[k]
+  return _stage_inputs(casc.stages[k], casc.params[k], casc.grids[k], batch)
+
+
+def _stage_inputs(s: cascade.Stage, params, grid, batch: int):
   key = jax.random.key(0)
   if s.is_base:
-    return (casc.params[k], np.zeros(batch, np.int32), casc.grids[k], key), {
-      "guidance": float(s.guidance)
-    }
+    return (params, np.zeros(batch, np.int32), grid, key), {"guidance": float(s.guidance)}
   size = s.config.data.image_size // s.factor
   lr = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
-  return (casc.params[k], lr, casc.grids[k], key, np.float32(s.aug_level)), {}
+  return (params, lr, grid, key, np.float32(s.aug_level)), {}
 
 
 def _peak(fn, inputs) -> float:
@@ -71,6 +77,39 @@ def measure(stages: list[cascade.Stage], micro_batch: int, device=None) -> list[
     one, two = (_peak(fn, _inputs(casc, k, b)) for b in (1, 2))
     out.append(StageCost(s.name, seconds, one - (two - one), max(two - one, 0.0)))
   return out
+
+
+def measure_tpu(
+  stages: list[cascade.Stage], micro_batch: int, topology: str
+) -> tuple[list[StageCost], int]:
+  """Each stage's cost on one chip of a TPU `topology`, from the TPU compiler (no TPU needed):
+  time per micro-batch is the compiler's `optimal_seconds`; memory is the program's arguments
+  (parameters, grid) fixed and the rest per image. Also the chip's HBM."""
+  from sr3_jax import aot
+
+  chip = aot.tpu_devices(topology)[:1]
+  one = NamedSharding(Mesh(np.asarray(chip), ("data",)), P())
+  abstract = lambda x: jax.ShapeDtypeStruct(np.shape(x), jax.numpy.asarray(x).dtype, sharding=one)
+  costs = []
+  for k, s in enumerate(stages):
+    fn, grid, _ = cascade.stage_program(stages, k, chip)
+    args, kwargs = _stage_inputs(s, s.params, grid, micro_batch)
+    key = jax.ShapeDtypeStruct((), args[3].dtype, sharding=one)
+    args = (*jax.tree.map(abstract, args[:3]), key, *jax.tree.map(abstract, args[4:]))
+    compiled = fn.lower(*args, **kwargs).compile()
+    m = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
+    seconds = float(cost.get("optimal_seconds") or 0)
+    if seconds <= 0:
+      raise ValueError(
+        f"stage {s.name!r}: the TPU compiler gives no time estimate for its sampler on "
+        f"{topology}; plan on the devices themselves (without --topology)"
+      )
+    arg = float(m.argument_size_in_bytes)
+    peak = arg + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+    costs.append(StageCost(s.name, seconds, arg, max(peak - arg, 0.0) / micro_batch))
+  return costs, aot.hbm_bytes(chip[0].device_kind)
 
 
 def _size(n: float) -> str:
@@ -148,7 +187,8 @@ def markdown(p: dict) -> str:
       f"{p['stage_bytes_per_device'][name] / 2**30:.3f} |"
     )
   rows.append("")
-  rows.append(f"predicted: {p['predicted_images_per_s']:.3g} images/s")
+  source = p.get("costs_from", "measured on this machine's first device")
+  rows.append(f"predicted: {p['predicted_images_per_s']:.3g} images/s (stage costs {source})")
   if "measured_images_per_s" in p:
     rows.append(
       f"measured: {p['measured_images_per_s']:.3g} images/s over {p['measured_images']} images "
@@ -164,9 +204,19 @@ def run(
   device_gib: float | None = None,
   measure_images: int = 0,
   log=None,
+  topology: str | None = None,
 ) -> dict:
-  """Measures the stages, plans the split and, with `measure_images` and enough local devices,
-  runs the pipeline with it: predicted and measured throughput."""
+  """Measures the stages (or, with `topology`, has the TPU compiler estimate them for its
+  chips), plans the split and, with `measure_images` and enough local devices, runs the pipeline
+  with it: predicted and measured throughput."""
+  if topology:
+    if measure_images:
+      raise ValueError(f"--measure runs the pipeline here; it cannot with --topology {topology}")
+    costs, hbm = measure_tpu(stages, micro_batch, topology)
+    limit = device_gib * 2**30 if device_gib else hbm
+    p = plan(costs, devices, micro_batch, limit)
+    p["costs_from"] = f"by the TPU compiler for one {topology} chip, no TPU run"
+    return p
   limit = device_gib * 2**30 if device_gib else device_memory()
   p = plan(measure(stages, micro_batch), devices, micro_batch, limit)
   if measure_images:

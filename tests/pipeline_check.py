@@ -15,23 +15,8 @@ jax.config.update("jax_num_cpu_devices", 8)
 import numpy as np  # noqa: E402
 from jax.sharding import Mesh  # noqa: E402
 
-from sr3_jax import cascade, configs  # noqa: E402
-from sr3_jax.models import unet  # noqa: E402
-
-
-def stages():
-  spec = "experiments/configs/cascade_imagenet_64_256_1024.py:runlocal,stage="
-  out = []
-  for i, (name, level, trunc) in enumerate((("base64", 0.0, False), ("sr256", 0.3, True))):
-    c = configs.load(spec + name)
-    params = unet.init_params(unet.build(c.model), jax.random.key(i))
-    params = jax.tree_util.tree_map(
-      lambda p: p + 0.05 * jax.random.normal(jax.random.key(9), p.shape), params
-    )
-    out.append(
-      cascade.Stage(name, c, params, steps=3, aug_level=level, truncated=trunc, guidance=2.0)
-    )
-  return out
+from cascade_stages import stages  # noqa: E402
+from sr3_jax import cascade  # noqa: E402
 
 
 def main():

@@ -175,3 +175,26 @@ def test_max_batch_finds_the_boundary_with_few_full_compiles(monkeypatch):
   monkeypatch.setattr(aot, "compile_for", _Memory(base=30.0))
   with pytest.raises(aot.DoesNotFit, match=r"v5e:2x2 .*does not fit at 1 image.*mesh.fsdp"):
     aot.max_batch(c, "v5e:2x2")
+
+
+def test_a_cascade_planned_for_tpu_chips_from_the_compilers_costs():
+  """`sr3 cascade --plan --topology`'s costs: each stage's sampler compiled for one v5e chip; the plan's
+  stage times are the compiler's optimal_seconds over the group size, its memory limit the chip's
+  16 GiB, and the slowest stage of the chosen split is no slower than the even split's."""
+  _tpu_compiler_or_skip()
+  from cascade_stages import stages
+
+  from sr3_jax import pipeline_plan
+
+  st = stages()
+  costs, hbm = pipeline_plan.measure_tpu(st, 8, "v5e:2x4")
+  assert hbm == 16 * aot.GIB and [c.name for c in costs] == ["base64", "sr256"]
+  assert all(c.seconds > 0 and c.bytes_fixed > 0 and c.bytes_per_image > 0 for c in costs)
+  p = pipeline_plan.plan(costs, 8, 8, device_bytes=hbm)
+  assert sum(p["groups"].values()) <= 8
+  for name, g in p["groups"].items():
+    one = next(c.seconds for c in costs if c.name == name)
+    assert p["stage_seconds"][name] == pytest.approx(one / g)
+  assert max(p["stage_seconds"].values()) <= max(c.seconds / 4 for c in costs) * (1 + 1e-9)
+  with pytest.raises(ValueError, match="cannot with --topology"):
+    pipeline_plan.run(st, 8, 8, measure_images=8, topology="v5e:2x4")
