@@ -9,7 +9,9 @@ batches (nothing is allocated), and the compiler reports per chip:
 
 - memory: argument + output + temporary − aliased bytes (`peak_hbm_bytes`) against the chip's HBM;
 - cost: `flops` and `optimal_seconds`, the compiler's own estimate of the step's time, from which
-  `mfu_bound` = flops / optimal_seconds / the chip's dense bf16 peak (an upper bound on MFU).
+  `mfu_bound` = flops / optimal_seconds / the chip's dense bf16 peak (an upper bound on MFU). For
+  the sampler they are for the whole call: the compiler counts its loop's body (one step) once,
+  so `sr3 aot` multiplies by the steps.
 """
 
 from __future__ import annotations
@@ -199,8 +201,15 @@ def compile_for(
   # The cost model answers a negative sentinel where it cannot estimate an op (e.g. XLA's
   # RngBitGenerator, which the rbg dropout generators use): no estimate then, not a negative time.
   seconds = float(cost["optimal_seconds"]) if (cost.get("optimal_seconds") or 0) > 0 else None
+  accessed = float(cost["bytes accessed"]) if "bytes accessed" in cost else None
   peak_tflops = bench.peak_tflops(kind, "bfloat16")
   mfu = flops / seconds / (peak_tflops * 1e12) if (flops and seconds and peak_tflops) else None
+  n = (steps or config.sampling.steps) if what == "sample" else None
+  if n:
+    # The cost analysis counts a loop's body once, whatever its trip count (a 2-step and an
+    # 8-step sampler get the same figures), so the sampler's scan over its steps is one step
+    # here; the whole call is n of them (the few ops outside the loop are counted n times too).
+    flops, seconds, accessed = (None if v is None else v * n for v in (flops, seconds, accessed))
   bs = config.train.batch_size
   return AotResult(
     config=config_spec,
@@ -215,7 +224,7 @@ def compile_for(
     image_size=config.data.image_size,
     dtype=config.model.dtype,
     params=unet.count_params(config.model),
-    sampling_steps=(steps or config.sampling.steps) if what == "sample" else None,
+    sampling_steps=n,
     hbm_per_device_bytes=hbm,
     peak_hbm_bytes=peak,
     argument_bytes=arg,
@@ -224,7 +233,7 @@ def compile_for(
     alias_bytes=alias,
     fits=None if hbm is None else peak <= hbm,
     flops_per_step=flops,
-    bytes_accessed=float(cost["bytes accessed"]) if "bytes accessed" in cost else None,
+    bytes_accessed=accessed,
     optimal_seconds=seconds,
     mfu_bound=mfu,
     compile_s=compile_s,

@@ -11,7 +11,8 @@ fastest (fewest devices on a tie). A stage that fits on no group of the N device
 naming it and the smallest group that would hold it.
 
 With a TPU topology (`--topology v5p:2x2x2`) the costs come from the TPU compiler instead, for one
-chip of it, with no TPU: its `optimal_seconds` per micro-batch and the program's memory, arguments
+chip of it, with no TPU: its `optimal_seconds` per micro-batch (times the steps: the compiler
+counts a loop's body once) and the program's memory, arguments
 fixed and the rest per image; the devices default to the topology's chips and the memory to its
 HBM. Nothing is measured then.
 """
@@ -100,7 +101,8 @@ def measure_tpu(
     m = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
-    seconds = float(cost.get("optimal_seconds") or 0)
+    # The compiler counts the sampler's loop body (one step) once: the call is len(grid) − 1 steps.
+    seconds = float(cost.get("optimal_seconds") or 0) * (len(grid) - 1)
     if seconds <= 0:
       raise ValueError(
         f"stage {s.name!r}: the TPU compiler gives no time estimate for its sampler on "

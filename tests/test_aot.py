@@ -43,7 +43,10 @@ def test_train_step_compiles_for_four_v5p_chips(v5p_train):
   assert 0 < r.mfu_bound <= 1
 
 
-def test_sampler_and_the_cli_json():
+def test_sampler_and_the_cli_json(v5p_train):
+  """The 3-step sampler's JSON; its FLOPs are for all 3 steps (the compiler counts the loop body
+  once, sr3 aot multiplies): per image and step, a forward pass, about a third of a train step's
+  forward + backward per image."""
   _tpu_compiler_or_skip()
   cmd = [sys.executable, "-m", "sr3_jax", "aot", "--config", CFG, "--topology", "v5p:2x2x1"]
   proc = subprocess.run(
@@ -58,6 +61,9 @@ def test_sampler_and_the_cli_json():
   assert out["device_kind"].startswith("TPU v5") and out["global_batch"] == 4
   for key in ("peak_hbm_bytes", "flops_per_step", "optimal_seconds", "mfu_bound", "compile_s"):
     assert out[key] > 0, key
+  forward = out["flops_per_step"] / (3 * out["per_device_batch"])
+  train = v5p_train.flops_per_step / v5p_train.per_device_batch
+  assert 0.2 < forward / train < 0.6, (forward, train)
   bad = subprocess.run(cmd[:-1] + ["v9z:1x1"], capture_output=True, text=True, timeout=300)
   assert bad.returncode == 2 and "--topology v9z:1x1" in bad.stderr
 
