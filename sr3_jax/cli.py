@@ -335,6 +335,10 @@ def _cascade(args) -> int:
         num_images=args.num_images,
         workdir=args.workdir,
         seed=args.seed,
+        lpips=args.lpips,
+        lpips_weights=args.lpips_weights,
+        reference_stats=args.stage_stats,
+        fid_weights=args.fid_weights,
       )
     except (FileNotFoundError, ValueError, KeyError) as e:
       print(f"sr3 cascade --propagation: {e}", file=sys.stderr)
@@ -742,12 +746,18 @@ def main(argv=None) -> int:
   )
   p.add_argument("--num-images", type=int, default=4, help="--propagation: held-out images")
   p.add_argument(
+    "--lpips",
+    action="store_true",
+    help="--propagation: LPIPS (alex) of every output against the truth (stages ≥ 31 px)",
+  )
+  p.add_argument("--lpips-weights", default=None, help="the lpips-alex weights file")
+  p.add_argument(
     "--reference-stats",
     dest="stage_stats",
     action="append",
     metavar="STAGE=FILE.npz",
     help="FID of that stage's images against these statistics (sr3 fid --save-stats at the "
-    "stage's resolution); repeat per stage",
+    "stage's resolution; with --propagation, of both runs); repeat per stage",
   )
   p.add_argument(
     "--inception-score", action="store_true", help="every stage's Inception Score (is-inception)"

@@ -1,13 +1,27 @@
-"""A small two-stage cascade with random weights, for the pipeline and its cost model's tests.
+"""Small cascades for tests.
 
-A class-conditional 64×64 base (guidance 2) and a truncated 4× SR stage to 256×256 at the
-`runlocal` sizes of experiments/configs/cascade_imagenet_64_256_1024.py, 3 sampler steps each.
+`stages()`: two stages with random weights, for the pipeline and its cost model's tests: a
+class-conditional 64×64 base (guidance 2) and a truncated 4× SR stage to 256×256 at the `runlocal`
+sizes of experiments/configs/cascade_imagenet_64_256_1024.py, 3 sampler steps each.
+`train_faces_sr(root)`: the faces cascade's runlocal 8→16 and 16→32 SR stages trained 2 steps in
+ROOT/sr32 and ROOT/sr64 (one program for every test module that trains them: JAX's persistent
+cache compiles it once).
 """
 
 import jax
 
-from sr3_jax import cascade, configs
+from sr3_jax import cascade, configs, train
 from sr3_jax.models import unet
+
+FACES = "experiments/configs/cascade_faces_16_32_64_128.py"
+
+
+def train_faces_sr(root):
+  for name in ("sr32", "sr64"):
+    c = configs.load(f"{FACES}:stage={name},runlocal")
+    c.train.update(dict(batch_size=4, num_steps=2, log_every=1))
+    train.train_and_evaluate(c, root / name)
+  return root
 
 
 def stages():

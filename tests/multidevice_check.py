@@ -114,17 +114,9 @@ def cascade_check():
 
   from sr3_jax import cascade
 
-  spec = "experiments/configs/cascade_imagenet_64_256_1024.py:runlocal,stage="
-  stages = []
-  for i, (name, level, trunc) in enumerate((("base64", 0.0, False), ("sr256", 0.3, True))):
-    c = configs.load(spec + name)
-    params = unet.init_params(unet.build(c.model), jax.random.key(i))
-    params = jax.tree_util.tree_map(
-      lambda p: p + 0.05 * jax.random.normal(jax.random.key(9), p.shape), params
-    )
-    stages.append(
-      cascade.Stage(name, c, params, steps=3, aug_level=level, truncated=trunc, guidance=2.0)
-    )
+  from cascade_stages import stages as cascade_stages  # tests/, this script's folder
+
+  stages = cascade_stages()
   results = [
     cascade.Cascade(stages, Mesh(np.asarray(devs), ("data",))).run(
       jax.random.key(0), num=8, labels=np.arange(8) % 3

@@ -90,6 +90,24 @@ def features(net: str, params, x: Array) -> list[Array]:
   return taps
 
 
+def min_size(net: str) -> int:
+  """The smallest image side whose every tapped feature map keeps a pixel (AlexNet: 31; below it
+  a pooling window no longer fits and the distance would be a mean over nothing)."""
+
+  def last_tap(h: int) -> int:
+    out = h
+    for op in ARCH[net]:
+      if op[0] == "conv":
+        h = (h + 2 * op[4] - op[2]) // op[3] + 1
+      elif op[0] == "pool":
+        h = (h - op[1]) // op[2] + 1 if h >= op[1] else 0
+      else:
+        out = min(out, h)
+    return out
+
+  return next(h for h in range(1, 1024) if last_tap(h) >= 1)
+
+
 def distance(net: str, params, x: Array, y: Array) -> Array:
   """LPIPS per pair (N,) for NHWC images in [−1, 1]."""
   fx = features(net, params, (x - SHIFT) / SCALE)
@@ -116,6 +134,12 @@ class LPIPS:
     x01, y01 = np.asarray(x01, np.float32), np.asarray(y01, np.float32)
     if x01.shape != y01.shape:
       raise ValueError(f"LPIPS compares images of one size: {x01.shape} vs {y01.shape}")
+    side = min(x01.shape[1:3])
+    if side < min_size(self.net):
+      raise ValueError(
+        f"LPIPS ({self.net}) needs images of at least {min_size(self.net)} pixels a side, "
+        f"got {x01.shape[2]}×{x01.shape[1]}: its trunk pools them away; compare larger images"
+      )
     return self._run(x01 * 2.0 - 1.0, y01 * 2.0 - 1.0)
 
 
