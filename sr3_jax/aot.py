@@ -28,7 +28,7 @@ from jax.experimental import topologies
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sr3_jax import bench, configs, inference, sharding, train
-from sr3_jax.models import unet
+from sr3_jax.models import joint as joint_model
 
 GIB = 1024**3
 # HBM per chip, by device kind (Cloud TPU system architecture pages).
@@ -136,7 +136,12 @@ def lower(config, what: str, devices: list[Any], steps: int | None = None):
   """The lowered train step or sampler of `config` on a mesh over `devices` (abstract inputs)."""
   mesh = sharding.make_mesh(config, devices)
   train.validate_for_mesh(config, mesh, processes=1)
-  model = unet.build(config.model, devices)
+  model = joint_model.build(config, devices)  # a joint config: every member's U-Net
+  if what != "train" and joint_model.is_joint(config):
+    raise ValueError(
+      "a joint fine-tuning config has no single sampler: compile a stage's sampler from its own "
+      "config (CASCADE.py:stage=NAME)"
+    )
   bs, size = config.train.batch_size, config.data.image_size
   batch_shard = sharding.batch_sharding(mesh)
   replicated = NamedSharding(mesh, P())
@@ -223,7 +228,7 @@ def compile_for(
     per_device_batch=bs / len(devices),
     image_size=config.data.image_size,
     dtype=config.model.dtype,
-    params=unet.count_params(config.model),
+    params=joint_model.count_params(config),
     sampling_steps=n,
     hbm_per_device_bytes=hbm,
     peak_hbm_bytes=peak,

@@ -358,11 +358,13 @@ def timed(fn) -> tuple[Any, float]:
 
 
 def stage_from_config(scfg, root: str | None = None) -> Stage:
-  """A Stage from a cascade config's entry: its workdir (`checkpoint`, default ROOT/NAME) holds
-  the trained stage; sampling settings come from the entry."""
-  path = paths.resolve(scfg.get("checkpoint") or str(epath.Path(root or ".") / scfg.name))
+  """A Stage from a cascade config's entry: its workdir (`checkpoint`, default ROOT/NAME, or
+  ROOT/JOINT for a stage of a joint run) holds the trained stage; sampling settings come from the
+  entry."""
+  folder = scfg.get("joint") or scfg.name  # a joint fine-tuning run holds several stages
+  path = paths.resolve(scfg.get("checkpoint") or str(epath.Path(root or ".") / folder))
   try:
-    config, _, params, _ = load_for_inference(path)
+    config, _, params, _ = load_for_inference(path, member=scfg.name)
   except FileNotFoundError as e:
     raise FileNotFoundError(
       f"cascade stage {scfg.name!r}: {e}. Train it first: sr3 train --config "

@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from sr3_jax import paths, sharding, train_state
-from sr3_jax.models import unet
+from sr3_jax.models import joint as joint_model, unet
 
 
 class SaveError(RuntimeError):
@@ -227,13 +227,24 @@ def finished(workdir: str, num_steps: int) -> bool:
   return bool(steps) and max(steps) >= num_steps
 
 
-def load_for_inference(path: str) -> tuple[ml_collections.ConfigDict, unet.UNet, Any, int]:
-  """(config, model, EMA params, step) from a workdir or step folder, replicated on local devices."""
+def load_for_inference(
+  path: str, member: str | None = None
+) -> tuple[ml_collections.ConfigDict, unet.UNet, Any, int]:
+  """(config, model, EMA params, step) from a workdir or step folder, replicated on local devices.
+  A joint fine-tuning run (sr3_jax/joint.py) holds several stages: `member` names the one to load
+  (its own config, U-Net and params); it is ignored for an ordinary run."""
   workdir, step = resolve_checkpoint(path)
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
   config.mesh.update(dict(data=-1, fsdp=1, dcn_data=-1, dcn_fsdp=1, rules=()))
+  is_joint = joint_model.is_joint(config)
+  if is_joint and member not in config.joint.stages:
+    raise ValueError(
+      f"{workdir} is a joint fine-tuning run of stages {list(config.joint.stages)}, not one model"
+      + (f", and holds no stage {member!r}" if member else "")
+      + "; load it as a cascade's stages (sr3 cascade --config CASCADE.py:use_joint=A+B)"
+    )
   mesh = sharding.make_mesh(config, jax.local_devices())
-  model = unet.build(config.model, mesh.devices.flat)
+  model = joint_model.build(config, mesh.devices.flat)
   abstract, _ = train_state.abstract_train_state(config, model, mesh)
   ckpt = Checkpointer(workdir / "checkpoints", config.checkpoint)
   step = ckpt.latest_step() if step is None else step
@@ -243,4 +254,11 @@ def load_for_inference(path: str) -> tuple[ml_collections.ConfigDict, unet.UNet,
     )
   state = ckpt.restore(step, abstract, None)
   ckpt.close()
+  if is_joint:
+    return (
+      ml_collections.ConfigDict(config.joint.members[member].to_dict()),
+      model[member],
+      state.ema_params[member],
+      step,
+    )
   return config, model, state.ema_params, step

@@ -164,6 +164,10 @@ def validate(config) -> None:
     from sr3_jax import distill
 
     distill.validate(config)
+  if config.get("joint") and config.joint.get("stages"):
+    from sr3_jax import joint
+
+    joint.validate(config)
   model = unet.UNetConfig.from_config(config.model)
   if config.data.image_size != model.image_size:
     raise ValueError(
@@ -394,7 +398,8 @@ def cascade_entry(
   sampler: str = "ddpm",
 ):
   """One stage of a cascade config: its training config spec and how it samples in the cascade.
-  `checkpoint` (a workdir) defaults to WORKDIR/NAME with WORKDIR the cascade's `workdir`."""
+  `checkpoint` (a workdir) defaults to WORKDIR/NAME with WORKDIR the cascade's `workdir`, or to
+  WORKDIR/JOINT when `joint` names a joint fine-tuning run holding the stage (`use_joint`)."""
   return ml_collections.ConfigDict(
     dict(
       name=name,
@@ -405,5 +410,57 @@ def cascade_entry(
       aug_level=aug_level,
       truncated=truncated,
       guidance=guidance,
+      joint="",
     )
   )
+
+
+def joint_config(
+  members: dict,
+  *,
+  init_root: str,
+  weight: float = 1.0,
+  sample_steps: int = 4,
+  grad: str = "stop",
+  shared_noise: bool = False,
+  feed: bool = True,
+):
+  """A joint fine-tuning config for adjacent SR stages (sr3_jax/joint.py): `members` maps stage
+  names, lowest first, to their training configs. Data, batch, optimizer, mesh and checkpoints are
+  the top stage's (its HR images feed every stage, downsampled); each member keeps its own model,
+  diffusion and augmentation in `joint.members`, and starts from INIT_ROOT/NAME."""
+  names = list(members)
+  c = ml_collections.ConfigDict(members[names[-1]].to_dict())
+  c.train.sample_every = 0  # no single sampler: evaluate with `sr3 cascade --propagation`
+  c.joint = ml_collections.ConfigDict(
+    dict(
+      stages=names,
+      members={n: members[n].to_dict() for n in names},
+      init_root=init_root,
+      weight=weight,
+      sample_steps=sample_steps,
+      sampler="ddim",
+      grad=grad,
+      shared_noise=shared_noise,
+      feed=feed,
+    )
+  )
+  return c
+
+
+def joint_folder(spec: str) -> str:
+  """ "sr32+sr64" → "joint_sr32_sr64": where a cascade's joint run of those stages lives."""
+  return "joint_" + "_".join(spec.split("+"))
+
+
+def use_joint(entries: list, spec: str, train_spec: str) -> None:
+  """Points the cascade entries of the stages in `spec` ("sr32+sr64") at their joint run, which
+  `sr3 train --config TRAIN_SPEC` makes."""
+  names = spec.split("+")
+  known = [e.name for e in entries]
+  for n in names:
+    if n not in known:
+      raise ValueError(f"use_joint={spec!r}: this cascade has stages {known}, not {n!r}")
+  for e in entries:
+    if e.name in names:
+      e.joint, e.config = joint_folder(spec), train_spec

@@ -80,12 +80,12 @@ jax.tree_util.register_dataclass(
 
 
 def make_conditioner(config) -> Callable[..., tuple[Array | None, Array | None, dict]]:
-  """condition(batch, hr, aug_key, label_key) → (clean LR, bicubic-upsampled network LR, extra
-  network inputs). Reads `data.factor`, the model's conditioning fields, the `augment` block and
-  `diffusion.p_uncond`.
+  """condition(batch, hr, aug_key, label_key, lr=None) → (clean LR, bicubic-upsampled network LR,
+  extra network inputs). Reads `data.factor`, the model's conditioning fields, the `augment` block
+  and `diffusion.p_uncond`.
 
-  The LR input is made from the HR batch on device and, for cascade stages, augmented
-  (sr3_jax/augment.py). A base stage (model.conditioning 'none') has no LR input; a
+  The LR input is made from the HR batch on device (or is `lr`, e.g. the stage below's sample in
+  joint fine-tuning, sr3_jax/joint.py) and, for cascade stages, augmented (sr3_jax/augment.py). A base stage (model.conditioning 'none') has no LR input; a
   class-conditional one reads `batch["label"]` and replaces a share `p_uncond` of the labels with
   the null class for classifier-free guidance.
   """
@@ -97,11 +97,13 @@ def make_conditioner(config) -> Callable[..., tuple[Array | None, Array | None, 
   num_classes = config.model.get("num_classes", 0)
   p_uncond = config.diffusion.get("p_uncond", 0.0)
 
-  def condition(batch, hr, aug_key, label_key):
+  def condition(batch, hr, aug_key, label_key, lr=None):
     extra = {}
     lr_clean = lr_up = None
     if has_lr:
-      lr = lr_clean = degrade.downsample(hr, factor, value_range=(-1.0, 1.0))
+      if lr is None:
+        lr = degrade.downsample(hr, factor, value_range=(-1.0, 1.0))
+      lr_clean = lr
       if augmented:
         lr, level = augment.augment_lr(lr, aug_key, acfg)
         if aug_embedding:
@@ -146,14 +148,16 @@ def make_objective(dcfg, proc: processes.Process, factor: int) -> Callable[..., 
 def make_loss_fn(
   apply_fn: Callable[..., Array], config, dropout_key_fn: Callable[[Array], Array] = lambda k: k
 ) -> Callable[..., tuple[Array, LossOutput]]:
-  """Builds loss_fn(params, batch, rng, train=True) → (loss, LossOutput).
+  """Builds loss_fn(params, batch, rng, train=True, *, lr=None, noise=None) → (loss, LossOutput).
 
   `apply_fn(params, z, gamma, cond, train=..., rngs=..., **extra)` is the network (model.apply).
   `batch["hr"]` holds HR images (B, H, W, C) in [−1, 1]. Each example gets a level of the
   config's forward process (SR3's p(γ) for β schedules, λ(t) with t ~ U(0, 1) for log-SNR ones,
   t ~ U(0, 1) for blur and band) and is noised to it; the network sees that level's γ.
   `dropout_key_fn` turns the dropout key into the generator the train step chose
-  (`train.dropout_key`); the default keeps Threefry.
+  (`train.dropout_key`); the default keeps Threefry. `lr` replaces the LR input made from the HR
+  batch and `noise` the drawn ε (joint fine-tuning feeds a stage its lower stage's sample and, with
+  shared hierarchical noise, noise derived from the stage above's).
   """
   proc = processes.from_config(config)
   condition = make_conditioner(config)
@@ -161,12 +165,21 @@ def make_loss_fn(
   if config.diffusion.get("consistency_weight", 0.0) and config.model.conditioning == "none":
     raise ValueError("diffusion.consistency_weight needs an LR input; a base stage has none")
 
-  def loss_fn(params: Any, batch: dict[str, Array], rng: Array, train: bool = True):
+  def loss_fn(
+    params: Any,
+    batch: dict[str, Array],
+    rng: Array,
+    train: bool = True,
+    *,
+    lr: Array | None = None,
+    noise: Array | None = None,
+  ):
     hr = batch["hr"].astype(jnp.float32)
     level_key, noise_key, dropout_key, aug_key, label_key = jax.random.split(rng, 5)
-    lr_clean, lr_up, extra = condition(batch, hr, aug_key, label_key)
+    lr_clean, lr_up, extra = condition(batch, hr, aug_key, label_key, lr)
     y0 = make_target_image(hr, lr_up, config.diffusion)
-    noise = jax.random.normal(noise_key, y0.shape, jnp.float32)
+    if noise is None:
+      noise = jax.random.normal(noise_key, y0.shape, jnp.float32)
     level = proc.train_levels(level_key, hr.shape[0])
     z = proc.q_sample(y0, level, noise)
     gamma = proc.network_gamma(level)

@@ -77,18 +77,36 @@ def _get(config, dotted: str):
   return config.to_dict() if hasattr(config, "to_dict") else config
 
 
-def check_teacher(config, teacher_config) -> None:
-  """The teacher must be a checkpoint of the same network predicting the same thing."""
-  for field in SAME:
-    mine, theirs = _get(config, field), _get(teacher_config, field)
+# How a network computes, not what it is: the same params load either way.
+HOW = ("model.conv_impl", "model.dtype", "model.remat")
+
+
+def difference(config, other, fields=SAME) -> tuple[str, Any, Any] | None:
+  """The first of `fields` (dotted; a dict field names its first differing key, ignoring HOW)
+  where `config` and `other` differ, as (field, value here, value there); None when they agree."""
+  for field in fields:
+    mine, theirs = _get(config, field), _get(other, field)
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+      drop = {h.rpartition(".")[2] for h in HOW if h.rpartition(".")[0] == field}
+      mine = {k: v for k, v in mine.items() if k not in drop}
+      theirs = {k: v for k, v in theirs.items() if k not in drop}
     if mine != theirs:
       if isinstance(mine, dict) and isinstance(theirs, dict):
         key = next(k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k))
         field, mine, theirs = f"{field}.{key}", mine.get(key), theirs.get(key)
-      raise ValueError(
-        f"distill.teacher {config.distill.teacher} is a checkpoint of another config: {field} is "
-        f"{theirs!r} there and {mine!r} here; distill from a teacher of this config"
-      )
+      return field, mine, theirs
+  return None
+
+
+def check_teacher(config, teacher_config) -> None:
+  """The teacher must be a checkpoint of the same network predicting the same thing."""
+  diff = difference(config, teacher_config)
+  if diff:
+    field, mine, theirs = diff
+    raise ValueError(
+      f"distill.teacher {config.distill.teacher} is a checkpoint of another config: {field} is "
+      f"{theirs!r} there and {mine!r} here; distill from a teacher of this config"
+    )
 
 
 def load_teacher(config) -> tuple[Any, int]:

@@ -33,12 +33,13 @@ from sr3_jax import (
   hash_prng,
   images,
   inference,
+  joint,
   metrics as sr_metrics,
   paths,
   sharding,
 )
 from sr3_jax.data import degrade, loader
-from sr3_jax.models import unet
+from sr3_jax.models import joint as joint_model, unet
 from sr3_jax.train_state import (  # noqa: F401  (the public names of sr3_jax.train)
   TrainState,
   abstract_train_state,
@@ -78,13 +79,17 @@ def dropout_key(key: Array, impl: str) -> Array:
   return jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl=impl)
 
 
-def make_train_step(config, model: unet.UNet, mesh: Mesh):
+def make_train_step(config, model: unet.UNet | joint_model.JointModel, mesh: Mesh):
   """Returns the jitted step(state, batch) → (state, metrics); the state is donated and keeps its
   shardings (replicated, or FSDP by config.mesh rules); metrics come back replicated."""
   impl = resolve_dropout_rng(config.train.get("dropout_rng", "auto"), mesh.devices.flat)
   distilling = distill.is_distillation(config)
-  make_loss = distill.make_loss_fn if distilling else diffusion.make_loss_fn
-  loss_fn = make_loss(apply_fn_for(model), config, functools.partial(dropout_key, impl=impl))
+  key_fn = functools.partial(dropout_key, impl=impl)
+  if joint.is_joint(config):  # several stages' U-Nets, one state (sr3_jax/joint.py)
+    loss_fn = joint.make_loss_fn(model, config, key_fn)
+  else:
+    make_loss = distill.make_loss_fn if distilling else diffusion.make_loss_fn
+    loss_fn = make_loss(apply_fn_for(model), config, key_fn)
   optimizer = make_optimizer(config.optim)
   lr_fn = learning_rate_schedule(config.optim)
   base_key = jax.random.key(config.seed)
@@ -293,21 +298,27 @@ def train_and_evaluate(config, workdir, log=None) -> TrainState:
     loader.make_dataset(config.data, config.data.train_split, local_bs, seed=config.seed)
   )
   check_workdir_config(config, workdir)
-  model = unet.build(config.model, mesh.devices.flat)
+  model = joint_model.build(config, mesh.devices.flat)
   abstract, state_shardings = abstract_train_state(config, model, mesh)
   wait_for_all_processes("sr3_train_start")
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", config.checkpoint)
   latest = ckpt.latest_step()
-  teacher = ()
+  teacher, start_from = (), None
   if distill.is_distillation(config):  # the student starts from its teacher's EMA params
     params, teacher_step = distill.load_teacher(config)
     teacher = (jax.device_put(params, state_shardings.params),)
+    start_from = teacher[0]
     print(f"distilling {config.distill.teacher} (step {teacher_step})", file=log)
   if latest is None:
+    if joint.is_joint(config):  # each stage starts from its own run's EMA params
+      start_from = jax.device_put(joint.load_init(config), state_shardings.params)
+      print(
+        f"joint fine-tuning {list(config.joint.stages)} from {config.joint.init_root}", file=log
+      )
     state = create_train_state(config, model, mesh)
-    if teacher:
+    if start_from is not None:
       copy = jax.jit(lambda p: p, out_shardings=state_shardings.params)  # new buffers: donated
-      state = state.replace(params=copy(teacher[0]), ema_params=copy(teacher[0]))
+      state = state.replace(params=copy(start_from), ema_params=copy(start_from))
   else:
     state = ckpt.restore(latest, abstract, data_iter)
     print(f"resumed {workdir} from step {latest}", file=log)

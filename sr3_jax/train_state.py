@@ -17,7 +17,7 @@ import optax
 from jax.sharding import Mesh
 
 from sr3_jax import sharding
-from sr3_jax.models import unet
+from sr3_jax.models import joint, unet
 
 Array = jax.Array
 
@@ -61,8 +61,8 @@ def ema_decay(ocfg, step: Array) -> Array:
   return jnp.minimum(ocfg.ema_decay, (1.0 + step) / (10.0 + step))
 
 
-def init_state(config, model: unet.UNet, rng: Array) -> TrainState:
-  params = unet.init_params(model, rng)
+def init_state(config, model: unet.UNet | joint.JointModel, rng: Array) -> TrainState:
+  params = joint.init_params(model, rng)
   opt_state = make_optimizer(config.optim).init(params)
   zero = jnp.zeros((), jnp.int32)
   return TrainState(

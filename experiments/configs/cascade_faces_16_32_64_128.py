@@ -10,6 +10,9 @@ Train a stage:  sr3 train --config experiments/configs/cascade_faces_16_32_64_12
 Run the cascade: sr3 cascade --config experiments/configs/cascade_faces_16_32_64_128.py --output out
 Laptop:          add `runlocal` (…py:stage=sr32,runlocal and …py:runlocal): 8→16→32→64 on the
                  embedded photographs, tiny U-Nets.
+Joint fine-tuning of adjacent SR stages (sr3_jax/joint.py), from their trained runs:
+                 sr3 train --config …py:joint=sr32+sr64 --workdir runs/cascade_faces/joint_sr32_sr64
+                 sr3 cascade --config …py:use_joint=sr32+sr64 --output out
 """
 
 from sr3_jax import configs
@@ -61,7 +64,7 @@ STAGES = {
 
 
 def get_config(arg=None):
-  a = configs.parse_arg(arg, runlocal=False, stage="")
+  a = configs.parse_arg(arg, runlocal=False, stage="", joint="", use_joint="")
   if a.stage:
     size, factor, model, blur, _ = configs.cascade_stage(STAGES, a.stage)
     if a.runlocal:
@@ -75,13 +78,19 @@ def get_config(arg=None):
       aug_noise=True,
       blur_prob=blur,
     )
-  c = configs.ml_collections.ConfigDict()
-  c.workdir = "runs/cascade_faces" + ("_runlocal" if a.runlocal else "")
+  workdir = "runs/cascade_faces" + ("_runlocal" if a.runlocal else "")
   local = ",runlocal" if a.runlocal else ""
+  if a.joint:  # one training run fine-tuning these stages together, from WORKDIR/NAME
+    members = {n: get_config(f"stage={n}{local}") for n in a.joint.split("+")}
+    return configs.joint_config(members, init_root=workdir)
+  c = configs.ml_collections.ConfigDict()
+  c.workdir = workdir
   c.stages = [
     configs.cascade_entry(
       name, f"{PATH}:stage={name}{local}", steps=10 if a.runlocal else 100, aug_level=level
     )
     for name, (_, _, _, _, level) in STAGES.items()
   ]
+  if a.use_joint:
+    configs.use_joint(c.stages, a.use_joint, f"{PATH}:joint={a.use_joint}{local}")
   return c
