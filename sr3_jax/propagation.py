@@ -122,9 +122,8 @@ def measure(
     if extra is not None:
       ea = extra(s.name, fed_truth[:n], truth_out[:n])
       a.update(ea)
-      b.update(
-        ea if carry is None else extra(s.name, chain[:n], truth_out[:n])
-      )  # Cascade-level consistency: the chain's output so far against the first SR stage's input.
+      b.update(ea if carry is None else extra(s.name, chain[:n], truth_out[:n]))
+    # Cascade-level consistency: the chain's output so far against the first SR stage's input.
     casc_cons = _scores(chain[:n], truth_out[:n], first_in[:n], grown)["consistency"]
     out[s.name] = {
       "size": int(truth_out.shape[1]),

@@ -13,6 +13,7 @@ Laptop:          add `runlocal` (…py:stage=sr32,runlocal and …py:runlocal): 
 Joint fine-tuning of adjacent SR stages (sr3_jax/joint.py), from their trained runs:
                  sr3 train --config …py:joint=sr32+sr64 --workdir runs/cascade_faces/joint_sr32_sr64
                  sr3 cascade --config …py:use_joint=sr32+sr64 --output out
+`steps=N` sets every stage's sampling steps (default 100; 10 with runlocal).
 """
 
 from sr3_jax import configs
@@ -64,7 +65,7 @@ STAGES = {
 
 
 def get_config(arg=None):
-  a = configs.parse_arg(arg, runlocal=False, stage="", joint="", use_joint="")
+  a = configs.parse_arg(arg, runlocal=False, stage="", joint="", use_joint="", steps=0)
   if a.stage:
     size, factor, model, blur, _ = configs.cascade_stage(STAGES, a.stage)
     if a.runlocal:
@@ -87,7 +88,10 @@ def get_config(arg=None):
   c.workdir = workdir
   c.stages = [
     configs.cascade_entry(
-      name, f"{PATH}:stage={name}{local}", steps=10 if a.runlocal else 100, aug_level=level
+      name,
+      f"{PATH}:stage={name}{local}",
+      steps=a.steps or (10 if a.runlocal else 100),
+      aug_level=level,
     )
     for name, (_, _, _, _, level) in STAGES.items()
   ]
