@@ -1,11 +1,13 @@
-"""Independent vs joint fine-tuning of the runlocal face cascade (8→16→32→64, embedded photographs).
+"""Independent vs joint fine-tuning of the runlocal face cascade (8→16→32→64, embedded photographs),
+and the cascade trained without conditioning augmentation.
 
-Trains the four stages, fine-tunes sr32+sr64 from them in four arms of the same length, then runs
-`sr3 cascade --propagation --lpips` for the stages alone and for every arm over several seeds,
-and prints the README's table (means over seeds, with-augmentation run, chained outputs):
+Trains the four stages (and, as the CDM control, the SR stages again with `augment=False`),
+fine-tunes sr32+sr64 from them in four arms of the same length, then runs `sr3 cascade
+--propagation --lpips` for the stages alone, the control and every arm over several seeds, and
+prints the README's two tables (means over seeds):
 
-  python experiments/joint_finetune.py --root runs/joint_result            # everything (~45 min, 2 cores)
-  python experiments/joint_finetune.py --root runs/joint_result --summarize  # the table only
+  python experiments/joint_finetune.py --root runs/joint_result            # everything (~1 h, 2 cores)
+  python experiments/joint_finetune.py --root runs/joint_result --summarize  # the tables only
 
 Arms: indep (joint.feed=False, joint.weight=0: each stage fine-tuned alone on its own pairs),
 stop (the lower stage's sample feeds the upper, inter-stage term, gradient stopped), shared
@@ -54,9 +56,10 @@ def propagate(sr3: str, root: pathlib.Path, label: str, seed: int, steps: int) -
   out = root / f"prop{steps}" / f"{label}_{seed}"
   if (out / "propagation.json").exists():
     return
-  spec = f"{C}:runlocal,steps={steps}" + ("" if label == "base" else ",use_joint=sr32+sr64")
-  stages = root / "base" if label == "base" else root / f"root_{label}"
-  if label != "base":  # the arm's joint run beside links to the stages it did not fine-tune
+  spec = f"{C}:runlocal,steps={steps}"
+  spec += {"base": "", "noaug": ",augment=False"}.get(label, ",use_joint=sr32+sr64")
+  stages = root / label if label in ("base", "noaug") else root / f"root_{label}"
+  if label not in ("base", "noaug"):  # the arm's joint run beside the stages it did not tune
     stages.mkdir(exist_ok=True)
     for name in STAGES:
       (stages / name).unlink(missing_ok=True)
@@ -117,6 +120,38 @@ def summarize(root: pathlib.Path, seeds: list[int], steps: int) -> str:
   return head + "\n" + "\n".join(rows)
 
 
+def augmentation(root: pathlib.Path, seeds: list[int], steps: int) -> str:
+  """The CDM comparison: each SR stage fed the truth and fed the cascade, for stages trained
+  with conditioning augmentation (sampled with it and at level 0) and for stages trained
+  without; means over seeds."""
+  arms = [
+    ("trained with augmentation, sampled with it", "base", "with_augmentation"),
+    ("trained with augmentation, sampled at level 0", "base", "without_augmentation"),
+    ("trained without augmentation", "noaug", "with_augmentation"),
+  ]
+  rows = []
+  for title, label, run in arms:
+    runs = [root / f"prop{steps}" / f"{label}_{s}" / "propagation.json" for s in seeds]
+    if not all(p.exists() for p in runs):
+      continue
+    reps = [json.loads(p.read_text())[run] for p in runs]
+
+    def m(stage, fed, key):
+      return statistics.mean(r[stage][fed][key] if fed else r[stage][key] for r in reps)
+
+    cells = []
+    for stage in ("sr64", "sr128"):
+      truth, chain = m(stage, "fed_truth", "psnr"), m(stage, "fed_cascade", "psnr")
+      cells += [f"{truth:.2f}", f"{chain:.2f}", f"{truth - chain:+.2f}"]
+    cells.append(f"{m('sr128', None, 'cascade_consistency'):.3f}")
+    rows.append(f"| {title} | " + " | ".join(cells) + " |")
+  head = (
+    "| stages | sr64 fed truth | sr64 fed cascade | sr64 inherited | final fed truth | "
+    "final fed cascade | final inherited | cascade consistency |\n|" + "---|" * 8
+  )
+  return head + "\n" + "\n".join(rows)
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--root", required=True, help="folder for every run and report")
@@ -132,14 +167,25 @@ def main() -> None:
     (root / "arms").mkdir(exist_ok=True)
     for name, steps in STAGES.items():
       train(sr3, root / "base" / name, steps, ["--config", f"{C}:stage={name},runlocal"])
+    for name, steps in STAGES.items():  # the control: no conditioning augmentation
+      if name == "base16":  # the base has none either way
+        (root / "noaug").mkdir(exist_ok=True)
+        link = root / "noaug" / name
+        link.unlink(missing_ok=True)
+        link.symlink_to((root / "base" / name).resolve())
+        continue
+      spec = f"{C}:stage={name},runlocal,augment=False"
+      train(sr3, root / "noaug" / name, steps, ["--config", spec])
     for arm, extra in ARMS.items():
       joint = ["--config", f"{C}:joint=sr32+sr64,runlocal"]
       joint += [f"--config.joint.init_root={(root / 'base').resolve()}", *extra]
       train(sr3, root / "arms" / arm, a.steps, joint)
     for s in seeds:
-      for label in ["base", *ARMS]:
+      for label in ["base", "noaug", *ARMS]:
         propagate(sr3, root, label, s, a.sample_steps)
   print(summarize(root, seeds, a.sample_steps))
+  print()
+  print(augmentation(root, seeds, a.sample_steps))
 
 
 if __name__ == "__main__":

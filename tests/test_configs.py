@@ -85,6 +85,22 @@ def test_face_cascade_chains_64_to_256_to_1024():
   ]
 
 
+def test_face_cascade_without_conditioning_augmentation():
+  """`augment=False` is the CDM control: SR stages with no noise, blur or aug embedding, sampled
+  at level 0, in their own workdir; the default trains and samples with augmentation."""
+  path = "experiments/configs/cascade_faces_16_32_64_128.py"
+  on, off = configs.load(f"{path}:runlocal"), configs.load(f"{path}:runlocal,augment=False")
+  assert off.workdir == on.workdir + "_noaug"
+  assert [s.aug_level for s in on.stages] == [0.0, 0.2, 0.1, 0.1]
+  assert [s.aug_level for s in off.stages] == [0.0] * 4
+  for s_on, s_off in zip(on.stages[1:], off.stages[1:]):
+    a, b = configs.load(s_on.config), configs.load(s_off.config)
+    assert (a.augment.noise, a.model.aug_embedding) == (True, True)
+    assert (b.augment.noise, b.augment.blur_prob, b.model.aug_embedding) == (False, 0.0, False)
+    assert b.model.to_dict() | {"aug_embedding": True} == a.model.to_dict()
+  assert configs.load(f"{path}:stage=sr128,runlocal").augment.blur_prob == 0.5
+
+
 def test_a_paper_config_without_its_data_stops_before_compiling(tmp_path):
   from sr3_jax import train
 

@@ -13,7 +13,9 @@ Laptop:          add `runlocal` (…py:stage=sr32,runlocal and …py:runlocal): 
 Joint fine-tuning of adjacent SR stages (sr3_jax/joint.py), from their trained runs:
                  sr3 train --config …py:joint=sr32+sr64 --workdir runs/cascade_faces/joint_sr32_sr64
                  sr3 cascade --config …py:use_joint=sr32+sr64 --output out
-`steps=N` sets every stage's sampling steps (default 100; 10 with runlocal).
+`steps=N` sets every stage's sampling steps (default 100; 10 with runlocal). `augment=False`
+(stages and cascade alike) trains the SR stages without conditioning augmentation and samples
+them with none, into runs/cascade_faces[_runlocal]_noaug: the control for the CDM finding.
 """
 
 from sr3_jax import configs
@@ -65,7 +67,9 @@ STAGES = {
 
 
 def get_config(arg=None):
-  a = configs.parse_arg(arg, runlocal=False, stage="", joint="", use_joint="", steps=0)
+  a = configs.parse_arg(
+    arg, runlocal=False, stage="", joint="", use_joint="", steps=0, augment=True
+  )
   if a.stage:
     size, factor, model, blur, _ = configs.cascade_stage(STAGES, a.stage)
     if a.runlocal:
@@ -76,11 +80,13 @@ def get_config(arg=None):
       dataset="ffhq",
       model=model,
       runlocal=a.runlocal,
-      aug_noise=True,
-      blur_prob=blur,
+      aug_noise=a.augment,
+      blur_prob=blur if a.augment else 0.0,
     )
   workdir = "runs/cascade_faces" + ("_runlocal" if a.runlocal else "")
   local = ",runlocal" if a.runlocal else ""
+  if not a.augment:
+    workdir, local = workdir + "_noaug", local + ",augment=False"
   if a.joint:  # one training run fine-tuning these stages together, from WORKDIR/NAME
     members = {n: get_config(f"stage={n}{local}") for n in a.joint.split("+")}
     return configs.joint_config(members, init_root=workdir)
@@ -91,7 +97,7 @@ def get_config(arg=None):
       name,
       f"{PATH}:stage={name}{local}",
       steps=a.steps or (10 if a.runlocal else 100),
-      aug_level=level,
+      aug_level=level if a.augment else 0.0,
     )
     for name, (_, _, _, _, level) in STAGES.items()
   ]
