@@ -43,16 +43,16 @@ def _run(cmd: list[str], log: pathlib.Path) -> float:
   return time.time() - t
 
 
-def train(sr3: str, workdir: pathlib.Path, steps: int, args: list[str]) -> None:
+def train(sr3: list[str], workdir: pathlib.Path, steps: int, args: list[str]) -> None:
   if (workdir.parent / f"{workdir.name}.done").exists():
     return
-  cmd = [sr3, "train", "--workdir", str(workdir), *args, f"--config.train.num_steps={steps}"]
+  cmd = [*sr3, "train", "--workdir", str(workdir), *args, f"--config.train.num_steps={steps}"]
   s = _run(cmd, workdir.parent / f"{workdir.name}.log")
   (workdir.parent / f"{workdir.name}.done").write_text(f"{s:.0f}\n")
   print(f"{workdir}: {steps} steps, {s:.0f} s", flush=True)
 
 
-def propagate(sr3: str, root: pathlib.Path, label: str, seed: int, steps: int) -> None:
+def propagate(sr3: list[str], root: pathlib.Path, label: str, seed: int, steps: int) -> None:
   out = root / f"prop{steps}" / f"{label}_{seed}"
   if (out / "propagation.json").exists():
     return
@@ -67,7 +67,7 @@ def propagate(sr3: str, root: pathlib.Path, label: str, seed: int, steps: int) -
     link = stages / "joint_sr32_sr64"
     link.unlink(missing_ok=True)
     link.symlink_to((root / "arms" / label).resolve())
-  cmd = [sr3, "cascade", "--config", spec, "--workdir", str(stages), "--propagation", "--lpips"]
+  cmd = [*sr3, "cascade", "--config", spec, "--workdir", str(stages), "--propagation", "--lpips"]
   cmd += ["--seed", str(seed), "--output", str(out)]
   out.parent.mkdir(exist_ok=True)
   _run(cmd, out.parent / f"{label}_{seed}.log")
@@ -161,7 +161,7 @@ def main() -> None:
   p.add_argument("--summarize", action="store_true", help="print the table of finished runs only")
   a = p.parse_args()
   root, seeds = pathlib.Path(a.root), [int(s) for s in a.seeds.split(",")]
-  sr3 = str(pathlib.Path(sys.executable).with_name("sr3"))
+  sr3 = [sys.executable, "-m", "sr3_jax"]  # this interpreter's sr3
   if not a.summarize:
     (root / "base").mkdir(parents=True, exist_ok=True)
     (root / "arms").mkdir(exist_ok=True)
