@@ -39,6 +39,21 @@ def test_validate_names_the_field():
     configs.validate(c)
 
 
+def test_demo_v_is_the_demo_network_as_a_distillation_teacher():
+  base, v = (
+    configs.load("experiments/configs/demo.py"),
+    configs.load("experiments/configs/demo.py:v"),
+  )
+  assert (v.diffusion.target, v.diffusion.loss) == ("v", "l2")
+  assert (v.schedule.kind, v.schedule.name) == ("logsnr", "cosine")
+  assert (v.sampling.schedule.kind, v.sampling.schedule.name) == ("logsnr", "cosine")
+  # Everything else is the demo's: the same network, data, optimiser and length.
+  for block in ("model", "data", "optim", "train", "augment"):
+    assert v[block].to_dict() == base[block].to_dict(), block
+  assert v.diffusion.diffuse == base.diffusion.diffuse == "residual"
+  assert v.sampling.steps == base.sampling.steps
+
+
 PAPER = {  # config: (train data, eval data, eval split, preprocess, HR size, factor)
   "sr3_faces_16_128": ("ffhq", "celeb_a_hq", "train", "center_resize", 128, 8),
   "sr3_faces_64_256": ("ffhq", "celeb_a_hq", "train", "center_resize", 256, 4),
