@@ -45,7 +45,7 @@ demo: $(VENV)/.installed
 	$(BIN)/sr3 demo --output demo_out
 
 test: $(VENV)/.installed-test browser
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=20 tests
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
