@@ -7,7 +7,8 @@ and SSIM (and LPIPS with --lpips) against the HR crop. Compute is network evalua
 With --students DIR (an `sr3 distill` workdir), each uniform row below the checkpoint's steps also
 comes from DIR/steps_N, the student distilled for that step count.
 
-  .venv/bin/python benchmarks/adaptive_curve.py --checkpoint students/steps_8 --image-size 192
+  .venv/bin/python benchmarks/adaptive_curve.py --checkpoint students_v/steps_8 --image-size 192 \
+    [--students students_v] [--lpips]
 """
 
 import argparse
