@@ -49,7 +49,10 @@ def run_aot(args: list[str], timeout: int) -> dict:
   cmd = [sys.executable, "-m", "sr3_jax", "aot", *args, "--json"]
   env = dict(os.environ, JAX_PLATFORMS="cpu", ALLOW_MULTIPLE_LIBTPU_LOAD="1")
   t = time.perf_counter()
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+  except subprocess.TimeoutExpired:
+    return dict(timed_out=True, wall_s=time.perf_counter() - t)
   wall = time.perf_counter() - t
   lines = proc.stdout.strip().splitlines()
   if proc.returncode == 0 and lines:
@@ -88,6 +91,9 @@ def measure(args) -> None:
       r = run_aot(aot_args, args.timeout)
       if "error" not in r or "does not fit" not in r["error"]:
         break
+    if r.get("timed_out"):  # not recorded: a rerun with a larger --timeout compiles it again
+      print(f"{cell}: no answer within --timeout {args.timeout} s; skipped", file=sys.stderr)
+      continue
     with out.open("a") as f:
       f.write(json.dumps(dict(r, cell=list(cell))) + "\n")
     print(f"{cell}: {r.get('error') or summary(r)}", file=sys.stderr, flush=True)
