@@ -106,6 +106,7 @@ def test_sr3_distill_end_to_end(tiny_workdir, tmp_path, capsys):
   for n, teacher in ((2, tiny_workdir), (1, root / "steps_2")):
     cfg = json.loads((root / f"steps_{n}" / "config.json").read_text())
     assert cfg["sampling"]["steps"] == n and cfg["sampling"]["sampler"] == "ddim"
+    assert cfg["sampling"]["eta"] == 1.0  # students sample ancestrally (distill_rounds)
     assert cfg["sampling"]["schedule"]["kind"] == "logsnr"
     assert cfg["distill"] == {"teacher": str(teacher), "teacher_steps": 2 * n}
   # The student started from its teacher: two small Adam steps away from its params.

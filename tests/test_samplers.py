@@ -95,6 +95,18 @@ def test_samplers_reproduce_gaussian_data(name, steps, target, extra):
   assert x.var() == pytest.approx(S2, rel=0.06)
 
 
+def test_ancestral_ddim_is_ddpm_with_the_posterior_variance():
+  """DDIM with η = 1 (Song et al. 2021, eq. 16) is DDPM's ancestral step with variance β̃: the same
+  samples for the same key, whatever the denoiser (a distilled student samples this way)."""
+  grid = schedules.gamma_from_logsnr(schedules.cosine_logsnr(jnp.linspace(0.0, 1.0, 9)))
+  denoise = lambda z, g: jnp.tanh(0.7 * z) + 0.1 * g.reshape(-1, 1, 1, 1)
+  run = lambda cfg: samplers.sample(denoise, (2, 4, 4, 3), grid, jax.random.key(5), cfg)[0]
+  ddim = run(samplers.SamplerConfig(name="ddim", eta=1.0, target="v"))
+  ddpm = run(samplers.SamplerConfig(name="ddpm", variance="posterior", target="v"))
+  np.testing.assert_allclose(ddim, ddpm, atol=1e-5)
+  assert not np.allclose(ddim, run(samplers.SamplerConfig(name="ddim", eta=0.0, target="v")))
+
+
 def test_point_mass_is_recovered_exactly():
   """If the denoiser knows x0 exactly, every sampler must end on x0."""
   x_star = jnp.linspace(-0.9, 0.9, 12).reshape(1, 2, 2, 3)
