@@ -78,7 +78,7 @@ def _get(config, dotted: str):
 
 
 # How a network computes, not what it is: the same params load either way.
-HOW = ("model.conv_impl", "model.dtype", "model.remat")
+HOW = ("model.conv_impl", "model.dtype", "model.norm_dtype", "model.remat")
 
 
 def difference(config, other, fields=SAME) -> tuple[str, Any, Any] | None:

@@ -171,3 +171,23 @@ def test_group_norm_matches_float64_reference():
   np.testing.assert_allclose(got, want, atol=1e-4)
   bf = np.asarray(gn.apply(params, jnp.asarray(x, jnp.bfloat16)).astype(jnp.float32))
   np.testing.assert_allclose(bf, want, atol=0.1)
+  # model.norm_dtype="compute": the scale-and-shift in the input's dtype, statistics still float32.
+  gn_c = unet.GroupNorm32(num_groups=4, apply_in_float32=False)
+  np.testing.assert_allclose(np.asarray(gn_c.apply(params, jnp.asarray(x))), want, atol=1e-4)
+  out = gn_c.apply(params, jnp.asarray(x, jnp.bfloat16))
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(out.astype(jnp.float32)), want, atol=0.1)
+
+
+def test_norm_dtype_compute_is_the_same_network(tiny):
+  cfg, params, z, cond = tiny
+  import dataclasses
+
+  g = jnp.array([0.5, 0.5])
+  run = lambda c: jax.jit(unet.build(c).apply)({"params": params}, z, g, cond)
+  ref = run(cfg)
+  np.testing.assert_allclose(run(dataclasses.replace(cfg, norm_dtype="compute")), ref, atol=1e-5)
+  bf = run(dataclasses.replace(cfg, dtype="bfloat16", norm_dtype="compute"))
+  np.testing.assert_allclose(bf, ref, atol=0.1 * float(jnp.abs(ref).max()))
+  with pytest.raises(ValueError, match="model.norm_dtype='bf16'"):
+    unet.UNetConfig(norm_dtype="bf16").validate()

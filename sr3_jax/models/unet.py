@@ -47,6 +47,10 @@ class UNetConfig:
   conditioning: str = "concat"
   noise_embedding: str = "logsnr"
   dtype: str = "float32"
+  # Where GroupNorm's scale-and-shift runs: float32 (default), or the compute dtype ("compute",
+  # as flax.linen.GroupNorm(dtype=bfloat16) does). Statistics are float32 either way. Chosen by
+  # the TPU compiler's figures for the bf16 train step (BENCHMARKS.md, "GroupNorm dtype").
+  norm_dtype: str = "float32"
   remat: bool = False
   # The convolutions (sr3_jax/models/conv.py): xla (XLA's own: TPU, GPU, a CPU mesh of several
   # devices) | cpu (sr3_jax/cpu/: Winograd, im2col weight gradients, sub-pixel upsampling, chosen
@@ -117,6 +121,8 @@ class UNetConfig:
       raise ValueError(f"model.conv_impl={self.conv_impl!r}; choose one of {CONV_IMPLS}")
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"model.dtype={self.dtype!r}; choose float32, bfloat16 or float16")
+    if self.norm_dtype not in ("float32", "compute"):
+      raise ValueError(f"model.norm_dtype={self.norm_dtype!r}; choose 'float32' or 'compute'")
 
   @property
   def compute_dtype(self):
@@ -195,6 +201,7 @@ class GroupNorm32(nn.Module):
 
   num_groups: int
   epsilon: float = 1e-5
+  apply_in_float32: bool = True  # False: the scale-and-shift in the input's dtype
 
   @nn.compact
   def __call__(self, x):
@@ -210,6 +217,8 @@ class GroupNorm32(nn.Module):
     beta = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
     scale = jnp.repeat(inv, per, axis=1) * gamma  # (B, C)
     shift = beta - jnp.repeat(mean, per, axis=1) * scale
+    if not self.apply_in_float32:
+      return x * scale[:, None, None, :].astype(x.dtype) + shift[:, None, None, :].astype(x.dtype)
     y = x.astype(jnp.float32) * scale[:, None, None, :] + shift[:, None, None, :]
     return y.astype(x.dtype)
 
@@ -230,13 +239,15 @@ class ResBlock(nn.Module):
   film: str = "scale_shift"
   skip_scale: float = INV_SQRT2
   conv_cls: Any = None  # models.conv.conv_factory(...): the class of every convolution here
+  norm_f32: bool = True  # GroupNorm32.apply_in_float32
 
   @nn.compact
   def __call__(self, x, emb, train: bool):
     conv = lambda c, k, name, init=nn.initializers.lecun_normal(), upsample=False: self.conv_cls(
       c, k, dtype=self.dtype, kernel_init=init, upsample=upsample, name=name
     )
-    h = nn.silu(GroupNorm32(self.num_groups, name="norm_in")(x))
+    norm = lambda name: GroupNorm32(self.num_groups, apply_in_float32=self.norm_f32, name=name)
+    h = nn.silu(norm("norm_in")(x))
     if self.resample == "up":  # h is upsampled inside conv_in
       x = upsample_nearest(x)
     elif self.resample == "down":
@@ -245,10 +256,10 @@ class ResBlock(nn.Module):
     if self.film == "scale_shift":
       scale_shift = nn.Dense(2 * self.out_channels, dtype=self.dtype, name="film")(nn.silu(emb))
       scale, shift = jnp.split(scale_shift[:, None, None, :], 2, axis=-1)
-      h = GroupNorm32(self.num_groups, name="norm_out")(h) * (1.0 + scale) + shift
+      h = norm("norm_out")(h) * (1.0 + scale) + shift
     else:  # DDPM: the embedding is added before the second norm
       h = h + nn.Dense(self.out_channels, dtype=self.dtype, name="film")(emb)[:, None, None, :]
-      h = GroupNorm32(self.num_groups, name="norm_out")(h)
+      h = norm("norm_out")(h)
     h = nn.silu(h)
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     h = conv(self.out_channels, 3, "conv_out", nn.initializers.zeros)(h)
@@ -280,12 +291,14 @@ class AttnBlock(nn.Module):
   num_groups: int
   dtype: Any
   skip_scale: float = INV_SQRT2
+  norm_f32: bool = True  # GroupNorm32.apply_in_float32
 
   @nn.compact
   def __call__(self, x):
     b, hgt, wid, c = x.shape
     heads = max(1, c // self.head_dim)
-    h = GroupNorm32(self.num_groups, name="norm")(x).reshape(b, hgt * wid, c)
+    h = GroupNorm32(self.num_groups, apply_in_float32=self.norm_f32, name="norm")(x)
+    h = h.reshape(b, hgt * wid, c)
     qkv = nn.DenseGeneral((3, heads, c // heads), dtype=self.dtype, name="qkv")(h)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     h = jax.nn.dot_product_attention(q, k, v)  # (B, L, heads, head_dim)
@@ -330,13 +343,16 @@ class CrossAttnBlock(nn.Module):
   num_groups: int
   dtype: Any
   skip_scale: float = INV_SQRT2
+  norm_f32: bool = True  # GroupNorm32.apply_in_float32
 
   @nn.compact
   def __call__(self, x, ctx):
     b, hgt, wid, c = x.shape
     heads = max(1, c // self.head_dim)
     q = nn.DenseGeneral((heads, c // heads), dtype=self.dtype, name="q")(
-      GroupNorm32(self.num_groups, name="norm")(x).reshape(b, hgt * wid, c)
+      GroupNorm32(self.num_groups, apply_in_float32=self.norm_f32, name="norm")(x).reshape(
+        b, hgt * wid, c
+      )
     )
     ctx = ctx.reshape(b, -1, ctx.shape[-1]).astype(self.dtype)
     kv = nn.DenseGeneral((2, heads, c // heads), dtype=self.dtype, name="kv")(ctx)
@@ -367,6 +383,7 @@ class UNet(nn.Module):
     dtype = cfg.compute_dtype
     conv = conv_factory(cfg.conv_impl)
     block_cls = nn.remat(ResBlock, static_argnums=(3,)) if cfg.remat else ResBlock
+    norm_f32 = cfg.norm_dtype == "float32"
     res_block = lambda c, name, resample=None: block_cls(
       c,
       cfg.num_groups,
@@ -376,9 +393,12 @@ class UNet(nn.Module):
       cfg.film,
       cfg.skip_scale,
       conv,
+      norm_f32,
       name=name,
     )
-    attn = lambda name: AttnBlock(cfg.head_dim, cfg.num_groups, dtype, cfg.skip_scale, name=name)
+    attn = lambda name: AttnBlock(
+      cfg.head_dim, cfg.num_groups, dtype, cfg.skip_scale, norm_f32, name=name
+    )
 
     def resample(h, direction, name):
       if cfg.resample == "conv":
@@ -437,9 +457,9 @@ class UNet(nn.Module):
     def cross(h, level, res, name):
       if cfg.conditioning != "cross_attention" or res not in cross_res:
         return h
-      return CrossAttnBlock(cfg.head_dim, cfg.num_groups, dtype, cfg.skip_scale, name=name)(
-        h, feats[level]
-      )
+      return CrossAttnBlock(
+        cfg.head_dim, cfg.num_groups, dtype, cfg.skip_scale, norm_f32, name=name
+      )(h, feats[level])
 
     h = conv(cfg.channels, 3, dtype=dtype, name="conv_in")(x.astype(dtype))
 
@@ -476,7 +496,7 @@ class UNet(nn.Module):
         res *= 2
     assert not skips
 
-    h = nn.silu(GroupNorm32(cfg.num_groups, name="norm_out")(h))
+    h = nn.silu(GroupNorm32(cfg.num_groups, apply_in_float32=norm_f32, name="norm_out")(h))
     out = conv(
       cfg.out_channels, 3, dtype=dtype, kernel_init=nn.initializers.zeros, name="conv_out"
     )(h)
