@@ -57,6 +57,8 @@ def run_aot(args: list[str], timeout: int) -> dict:
   lines = proc.stdout.strip().splitlines()
   if proc.returncode == 0 and lines:
     return dict(json.loads(lines[-1]), wall_s=wall, command="sr3 aot " + " ".join(args))
+  if proc.returncode < 0:  # killed (SIGKILL: most often the host's out-of-memory killer)
+    return dict(killed=-proc.returncode, wall_s=wall)
   err = [x for x in proc.stderr.strip().splitlines() if x.startswith("sr3 aot:")]
   return dict(error=(err or proc.stderr.strip().splitlines()[-1:] or ["?"])[-1], wall_s=wall)
 
@@ -93,6 +95,13 @@ def measure(args) -> None:
         break
     if r.get("timed_out"):  # not recorded: a rerun with a larger --timeout compiles it again
       print(f"{cell}: no answer within --timeout {args.timeout} s; skipped", file=sys.stderr)
+      continue
+    if r.get("killed"):  # not recorded either: a rerun on a quieter host compiles it again
+      print(
+        f"{cell}: the compile was killed by signal {r['killed']} after {r['wall_s']:.0f} s "
+        "(9: most often out of host memory; a paper config's compile needs about 12 GB); skipped",
+        file=sys.stderr,
+      )
       continue
     with out.open("a") as f:
       f.write(json.dumps(dict(r, cell=list(cell))) + "\n")
