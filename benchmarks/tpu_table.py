@@ -5,13 +5,14 @@ ends, so the table survives an interrupted run and a rerun compiles only the cel
 
 - max:    the train step, `--max-batch --batch-multiple M` on the generation's 8-chip-name slice
           (v4-8 and v5p-8 are 4 chips, v5e-8 and v6e-8 are 8): the largest per-chip batch that fits;
+          `--known --out` hands it the paper cell's compile there, so the search starts above it;
 - paper:  the train step at the paper's global batch of 256 on the smallest slice that holds it
           (slices tried in order; a refusal costs little, the compiler stops at memory assignment);
 - sample: the 100-step sampler at 16 images per chip, `--what sample --steps 100 --batch B`; its
           largest batch is estimated from memory's affine fit (marked "est."), not searched.
 
   .venv/bin/python benchmarks/tpu_table.py --out tpu_table.jsonl [--configs 16_128,64_256]
-      [--chips v5p,v4] [--cells max,paper,sample] [--multiple 8]   (--configs takes files too)
+      [--chips v5p,v4] [--cells paper,max,sample] [--multiple 8]   (--configs takes files too)
   .venv/bin/python benchmarks/tpu_table.py --out tpu_table.jsonl --markdown
 
 A paper config's train step takes 15–30 minutes to compile on a 2-core host; the whole table is
@@ -63,7 +64,7 @@ def run_aot(args: list[str], timeout: int) -> dict:
   return dict(error=(err or proc.stderr.strip().splitlines()[-1:] or ["?"])[-1], wall_s=wall)
 
 
-def cells(configs, chips, kinds, multiple):
+def cells(configs, chips, kinds, multiple, out):
   """((config, chip, kind), [sr3 aot arguments to try in order]) for every cell."""
   for name in configs:
     for chip in chips:
@@ -72,7 +73,9 @@ def cells(configs, chips, kinds, multiple):
       for kind in kinds:
         base = ["--config", CONFIGS.get(name, name)]
         if kind == "max":
-          tries = [[*base, "--topology", first, "--max-batch", "--batch-multiple", str(multiple)]]
+          search = ["--max-batch", "--batch-multiple", str(multiple)]
+          search += ["--known", str(out)] if out.exists() else []
+          tries = [[*base, "--topology", first, *search]]
         elif kind == "paper":
           tries = [[*base, "--topology", s, "--batch", str(PAPER_BATCH)] for s in SLICES[chip]]
         else:
@@ -85,7 +88,7 @@ def cells(configs, chips, kinds, multiple):
 def measure(args) -> None:
   out = pathlib.Path(args.out)
   done = {tuple(r["cell"]) for r in read(out)}
-  for cell, tries in cells(args.configs, args.chips, args.cells, args.multiple):
+  for cell, tries in cells(args.configs, args.chips, args.cells, args.multiple, out):
     if cell in done:
       continue
     for aot_args in tries:  # the paper cell moves to the next slice while the batch does not fit
@@ -161,7 +164,7 @@ def main():
   ap.add_argument("--out", required=True, help="JSON lines, one per cell; appended to")
   ap.add_argument("--configs", default=",".join(CONFIGS))
   ap.add_argument("--chips", default=",".join(SLICES))
-  ap.add_argument("--cells", default="max,paper,sample")
+  ap.add_argument("--cells", default="paper,max,sample", help="in this order, per config and chip")
   ap.add_argument("--multiple", type=int, default=8, help="--max-batch searches multiples of it")
   ap.add_argument("--timeout", type=int, default=6 * 3600, help="seconds per sr3 aot")
   ap.add_argument("--markdown", action="store_true", help="print the table from --out and stop")

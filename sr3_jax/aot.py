@@ -251,6 +251,39 @@ class Trial:
   fits: bool
   peak_hbm_bytes: int | None  # the compiled program's, or what the compiler said it needed
   compile_s: float
+  known: bool = False  # taken from an earlier compile (`known=`), not compiled here
+
+
+# What must match for an earlier `sr3 aot --json` line to stand for a compile of this program.
+_SAME_PROGRAM = ("config", "what", "topology", "num_slices", "dtype", "sampling_steps", "set")
+
+
+def load_known(path, **program) -> list[AotResult]:
+  """The results in `path` (JSON lines of earlier `sr3 aot --json` runs, such as
+  benchmarks/tpu_table.py's --out) of the program `program` names (every field of
+  _SAME_PROGRAM; `set` is the list of --set overrides, [] in lines written before it was
+  recorded). Lines of other programs, errors and unreadable lines are skipped."""
+  import json
+  import pathlib
+
+  missing = sorted(set(_SAME_PROGRAM) - set(program))
+  if missing:
+    raise TypeError(f"load_known needs {missing}")
+  p = pathlib.Path(path)
+  if not p.is_file():
+    raise FileNotFoundError(f"--known {path}: no such file (JSON lines from `sr3 aot --json`)")
+  names = {f.name for f in dataclasses.fields(AotResult)}
+  out = []
+  for line in p.read_text().splitlines():
+    try:
+      r = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if not isinstance(r, dict) or "error" in r or not names <= set(r):
+      continue
+    if all(r.get(k, [] if k == "set" else None) == program[k] for k in _SAME_PROGRAM):
+      out.append(AotResult(**{k: r[k] for k in names}))
+  return out
 
 
 def max_batch(
@@ -261,21 +294,35 @@ def max_batch(
   steps: int | None = None,
   multiple: int = 1,
   log=None,
+  known: list[AotResult] = (),
 ) -> tuple[int, AotResult, list[Trial]]:
   """The largest per-chip batch (a multiple of `multiple`) whose program fits in HBM.
 
   A program that does not fit costs little (the compiler stops at memory assignment) and one that
   fits costs a whole compile, so the search starts from the config's own per-chip batch, aims
   above it at the batch an affine fit of memory predicts, doubles while programs fit, and then
-  bisects between the largest fit and the smallest failure, to a step of `multiple`.
+  bisects between the largest fit and the smallest failure, to a step of `multiple`. `known`:
+  earlier compiles of this same program (load_known); a batch among them is not compiled again.
   """
   devices = len(tpu_devices(topology, num_slices))
   if multiple < 1:
     raise ValueError(f"--batch-multiple {multiple}: use a positive integer")
   trials: list[Trial] = []
   results: dict[int, AotResult] = {}
+  earlier = {
+    int(r.per_device_batch): r
+    for r in known
+    if r.devices == devices and r.fits is not None and float(r.per_device_batch).is_integer()
+  }
 
   def trial(per_device: int) -> bool:
+    if per_device in earlier:
+      r = earlier[per_device]
+      results[per_device] = r
+      trials.append(Trial(per_device, r.fits, r.peak_hbm_bytes, r.compile_s, known=True))
+      if log:
+        print(f"aot: {per_device}/chip: {gib(r.peak_hbm_bytes)}, fits={r.fits}, known", file=log)
+      return r.fits
     c = config.copy_and_resolve_references()
     c.train.batch_size = per_device * devices
     try:

@@ -109,7 +109,22 @@ def _aot(args) -> int:
     if args.dtype:
       config.model.dtype = args.dtype
     trials = None
+    if args.known and not args.max_batch:
+      raise ValueError("--known serves --max-batch; add --max-batch, or drop --known")
     if args.max_batch:
+      known = []
+      if args.known:
+        steps = (args.steps or config.sampling.steps) if args.what == "sample" else None
+        known = aot.load_known(
+          args.known,
+          config=args.config,
+          what=args.what,
+          topology=args.topology,
+          num_slices=args.num_slices,
+          dtype=config.model.dtype,
+          sampling_steps=steps,
+          set=list(args.set),
+        )
       _, result, trials = aot.max_batch(
         config,
         args.topology,
@@ -118,6 +133,7 @@ def _aot(args) -> int:
         args.steps,
         multiple=args.batch_multiple,
         log=sys.stderr,
+        known=known,
       )
     else:
       result = aot.compile_for(
@@ -129,7 +145,7 @@ def _aot(args) -> int:
   result.config = args.config
   print(aot.summary(result), file=sys.stderr)
   if args.json:
-    out = dataclasses.asdict(result)
+    out = dict(dataclasses.asdict(result), set=list(args.set))  # the overrides name the program
     if trials is not None:  # the largest fitting batch's program, and every batch tried
       out["max_batch_trials"] = [dataclasses.asdict(t) for t in trials]
     print(json.dumps(out))
@@ -616,6 +632,13 @@ def main(argv=None) -> int:
   )
   p.add_argument(
     "--batch-multiple", type=int, default=1, help="--max-batch searches multiples of this"
+  )
+  p.add_argument(
+    "--known",
+    default=None,
+    metavar="FILE",
+    help="JSON lines of earlier `sr3 aot --json` runs: --max-batch takes the batches they "
+    "compiled for this same program (config, topology, slices, what, dtype, --set) as done",
   )
   p.add_argument("--steps", type=int, default=None, help="sampling steps for --what sample")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="compute dtype")

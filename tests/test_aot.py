@@ -59,6 +59,7 @@ def test_sampler_and_the_cli_json(v5p_train):
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert out["what"] == "sample" and out["sampling_steps"] == 3 and out["devices"] == 4
   assert out["device_kind"].startswith("TPU v5") and out["global_batch"] == 4
+  assert out["set"] == []  # the overrides are part of the program (`--known` matches on them)
   for key in ("peak_hbm_bytes", "flops_per_step", "optimal_seconds", "mfu_bound", "compile_s"):
     assert out[key] > 0, key
   forward = out["flops_per_step"] / (3 * out["per_device_batch"])
@@ -177,10 +178,55 @@ def test_max_batch_finds_the_boundary_with_few_full_compiles(monkeypatch):
     fits = [t.per_device for t in trials if t.fits]
     assert max(fits) == want and min(t.per_device for t in trials if not t.fits) == want + multiple
     assert len(fits) <= 4, trials
+  # Earlier compiles of the same program (sr3 aot --known): their batches are not compiled again,
+  # and the answer is the same.
+  earlier = [r for r in (result,) if r.fits]
+  for r in earlier:
+    r.per_device_batch, r.devices = r.global_batch / 4, 4
+  memory = _Memory()
+  monkeypatch.setattr(aot, "compile_for", memory)
+  best, _, trials = aot.max_batch(c, "v5e:2x2", multiple=8, known=earlier)
+  assert best == 40 and 40 not in memory.asked
+  assert [t.per_device for t in trials if t.known] == [40]
   # A program that does not fit even at one image per chip: one error with the fixes.
   monkeypatch.setattr(aot, "compile_for", _Memory(base=30.0))
   with pytest.raises(aot.DoesNotFit, match=r"v5e:2x2 .*does not fit at 1 image.*mesh.fsdp"):
     aot.max_batch(c, "v5e:2x2")
+
+
+def test_known_compiles_are_read_only_for_the_same_program(tmp_path):
+  """`sr3 aot --known FILE`: lines of other configs, topologies, dtypes or --set overrides, error
+  lines and torn lines are skipped; a line written before --set was recorded counts as none."""
+  fields = {f.name: 1 for f in dataclasses.fields(aot.AotResult)}
+  program = dict(
+    config=CFG,
+    what="train",
+    topology="v5e:2x4",
+    num_slices=1,
+    dtype="bfloat16",
+    sampling_steps=None,
+  )
+  line = lambda **kw: json.dumps({**fields, **program, **kw})
+  path = tmp_path / "table.jsonl"
+  path.write_text(
+    "\n".join(
+      [
+        line(per_device_batch=32),  # before --set was recorded
+        line(per_device_batch=40, set=[]),
+        line(per_device_batch=48, set=["model.remat=True"]),
+        line(per_device_batch=56, topology="v6e:2x4"),
+        line(per_device_batch=64, dtype="float32"),
+        json.dumps({"error": "does not fit", "cell": ["16_128", "v5e", "max"]}),
+        line(per_device_batch=72)[:40],
+      ]
+    )
+  )
+  got = aot.load_known(path, **program, set=[])
+  assert [r.per_device_batch for r in got] == [32, 40]
+  got = aot.load_known(path, **program, set=["model.remat=True"])
+  assert [r.per_device_batch for r in got] == [48]
+  with pytest.raises(FileNotFoundError, match="--known .*missing.jsonl"):
+    aot.load_known(tmp_path / "missing.jsonl", **program, set=[])
 
 
 def test_a_cascade_planned_for_tpu_chips_from_the_compilers_costs():
