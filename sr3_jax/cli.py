@@ -242,8 +242,9 @@ def _upscale(args) -> int:
         if args.adaptive
         else None
       ),
+      overrides=_overrides(args.set),
     )
-  except (FileNotFoundError, ValueError) as e:
+  except (FileNotFoundError, ValueError, KeyError) as e:
     print(f"sr3 upscale: {e}", file=sys.stderr)
     return 2
   print(args.output)
@@ -704,6 +705,13 @@ def main(argv=None) -> int:
   )
   p.add_argument("--overlap", type=int, default=8, help="LR pixels shared by neighbouring tiles")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="sampling.KEY=VALUE",
+    help="sample differently from the run's config, e.g. sampling.eta=0 (repeatable)",
+  )
   p.set_defaults(fn=_upscale)
 
   p = sub.add_parser(

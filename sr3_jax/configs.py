@@ -303,6 +303,15 @@ def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
   return config
 
 
+def apply_sampling_overrides(config, overrides: dict | None, command: str) -> None:
+  """`--set` overrides for a command that samples a trained model (eval, upscale): only the
+  sampling.* fields may change, since the rest describe the checkpoint."""
+  for key in overrides or {}:
+    if not key.startswith("sampling."):
+      raise ValueError(f"--set {key}: {command} may change sampling.* fields only")
+  apply_overrides(config, overrides)
+
+
 def apply_overrides(config, overrides: dict | None) -> None:
   """Dotted overrides such as {"train.num_steps": 10}, in place; an unknown field is a KeyError."""
   for key, value in (overrides or {}).items():

@@ -222,10 +222,7 @@ def evaluate(
     if metric in metric_names:
       weights.locate(key, path)  # a missing file stops here, before sampling
   config, model, params, step = checkpoint.load_for_inference(checkpoint_path)
-  for key in overrides or {}:
-    if not key.startswith("sampling."):
-      raise ValueError(f"--set {key}: eval may change sampling.* fields only")
-  configs.apply_overrides(config, overrides)
+  configs.apply_sampling_overrides(config, overrides, "eval")
   if config.model.conditioning == "none":
     return evaluate_base(
       checkpoint_path, config, model, params, step, dataset, num_images, steps, sampler, seed,

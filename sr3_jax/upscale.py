@@ -29,7 +29,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from sr3_jax import images, inference, sharding
+from sr3_jax import configs, images, inference, sharding
 from sr3_jax.checkpoint import load_for_inference
 
 
@@ -129,6 +129,7 @@ class Upscaler:
     overlap: int = 8,
     seed: int = 0,
     exported: str | None = None,
+    overrides: dict | None = None,
   ):
     if int(samples) < 1:
       raise ValueError(f"--samples {samples} must be at least 1")
@@ -137,12 +138,18 @@ class Upscaler:
     self.overlap = int(overlap)
     self.program = None
     if exported:
+      if overrides:
+        raise ValueError(
+          f"--set {next(iter(overrides))}: {exported}'s sampling was fixed when it was exported; "
+          "use --checkpoint, or export again with sr3 export"
+        )
       self._init_exported(exported, steps, sampler, batch, tile)
       return
     if not checkpoint:
       raise ValueError("give --checkpoint RUN (or --exported FILE from sr3 export)")
     tile = 64 if tile is None else tile
     self.config, model, self.params, self.step = load_for_inference(checkpoint)
+    configs.apply_sampling_overrides(self.config, overrides, "upscale")
     if sampler:
       self.config.sampling.sampler = sampler
     self.sampler = self.config.sampling.sampler
@@ -322,6 +329,7 @@ def upscale(
   log=None,
   exported: str | None = None,
   adaptive: dict | None = None,
+  overrides: dict | None = None,
 ) -> dict:
   """Super-resolves every file under `input_path` into `output`; returns (and writes) the report.
   With `adaptive` (Upscaler.adaptive's arguments), each image gets per-tile steps, recorded.
@@ -333,7 +341,9 @@ def upscale(
   files = input_files(input_path)
   if adaptive and samples != 1:
     raise ValueError("--adaptive writes one image per file: leave --samples at 1")
-  up = Upscaler(checkpoint, steps, sampler, samples, batch, tile, overlap, seed, exported)
+  up = Upscaler(
+    checkpoint, steps, sampler, samples, batch, tile, overlap, seed, exported, overrides
+  )
   if adaptive:
     up.check_adaptive(**adaptive)
   out_dir = pathlib.Path(output)
@@ -350,6 +360,7 @@ def upscale(
     "overlap": up.overlap,
     "batch": up.batch,
     "seed": seed,
+    **({"overrides": overrides} if overrides else {}),
     "files": [],
   }
   for index, (path, stem) in enumerate(

@@ -160,6 +160,30 @@ def test_upscale_single_file_and_bad_paths(tiny_workdir, inputs, tmp_path, capsy
   assert "neither a workdir" in capsys.readouterr().err
 
 
+def test_set_changes_how_upscale_samples(tiny_workdir, inputs, tmp_path, capsys):
+  """`--set sampling.KEY=VALUE` reaches the sampler's config and the report; fields outside
+  sampling.* describe the checkpoint and are refused, as are fields that do not exist."""
+  up = upscale.Upscaler(str(tiny_workdir), sampler="ddim", overrides={"sampling.eta": 1.0})
+  assert up.config.sampling.eta == 1.0 and up.config.sampling.sampler == "ddim"
+  assert upscale.Upscaler(str(tiny_workdir)).config.sampling.eta == 0.0  # the run's own
+  base = ["upscale", "--checkpoint", str(tiny_workdir), "--input", str(inputs / "gray.jpg")]
+  base += ["--steps", "2"]
+  out = tmp_path / "ddim1"
+  assert (
+    cli.main([*base, "--output", str(out), "--sampler", "ddim", "--set", "sampling.eta=1"]) == 0
+  )
+  with Image.open(out / "gray.png") as im:
+    assert im.size == (40, 36)
+  report = json.loads((out / "upscale.json").read_text())
+  assert report["overrides"] == {"sampling.eta": 1} and report["sampler"] == "ddim"
+  for bad, message in (
+    ("model.channels=8", "--set model.channels: upscale may change sampling.* fields only"),
+    ("sampling.nope=1", "sampling.nope"),
+  ):
+    assert cli.main([*base, "--output", str(tmp_path / "bad"), "--set", bad]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_load_image_modes(tmp_path):
   Image.fromarray(np.full((4, 5), 40000, np.uint16)).save(tmp_path / "deep.png")  # 16-bit gray
   img = images.load_image(tmp_path / "deep.png")
