@@ -41,14 +41,26 @@ HBM_BYTES = {
   "TPU v6 lite": 32 * GIB,  # v6e (Trillium)
   "TPU v6e": 32 * GIB,
 }
+# What the TPU compiler lets a program hold per chip: the "available HBM" of its out-of-memory
+# message (libtpu 0.0.42.1), the chip's HBM less what the runtime keeps. `fits` is judged by it.
+USABLE_HBM_BYTES = {
+  "TPU v4": int(30.75 * GIB),
+  "TPU v5 lite": int(15.75 * GIB),
+  "TPU v5e": int(15.75 * GIB),
+  "TPU v5p": int(95.74 * GIB),
+  "TPU v5": int(95.74 * GIB),
+  "TPU v6 lite": int(31.25 * GIB),
+  "TPU v6e": int(31.25 * GIB),
+}
 WHAT = ("train", "sample")
 EXAMPLE_TOPOLOGIES = ("v4:2x2x1", "v5e:2x2", "v5p:2x2x1", "v6e:2x2")
 
 
-def hbm_bytes(device_kind: str) -> int | None:
-  for key in sorted(HBM_BYTES, key=len, reverse=True):  # most specific name first
+def hbm_bytes(device_kind: str, table: dict = HBM_BYTES) -> int | None:
+  """The chip's HBM (or, with table=USABLE_HBM_BYTES, what the compiler lets a program use)."""
+  for key in sorted(table, key=len, reverse=True):  # most specific name first
     if key.lower() in device_kind.lower():
-      return HBM_BYTES[key]
+      return table[key]
   return None
 
 
@@ -79,6 +91,7 @@ class AotResult:
   optimal_seconds: float | None
   mfu_bound: float | None
   compile_s: float
+  usable_hbm_bytes: int | None = None  # the compiler's limit per chip, which `fits` is judged by
 
 
 class DoesNotFit(ValueError):
@@ -202,6 +215,7 @@ def compile_for(
   temp, alias = int(mem.temp_size_in_bytes), int(mem.alias_size_in_bytes)
   peak = arg + out + temp - alias
   hbm = hbm_bytes(kind)
+  usable = hbm_bytes(kind, USABLE_HBM_BYTES) or hbm
   flops = float(cost["flops"]) if "flops" in cost else None
   # The cost model answers a negative sentinel where it cannot estimate an op (e.g. XLA's
   # RngBitGenerator, which the rbg dropout generators use): no estimate then, not a negative time.
@@ -236,7 +250,8 @@ def compile_for(
     output_bytes=out,
     temp_bytes=temp,
     alias_bytes=alias,
-    fits=None if hbm is None else peak <= hbm,
+    fits=None if usable is None else peak <= usable,
+    usable_hbm_bytes=usable,
     flops_per_step=flops,
     bytes_accessed=accessed,
     optimal_seconds=seconds,
@@ -273,16 +288,17 @@ def load_known(path, **program) -> list[AotResult]:
   if not p.is_file():
     raise FileNotFoundError(f"--known {path}: no such file (JSON lines from `sr3 aot --json`)")
   names = {f.name for f in dataclasses.fields(AotResult)}
+  required = {f.name for f in dataclasses.fields(AotResult) if f.default is dataclasses.MISSING}
   out = []
   for line in p.read_text().splitlines():
     try:
       r = json.loads(line)
     except json.JSONDecodeError:
       continue
-    if not isinstance(r, dict) or "error" in r or not names <= set(r):
+    if not isinstance(r, dict) or "error" in r or not required <= set(r):
       continue
     if all(r.get(k, [] if k == "set" else None) == program[k] for k in _SAME_PROGRAM):
-      out.append(AotResult(**{k: r[k] for k in names}))
+      out.append(AotResult(**{k: r[k] for k in names & set(r)}))
   return out
 
 
@@ -368,7 +384,7 @@ def max_batch(
   if hi is None:  # aim where memory's affine fit through the fit says the HBM runs out
     r = results[lo]
     slope = max(r.peak_hbm_bytes - r.argument_bytes, 1) / lo
-    guess = (r.hbm_per_device_bytes - r.argument_bytes) // slope
+    guess = ((r.usable_hbm_bytes or r.hbm_per_device_bytes) - r.argument_bytes) // slope
     b = max(up(int(guess)), 2 * lo) if guess > lo else 2 * lo
     while hi is None:
       if trial(b):

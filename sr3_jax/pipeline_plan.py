@@ -14,7 +14,7 @@ With a TPU topology (`--topology v5p:2x2x2`) the costs come from the TPU compile
 chip of it, with no TPU: its `optimal_seconds` per micro-batch (times the steps: the compiler
 counts a loop's body once) and the program's memory, arguments
 fixed and the rest per image; the devices default to the topology's chips and the memory to its
-HBM. Nothing is measured then.
+HBM less what the TPU runtime keeps (aot.USABLE_HBM_BYTES). Nothing is measured then.
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ def measure_tpu(
 ) -> tuple[list[StageCost], int]:
   """Each stage's cost on one chip of a TPU `topology`, from the TPU compiler (no TPU needed):
   time per micro-batch is the compiler's `optimal_seconds`; memory is the program's arguments
-  (parameters, grid) fixed and the rest per image. Also the chip's HBM."""
+  (parameters, grid) fixed and the rest per image. Also the HBM a program may use on the chip
+  (aot.USABLE_HBM_BYTES: the chip's less what the TPU runtime keeps)."""
   from sr3_jax import aot
 
   chip = aot.tpu_devices(topology)[:1]
@@ -111,7 +112,7 @@ def measure_tpu(
     arg = float(m.argument_size_in_bytes)
     peak = arg + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
     costs.append(StageCost(s.name, seconds, arg, max(peak - arg, 0.0) / micro_batch))
-  return costs, aot.hbm_bytes(chip[0].device_kind)
+  return costs, aot.hbm_bytes(chip[0].device_kind, aot.USABLE_HBM_BYTES)
 
 
 def _size(n: float) -> str:
