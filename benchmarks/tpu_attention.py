@@ -36,13 +36,7 @@ import jax.numpy as jnp  # noqa: E402
 from jax.sharding import SingleDeviceSharding  # noqa: E402
 
 from sr3_jax import aot, configs  # noqa: E402
-
-CONFIG_FILES = {
-  "16_128": "experiments/configs/sr3_faces_16_128.py",
-  "64_256": "experiments/configs/sr3_imagenet_64_256.py",
-  "64_512": "experiments/configs/sr3_64_512.py",
-  "256_1024": "experiments/configs/sr3_256_1024.py",
-}
+from tpu_table import CONFIGS as CONFIG_FILES  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def attention_shape(model) -> tuple[int, int, int, int]:
