@@ -298,7 +298,12 @@ def load_known(path, **program) -> list[AotResult]:
     if not isinstance(r, dict) or "error" in r or not required <= set(r):
       continue
     if all(r.get(k, [] if k == "set" else None) == program[k] for k in _SAME_PROGRAM):
-      out.append(AotResult(**{k: r[k] for k in names & set(r)}))
+      result = AotResult(**{k: r[k] for k in names & set(r)})
+      if result.usable_hbm_bytes is None:  # written when `fits` was judged by the datasheet
+        result.usable_hbm_bytes = hbm_bytes(result.device_kind, USABLE_HBM_BYTES)
+        if result.usable_hbm_bytes is not None:
+          result.fits = result.peak_hbm_bytes <= result.usable_hbm_bytes
+      out.append(result)
   return out
 
 

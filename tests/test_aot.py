@@ -204,6 +204,7 @@ def test_known_compiles_are_read_only_for_the_same_program(tmp_path):
   """`sr3 aot --known FILE`: lines of other configs, topologies, dtypes or --set overrides, error
   lines and torn lines are skipped; a line written before --set was recorded counts as none."""
   fields = {f.name: 1 for f in dataclasses.fields(aot.AotResult)}
+  fields.update(device_kind="TPU v5 lite", fits=True, usable_hbm_bytes=int(15.75 * aot.GIB))
   program = dict(
     config=CFG,
     what="train",
@@ -217,11 +218,14 @@ def test_known_compiles_are_read_only_for_the_same_program(tmp_path):
   path.write_text(
     "\n".join(
       [
-        # written before --set and usable_hbm_bytes were recorded
+        # written before --set and usable_hbm_bytes were recorded, when `fits` was judged by
+        # the chip's 16 GiB: 15.9 GiB is over the 15.75 the compiler lets a program use
         json.dumps(
           {
             k: v
-            for k, v in json.loads(line(per_device_batch=32)).items()
+            for k, v in json.loads(
+              line(per_device_batch=32, peak_hbm_bytes=int(15.9 * aot.GIB))
+            ).items()
             if k != "usable_hbm_bytes"
           }
         ),
@@ -236,6 +240,7 @@ def test_known_compiles_are_read_only_for_the_same_program(tmp_path):
   )
   got = aot.load_known(path, **program, set=[])
   assert [r.per_device_batch for r in got] == [32, 40]
+  assert [r.fits for r in got] == [False, True]  # the old line judged again by the usable HBM
   got = aot.load_known(path, **program, set=["model.remat=True"])
   assert [r.per_device_batch for r in got] == [48]
   with pytest.raises(FileNotFoundError, match="--known .*missing.jsonl"):
