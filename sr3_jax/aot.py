@@ -11,7 +11,9 @@ batches (nothing is allocated), and the compiler reports per chip:
 - cost: `flops` and `optimal_seconds`, the compiler's own estimate of the step's time, from which
   `mfu_bound` = flops / optimal_seconds / the chip's dense bf16 peak (an upper bound on MFU). For
   the sampler they are for the whole call: the compiler counts its loop's body (one step) once,
-  so `sr3 aot` multiplies by the steps.
+  so `sr3 aot` multiplies by the steps. The cost model counts −1 s for each op it cannot price;
+  those that do no work (FREE_UNPRICED_OPS: v4, v5e and v6e join sliced prefetches with them)
+  are taken back, and a program with any other has no time estimate.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ USABLE_HBM_BYTES = {
   "TPU v6 lite": int(31.25 * GIB),
   "TPU v6e": int(31.25 * GIB),
 }
+# Ops the TPU cost model cannot price: it counts −1 s for each into the program's
+# `optimal_seconds`. ConcatBitcast joins the slices of a sliced prefetch (memory-space assignment
+# copies a buffer into on-chip memory in slices, then views them as one buffer) and does no work
+# of its own, so its −1 s is taken back. Other unpriced ops (RngBitGenerator, for the rbg dropout
+# generators) do work: their program keeps no estimate.
+FREE_UNPRICED_OPS = ("ConcatBitcast",)
 WHAT = ("train", "sample")
 EXAMPLE_TOPOLOGIES = ("v4:2x2x1", "v5e:2x2", "v5p:2x2x1", "v6e:2x2")
 
@@ -92,6 +100,10 @@ class AotResult:
   mfu_bound: float | None
   compile_s: float
   usable_hbm_bytes: int | None = None  # the compiler's limit per chip, which `fits` is judged by
+  # The cost model's own optimal_seconds (× the steps for a sampler) before FREE_UNPRICED_OPS'
+  # −1 s each were taken back, and how many were.
+  cost_model_seconds: float | None = None
+  free_unpriced_ops: int = 0
 
 
 class DoesNotFit(ValueError):
@@ -115,6 +127,25 @@ def required_bytes(message: str) -> int | None:
 def _first_line(e: Exception) -> str:
   text = str(e).strip().splitlines()
   return text[0][:300] if text else type(e).__name__
+
+
+def cost_of(compiled) -> dict:
+  """The compiled program's cost analysis as one dict (older jax gives a list of one)."""
+  cost = compiled.cost_analysis()
+  return (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
+
+
+def optimal_seconds(compiled) -> tuple[float | None, float | None, int]:
+  """The compiler's time for one run of `compiled` (None where it has no estimate), its raw
+  `optimal_seconds`, and how many free unpriced ops (FREE_UNPRICED_OPS) were taken back."""
+  cost = cost_of(compiled)
+  if "optimal_seconds" not in cost:
+    return None, None, 0
+  raw = float(cost["optimal_seconds"])
+  text = compiled.as_text() if raw <= 0 else ""
+  free = sum(text.count(f'custom_call_target="{op}"') for op in FREE_UNPRICED_OPS)
+  seconds = raw + free
+  return (seconds if seconds > 0 else None), raw, free
 
 
 def tpu_devices(topology: str, num_slices: int = 1) -> list[Any]:
@@ -208,8 +239,7 @@ def compile_for(
     ) from None
   compile_s = time.perf_counter() - t
   mem = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  cost = (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
+  cost = cost_of(compiled)
   kind = devices[0].device_kind
   arg, out = int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes)
   temp, alias = int(mem.temp_size_in_bytes), int(mem.alias_size_in_bytes)
@@ -217,9 +247,9 @@ def compile_for(
   hbm = hbm_bytes(kind)
   usable = hbm_bytes(kind, USABLE_HBM_BYTES) or hbm
   flops = float(cost["flops"]) if "flops" in cost else None
-  # The cost model answers a negative sentinel where it cannot estimate an op (e.g. XLA's
-  # RngBitGenerator, which the rbg dropout generators use): no estimate then, not a negative time.
-  seconds = float(cost["optimal_seconds"]) if (cost.get("optimal_seconds") or 0) > 0 else None
+  # The cost model counts −1 s for each op it cannot price: free ones are taken back, and a
+  # program with others (XLA's RngBitGenerator, for the rbg dropout generators) has no estimate.
+  seconds, raw_seconds, free_unpriced = optimal_seconds(compiled)
   accessed = float(cost["bytes accessed"]) if "bytes accessed" in cost else None
   peak_tflops = bench.peak_tflops(kind, "bfloat16")
   mfu = flops / seconds / (peak_tflops * 1e12) if (flops and seconds and peak_tflops) else None
@@ -229,6 +259,7 @@ def compile_for(
     # 8-step sampler get the same figures), so the sampler's scan over its steps is one step
     # here; the whole call is n of them (the few ops outside the loop are counted n times too).
     flops, seconds, accessed = (None if v is None else v * n for v in (flops, seconds, accessed))
+    raw_seconds = None if raw_seconds is None else raw_seconds * n
   bs = config.train.batch_size
   return AotResult(
     config=config_spec,
@@ -257,6 +288,8 @@ def compile_for(
     optimal_seconds=seconds,
     mfu_bound=mfu,
     compile_s=compile_s,
+    cost_model_seconds=raw_seconds,
+    free_unpriced_ops=free_unpriced,
   )
 
 

@@ -100,10 +100,8 @@ def measure_tpu(
     args = (*jax.tree.map(abstract, args[:3]), key, *jax.tree.map(abstract, args[4:]))
     compiled = fn.lower(*args, **kwargs).compile()
     m = compiled.memory_analysis()
-    cost = compiled.cost_analysis()
-    cost = (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
     # The compiler counts the sampler's loop body (one step) once: the call is len(grid) − 1 steps.
-    seconds = float(cost.get("optimal_seconds") or 0) * (len(grid) - 1)
+    seconds = (aot.optimal_seconds(compiled)[0] or 0) * (len(grid) - 1)
     if seconds <= 0:
       raise ValueError(
         f"stage {s.name!r}: the TPU compiler gives no time estimate for its sampler on "
