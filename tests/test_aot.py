@@ -145,8 +145,9 @@ def test_the_cost_models_minus_one_for_a_free_op_is_taken_back():
   """On v5e the compiler prefetches weights into on-chip memory in slices and joins them with
   ConcatBitcast, an op its cost model cannot price: it counts −1 s for each into the program's
   optimal_seconds. `aot.optimal_seconds` adds those back; the result is within a few per cent of
-  the same program compiled without sliced prefetches, which the cost model prices whole. An op
-  that does work and is not priced (RngBitGenerator) leaves the program without an estimate."""
+  the same program compiled without sliced prefetches, which the cost model prices whole. Such
+  ops inside a conditional's branches, or an op that does work and is not priced
+  (RngBitGenerator), leave the program without an estimate."""
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -170,6 +171,23 @@ def test_the_cost_models_minus_one_for_a_free_op_is_taken_back():
   whole_seconds, whole_raw, whole_free = aot.optimal_seconds(whole)
   assert whole_free == 0 and whole_seconds == whole_raw > 0
   assert 0.7 < seconds / whole_seconds < 1.3, (seconds, whole_seconds)
+
+  # The same gradient behind a train step's non-finite skip: with ConcatBitcasts inside the
+  # conditional's branches, the cost model priced it by the skip (none) over the update (some),
+  # so taking back the −1 s would give the skip's time. No estimate then.
+  def step(weights, x):
+    value, grads = jax.value_and_grad(loss)(weights, x)
+    update = lambda ws: [w - 0.1 * g for w, g in zip(ws, grads)]
+    return jax.lax.cond(jnp.isfinite(value), update, lambda ws: ws, weights)
+
+  lowered = jax.jit(step, donate_argnums=0).lower(
+    [spec((1024, 1024))] * 4, spec((256, 1024), "data")
+  )
+  compiled = lowered.compile()
+  free, in_branches = aot._free_unpriced(compiled.as_text())
+  assert free > in_branches >= 1
+  assert aot.optimal_seconds(compiled)[0] is None
+  assert aot.optimal_seconds(compiled)[1] < 0
 
   key = jax.ShapeDtypeStruct(
     (), jax.random.key(0, impl="rbg").dtype, sharding=NamedSharding(mesh, P())
