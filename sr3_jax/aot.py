@@ -168,9 +168,12 @@ def optimal_seconds(compiled) -> tuple[float | None, float | None, int]:
   raw = float(cost["optimal_seconds"])
   if raw > 0:
     return raw, raw, 0
-  free, in_branches = _free_unpriced(compiled.as_text())
+  text = compiled.as_text()
+  free, in_branches = _free_unpriced(text)
   seconds = raw + free
-  return (seconds if seconds > 0 and not in_branches else None), raw, free
+  # RngBitGenerator does work and is not priced: its −1 s cannot be told from the step's time.
+  known = seconds > 0 and not in_branches and " rng-bit-generator(" not in text
+  return (seconds if known else None), raw, free
 
 
 def tpu_devices(topology: str, num_slices: int = 1) -> list[Any]:
