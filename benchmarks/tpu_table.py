@@ -8,12 +8,17 @@ ends, so the table survives an interrupted run and a rerun compiles only the cel
           `--known --out` hands it the paper cell's compile there, so the search starts above it;
 - paper:  the train step at the paper's global batch of 256 on the smallest slice that holds it
           (slices tried in order; a refusal costs little, the compiler stops at memory assignment);
-- sample: the 100-step sampler at 16 images per chip, `--what sample --steps 100 --batch B`; its
-          largest batch is estimated from memory's affine fit (marked "est."), not searched.
+- sample: the 100-step sampler at 16 images per chip, `--what sample --steps 100 --batch B`
+          (8, 4, 2, 1 per chip in turn where the chip cannot hold 16); its largest batch is
+          estimated from memory's affine fit (marked "est."), not searched.
 
   .venv/bin/python benchmarks/tpu_table.py --out tpu_table.jsonl [--configs 16_128,64_256]
       [--chips v5p,v4] [--cells paper,max,sample] [--multiple 8]   (--configs takes files too)
   .venv/bin/python benchmarks/tpu_table.py --out tpu_table.jsonl --markdown
+
+--compiler-option KEY=VALUE (repeatable) goes to every `sr3 aot`; such cells are kept apart from
+the default compile's in --out. `--compiler-option xla_tpu_sliced_prefetch_max_slices=0` gives
+v4, v5e and v6e train steps a time (BENCHMARKS.md, "Ops the TPU cost model cannot price").
 
 A paper config's train step takes 15–30 minutes to compile on a 2-core host; the whole table is
 about 16 such compiles per cell kind, more with the max-batch searches.
@@ -64,14 +69,19 @@ def run_aot(args: list[str], timeout: int) -> dict:
   return dict(error=(err or proc.stderr.strip().splitlines()[-1:] or ["?"])[-1], wall_s=wall)
 
 
-def cells(configs, chips, kinds, multiple, out):
+def options_key(options: dict) -> str:
+  return json.dumps(options or {}, sort_keys=True)
+
+
+def cells(configs, chips, kinds, multiple, out, options=()):
   """((config, chip, kind), [sr3 aot arguments to try in order]) for every cell."""
+  extra = [a for pair in options for a in ("--compiler-option", pair)]
   for name in configs:
     for chip in chips:
       first = SLICES[chip][0]
       chips_in_slice = 4 if chip in ("v4", "v5p") else 8
       for kind in kinds:
-        base = ["--config", CONFIGS.get(name, name)]
+        base = ["--config", CONFIGS.get(name, name), *extra]
         if kind == "max":
           search = ["--max-batch", "--batch-multiple", str(multiple)]
           search += ["--known", str(out)] if out.exists() else []
@@ -80,16 +90,21 @@ def cells(configs, chips, kinds, multiple, out):
           tries = [[*base, "--topology", s, "--batch", str(PAPER_BATCH)] for s in SLICES[chip]]
         else:
           sample = ["--what", "sample", "--steps", "100"]
-          batch = str(SAMPLE_PER_CHIP * chips_in_slice)
-          tries = [[*base, "--topology", first, *sample, "--batch", batch]]
+          per_chip = [SAMPLE_PER_CHIP >> k for k in range(SAMPLE_PER_CHIP.bit_length())]
+          tries = [
+            [*base, "--topology", first, *sample, "--batch", str(b * chips_in_slice)]
+            for b in per_chip  # 16 per chip, halved while the chip cannot hold it
+          ]
         yield (name, chip, kind), tries
 
 
 def measure(args) -> None:
   out = pathlib.Path(args.out)
-  done = {tuple(r["cell"]) for r in read(out)}
-  for cell, tries in cells(args.configs, args.chips, args.cells, args.multiple, out):
-    if cell in done:
+  options = {k: v for k, _, v in (p.partition("=") for p in args.compiler_option)}
+  done = {(tuple(r["cell"]), options_key(r.get("compiler_options"))) for r in read(out)}
+  todo = cells(args.configs, args.chips, args.cells, args.multiple, out, args.compiler_option)
+  for cell, tries in todo:
+    if (cell, options_key(options)) in done:
       continue
     for aot_args in tries:  # the paper cell moves to the next slice while the batch does not fit
       print(f"{cell}: sr3 aot {' '.join(aot_args)}", file=sys.stderr, flush=True)
@@ -108,7 +123,7 @@ def measure(args) -> None:
       )
       continue
     with out.open("a") as f:
-      f.write(json.dumps(dict(r, cell=list(cell))) + "\n")
+      f.write(json.dumps(dict(r, cell=list(cell), compiler_options=options)) + "\n")
     print(f"{cell}: {r.get('error') or summary(r)}", file=sys.stderr, flush=True)
 
 
@@ -140,6 +155,9 @@ def markdown(rows: list[dict]) -> str:
   ]
   for r in rows:
     name, chip, kind = r["cell"]
+    if r.get("compiler_options"):  # not the default compile: say which
+      kind_note = ", ".join(f"{k}={v}" for k, v in r["compiler_options"].items())
+      name = f"{name} ({kind_note})"
     if "error" in r:
       lines.append(f"| {name} | {chip} | {head[kind]} | — | — | {r['error']} | — | — | — |")
       continue
@@ -169,6 +187,9 @@ def main():
   ap.add_argument("--multiple", type=int, default=8, help="--max-batch searches multiples of it")
   ap.add_argument("--timeout", type=int, default=6 * 3600, help="seconds per sr3 aot")
   ap.add_argument("--markdown", action="store_true", help="print the table from --out and stop")
+  ap.add_argument(
+    "--compiler-option", action="append", default=[], metavar="KEY=VALUE", help="to sr3 aot"
+  )
   args = ap.parse_args()
   if args.markdown:
     print(markdown(read(pathlib.Path(args.out))))

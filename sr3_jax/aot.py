@@ -104,6 +104,9 @@ class AotResult:
   # −1 s each were taken back, and how many were.
   cost_model_seconds: float | None = None
   free_unpriced_ops: int = 0
+  # XLA options the program was compiled with (`sr3 aot --compiler-option`), such as
+  # xla_tpu_sliced_prefetch_max_slices=0 for a time the cost model can price; {} for the default.
+  compiler_options: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class DoesNotFit(ValueError):
@@ -234,6 +237,19 @@ def lower(config, what: str, devices: list[Any], steps: int | None = None):
   return inference.make_super_resolve(config, model).lower(params, lr, gammas, key), mesh
 
 
+def compiler_options(pairs) -> dict[str, str]:
+  """`--compiler-option KEY=VALUE` pairs as XLA's compile options; XLA parses each value itself."""
+  out = {}
+  for pair in pairs:
+    key, eq, value = pair.partition("=")
+    if not eq or not key.strip():
+      raise ValueError(
+        f"--compiler-option {pair!r}: write KEY=VALUE, e.g. xla_tpu_sliced_prefetch_max_slices=0"
+      )
+    out[key.strip()] = value.strip()
+  return out
+
+
 def compile_for(
   config,
   topology: str,
@@ -241,10 +257,13 @@ def compile_for(
   what: str = "train",
   steps: int | None = None,
   config_spec: str = "",
+  compiler_options: dict[str, str] | None = None,
 ) -> AotResult:
-  """Compiles `config`'s train step (or sampler) for the TPU topology; the compiler's figures."""
+  """Compiles `config`'s train step (or sampler) for the TPU topology; the compiler's figures.
+  `compiler_options`: XLA options for this compile (none by default)."""
   if what not in WHAT:
     raise ValueError(f"--what {what!r}; choose one of {WHAT}")
+  options = dict(compiler_options or {})
   configs.validate(config)
   devices = tpu_devices(topology, num_slices)
   try:
@@ -253,8 +272,13 @@ def compile_for(
     raise ValueError(f"{topology} × {num_slices} slice(s), {len(devices)} chips: {e}") from e
   t = time.perf_counter()
   try:
-    compiled = lowered.compile()
+    compiled = lowered.compile(compiler_options=options or None)
   except Exception as e:  # the TPU compiler refuses a program that cannot fit in HBM
+    if options and "INVALID_ARGUMENT" in str(e) and any(k in str(e) for k in options):
+      raise ValueError(
+        f"--compiler-option: the TPU compiler rejects it ({_first_line(e)}); name an option "
+        f"this libtpu knows, with a value of its type"
+      ) from None
     if "RESOURCE_EXHAUSTED" not in str(e):
       raise
     bs = config.train.batch_size
@@ -318,6 +342,7 @@ def compile_for(
     compile_s=compile_s,
     cost_model_seconds=raw_seconds,
     free_unpriced_ops=free_unpriced,
+    compiler_options=options,
   )
 
 
@@ -331,14 +356,26 @@ class Trial:
 
 
 # What must match for an earlier `sr3 aot --json` line to stand for a compile of this program.
-_SAME_PROGRAM = ("config", "what", "topology", "num_slices", "dtype", "sampling_steps", "set")
+_SAME_PROGRAM = (
+  "config",
+  "what",
+  "topology",
+  "num_slices",
+  "dtype",
+  "sampling_steps",
+  "set",
+  "compiler_options",
+)
+# What a line written before a field was recorded counts as.
+_UNRECORDED = {"set": [], "compiler_options": {}}
 
 
 def load_known(path, **program) -> list[AotResult]:
   """The results in `path` (JSON lines of earlier `sr3 aot --json` runs, such as
   benchmarks/tpu_table.py's --out) of the program `program` names (every field of
-  _SAME_PROGRAM; `set` is the list of --set overrides, [] in lines written before it was
-  recorded). Lines of other programs, errors and unreadable lines are skipped."""
+  _SAME_PROGRAM; `set` is the list of --set overrides and `compiler_options` the dict of
+  --compiler-option ones, [] and {} in lines written before they were recorded). Lines of other
+  programs, errors and unreadable lines are skipped."""
   import json
   import pathlib
 
@@ -349,7 +386,11 @@ def load_known(path, **program) -> list[AotResult]:
   if not p.is_file():
     raise FileNotFoundError(f"--known {path}: no such file (JSON lines from `sr3 aot --json`)")
   names = {f.name for f in dataclasses.fields(AotResult)}
-  required = {f.name for f in dataclasses.fields(AotResult) if f.default is dataclasses.MISSING}
+  required = {
+    f.name
+    for f in dataclasses.fields(AotResult)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+  }
   out = []
   for line in p.read_text().splitlines():
     try:
@@ -358,7 +399,7 @@ def load_known(path, **program) -> list[AotResult]:
       continue
     if not isinstance(r, dict) or "error" in r or not required <= set(r):
       continue
-    if all(r.get(k, [] if k == "set" else None) == program[k] for k in _SAME_PROGRAM):
+    if all(r.get(k, _UNRECORDED.get(k)) == program[k] for k in _SAME_PROGRAM):
       result = AotResult(**{k: r[k] for k in names & set(r)})
       if result.usable_hbm_bytes is None:  # written when `fits` was judged by the datasheet
         result.usable_hbm_bytes = hbm_bytes(result.device_kind, USABLE_HBM_BYTES)
@@ -377,6 +418,7 @@ def max_batch(
   multiple: int = 1,
   log=None,
   known: list[AotResult] = (),
+  compiler_options: dict[str, str] | None = None,
 ) -> tuple[int, AotResult, list[Trial]]:
   """The largest per-chip batch (a multiple of `multiple`) whose program fits in HBM.
 
@@ -408,7 +450,7 @@ def max_batch(
     c = config.copy_and_resolve_references()
     c.train.batch_size = per_device * devices
     try:
-      r = compile_for(c, topology, num_slices, what, steps)
+      r = compile_for(c, topology, num_slices, what, steps, compiler_options=compiler_options)
     except DoesNotFit as e:
       trials.append(Trial(per_device, False, e.required_bytes, e.compile_s))
     else:

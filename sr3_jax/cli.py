@@ -103,6 +103,7 @@ def _aot(args) -> int:
 
   try:
     overrides = _overrides(args.set)
+    options = aot.compiler_options(args.compiler_option)
     config = configs.load(args.config, overrides)
     if args.batch:
       config.train.batch_size = args.batch
@@ -124,6 +125,7 @@ def _aot(args) -> int:
           dtype=config.model.dtype,
           sampling_steps=steps,
           set=list(args.set),
+          compiler_options=options,
         )
       _, result, trials = aot.max_batch(
         config,
@@ -134,10 +136,11 @@ def _aot(args) -> int:
         multiple=args.batch_multiple,
         log=sys.stderr,
         known=known,
+        compiler_options=options,
       )
     else:
       result = aot.compile_for(
-        config, args.topology, args.num_slices, args.what, args.steps, args.config
+        config, args.topology, args.num_slices, args.what, args.steps, args.config, options
       )
   except (FileNotFoundError, ValueError, KeyError) as e:
     print(f"sr3 aot: {e}", file=sys.stderr)
@@ -644,6 +647,14 @@ def main(argv=None) -> int:
   p.add_argument("--steps", type=int, default=None, help="sampling steps for --what sample")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="compute dtype")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+  p.add_argument(
+    "--compiler-option",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="an XLA option for the TPU compile, e.g. xla_tpu_sliced_prefetch_max_slices=0 (no "
+    "sliced prefetches, so v4, v5e and v6e train steps get a time); recorded in the JSON",
+  )
   p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
   p.set_defaults(fn=_aot)
 

@@ -51,7 +51,10 @@ def test_sampler_and_the_cli_json(v5p_train):
   _tpu_compiler_or_skip()
   cmd = [sys.executable, "-m", "sr3_jax", "aot", "--config", CFG, "--topology", "v5p:2x2x1"]
   proc = subprocess.run(
-    cmd + ["--what", "sample", "--steps", "3", "--batch", "4", "--json"],
+    cmd
+    + ["--what", "sample", "--steps", "3", "--batch", "4", "--json"]
+    # an XLA option travels to the compile and into the JSON (it names the program for --known)
+    + ["--compiler-option", "xla_tpu_sliced_prefetch_max_slices=0"],
     capture_output=True,
     text=True,
     timeout=600,
@@ -61,6 +64,7 @@ def test_sampler_and_the_cli_json(v5p_train):
   assert out["what"] == "sample" and out["sampling_steps"] == 3 and out["devices"] == 4
   assert out["device_kind"].startswith("TPU v5") and out["global_batch"] == 4
   assert out["set"] == []  # the overrides are part of the program (`--known` matches on them)
+  assert out["compiler_options"] == {"xla_tpu_sliced_prefetch_max_slices": "0"}
   for key in ("peak_hbm_bytes", "flops_per_step", "optimal_seconds", "mfu_bound", "compile_s"):
     assert out[key] > 0, key
   forward = out["flops_per_step"] / (3 * out["per_device_batch"])
@@ -68,6 +72,12 @@ def test_sampler_and_the_cli_json(v5p_train):
   assert 0.2 < forward / train < 0.6, (forward, train)
   bad = subprocess.run(cmd[:-1] + ["v9z:1x1"], capture_output=True, text=True, timeout=300)
   assert bad.returncode == 2 and "--topology v9z:1x1" in bad.stderr
+  for option, named in (("xla_no_such_option=1", "xla_no_such_option"), ("no_value", "KEY=VALUE")):
+    bad = subprocess.run(
+      cmd + ["--compiler-option", option], capture_output=True, text=True, timeout=300
+    )
+    errors = [x for x in bad.stderr.splitlines() if x.startswith("sr3 aot:")]
+    assert bad.returncode == 2 and len(errors) == 1 and named in errors[0], bad.stderr[-2000:]
 
 
 def test_one_device_per_chip_on_every_generation():
@@ -205,7 +215,7 @@ class _Memory:
   def __init__(self, base=2.0, per_image=0.3):
     self.base, self.per_image, self.asked = base, per_image, []
 
-  def __call__(self, config, topology, num_slices, what, steps):
+  def __call__(self, config, topology, num_slices, what, steps, compiler_options=None):
     per_chip = config.train.batch_size // 4
     self.asked.append(per_chip)
     peak = int((self.base + self.per_image * per_chip) * aot.GIB)
@@ -261,6 +271,7 @@ def test_known_compiles_are_read_only_for_the_same_program(tmp_path):
   lines and torn lines are skipped; a line written before --set was recorded counts as none."""
   fields = {f.name: 1 for f in dataclasses.fields(aot.AotResult)}
   fields.update(device_kind="TPU v5 lite", fits=True, usable_hbm_bytes=int(15.75 * aot.GIB))
+  del fields["compiler_options"]  # as in lines written before it was recorded: none
   program = dict(
     config=CFG,
     what="train",
@@ -289,18 +300,22 @@ def test_known_compiles_are_read_only_for_the_same_program(tmp_path):
         line(per_device_batch=48, set=["model.remat=True"]),
         line(per_device_batch=56, topology="v6e:2x4"),
         line(per_device_batch=64, dtype="float32"),
+        line(per_device_batch=80, compiler_options={"xla_tpu_sliced_prefetch_max_slices": "0"}),
         json.dumps({"error": "does not fit", "cell": ["16_128", "v5e", "max"]}),
         line(per_device_batch=72)[:40],
       ]
     )
   )
-  got = aot.load_known(path, **program, set=[])
+  got = aot.load_known(path, **program, set=[], compiler_options={})
   assert [r.per_device_batch for r in got] == [32, 40]
   assert [r.fits for r in got] == [False, True]  # the old line judged again by the usable HBM
-  got = aot.load_known(path, **program, set=["model.remat=True"])
+  got = aot.load_known(path, **program, set=["model.remat=True"], compiler_options={})
   assert [r.per_device_batch for r in got] == [48]
+  options = {"xla_tpu_sliced_prefetch_max_slices": "0"}  # another compile of the same step
+  got = aot.load_known(path, **program, set=[], compiler_options=options)
+  assert [(r.per_device_batch, r.compiler_options) for r in got] == [(80, options)]
   with pytest.raises(FileNotFoundError, match="--known .*missing.jsonl"):
-    aot.load_known(tmp_path / "missing.jsonl", **program, set=[])
+    aot.load_known(tmp_path / "missing.jsonl", **program, set=[], compiler_options={})
 
 
 def test_a_cascade_planned_for_tpu_chips_from_the_compilers_costs():
