@@ -100,7 +100,9 @@ def cells(configs, chips, kinds, multiple, out, options=()):
 
 def measure(args) -> None:
   out = pathlib.Path(args.out)
-  options = {k: v for k, _, v in (p.partition("=") for p in args.compiler_option)}
+  from sr3_jax.aot import compiler_options  # the parse `sr3 aot` records, so reruns match it
+
+  options = compiler_options(args.compiler_option)
   done = {(tuple(r["cell"]), options_key(r.get("compiler_options"))) for r in read(out)}
   todo = cells(args.configs, args.chips, args.cells, args.multiple, out, args.compiler_option)
   for cell, tries in todo:
