@@ -40,10 +40,10 @@ CONFIGS = {
 }
 # Slices of each generation from its "-8" name upwards; the first is the table's slice.
 SLICES = {
-  "v4": ("v4:2x2x1", "v4:2x2x2", "v4:2x2x4", "v4:2x4x4"),
-  "v5e": ("v5e:2x4", "v5e:4x4", "v5e:4x8", "v5e:8x8"),
-  "v5p": ("v5p:2x2x1", "v5p:2x2x2", "v5p:2x2x4", "v5p:2x4x4"),
-  "v6e": ("v6e:2x4", "v6e:4x4", "v6e:4x8", "v6e:8x8"),
+  "v4": ("v4:2x2x1", "v4:2x2x2", "v4:2x2x4", "v4:2x4x4", "v4:4x4x4"),
+  "v5e": ("v5e:2x4", "v5e:4x4", "v5e:4x8", "v5e:8x8", "v5e:8x16"),
+  "v5p": ("v5p:2x2x1", "v5p:2x2x2", "v5p:2x2x4", "v5p:2x4x4", "v5p:4x4x4"),
+  "v6e": ("v6e:2x4", "v6e:4x4", "v6e:4x8", "v6e:8x8", "v6e:8x16"),
 }
 PAPER_BATCH = 256
 SAMPLE_PER_CHIP = 16
