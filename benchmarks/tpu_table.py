@@ -14,6 +14,7 @@ ends, so the table survives an interrupted run and a rerun compiles only the cel
 
   .venv/bin/python benchmarks/tpu_table.py --out tpu_table.jsonl [--configs 16_128,64_256]
       [--chips v5p,v4] [--cells paper,max,sample] [--multiple 8]   (--configs takes files too)
+      [--start v4:4x4x4]   (paper cells skip the slices a run before this one saw refused)
   .venv/bin/python benchmarks/tpu_table.py --out tpu_table.jsonl --markdown
 
 --compiler-option KEY=VALUE (repeatable) goes to every `sr3 aot`; such cells are kept apart from
@@ -73,8 +74,9 @@ def options_key(options: dict) -> str:
   return json.dumps(options or {}, sort_keys=True)
 
 
-def cells(configs, chips, kinds, multiple, out, options=()):
-  """((config, chip, kind), [sr3 aot arguments to try in order]) for every cell."""
+def cells(configs, chips, kinds, multiple, out, options=(), start=()):
+  """((config, chip, kind), [sr3 aot arguments to try in order]) for every cell; a paper cell
+  starts at its generation's slice in `start`, if any (the slices below it were refused before)."""
   extra = [a for pair in options for a in ("--compiler-option", pair)]
   for name in configs:
     for chip in chips:
@@ -87,7 +89,9 @@ def cells(configs, chips, kinds, multiple, out, options=()):
           search += ["--known", str(out)] if out.exists() else []
           tries = [[*base, "--topology", first, *search]]
         elif kind == "paper":
-          tries = [[*base, "--topology", s, "--batch", str(PAPER_BATCH)] for s in SLICES[chip]]
+          slices = SLICES[chip]
+          slices = next((slices[slices.index(s) :] for s in start if s in slices), slices)
+          tries = [[*base, "--topology", s, "--batch", str(PAPER_BATCH)] for s in slices]
         else:
           sample = ["--what", "sample", "--steps", "100"]
           per_chip = [SAMPLE_PER_CHIP >> k for k in range(SAMPLE_PER_CHIP.bit_length())]
@@ -104,7 +108,9 @@ def measure(args) -> None:
 
   options = compiler_options(args.compiler_option)
   done = {(tuple(r["cell"]), options_key(r.get("compiler_options"))) for r in read(out)}
-  todo = cells(args.configs, args.chips, args.cells, args.multiple, out, args.compiler_option)
+  todo = cells(
+    args.configs, args.chips, args.cells, args.multiple, out, args.compiler_option, args.start
+  )
   for cell, tries in todo:
     if (cell, options_key(options)) in done:
       continue
@@ -188,6 +194,12 @@ def main():
   ap.add_argument("--cells", default="paper,max,sample", help="in this order, per config and chip")
   ap.add_argument("--multiple", type=int, default=8, help="--max-batch searches multiples of it")
   ap.add_argument("--timeout", type=int, default=6 * 3600, help="seconds per sr3 aot")
+  ap.add_argument(
+    "--start",
+    default="",
+    metavar="SLICE,…",
+    help="paper cells start at these slices, e.g. v4:4x4x4 (the smaller ones were refused before)",
+  )
   ap.add_argument("--markdown", action="store_true", help="print the table from --out and stop")
   ap.add_argument(
     "--compiler-option", action="append", default=[], metavar="KEY=VALUE", help="to sr3 aot"
@@ -199,6 +211,12 @@ def main():
   args.configs, args.chips, args.cells = (
     v.split(",") for v in (args.configs, args.chips, args.cells)
   )
+  args.start = [s for s in args.start.split(",") if s]
+  for s in args.start:
+    if not any(s in slices for slices in SLICES.values()):
+      ap.error(
+        f"--start {s}: not a slice this table tries; one of {', '.join(sum(SLICES.values(), ()))}"
+      )
   for name in args.configs:
     if name not in CONFIGS and not pathlib.Path(name.partition(":")[0]).exists():
       ap.error(f"--configs {name}: a config file, or one of {', '.join(CONFIGS)}")
