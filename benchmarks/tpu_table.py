@@ -41,7 +41,7 @@ CONFIGS = {
 }
 # Slices of each generation from its "-8" name upwards; the first is the table's slice.
 SLICES = {
-  "v4": ("v4:2x2x1", "v4:2x2x2", "v4:2x2x4", "v4:2x4x4", "v4:4x4x4"),
+  "v4": ("v4:2x2x1", "v4:2x2x2", "v4:2x2x4", "v4:2x4x4", "v4:4x4x4", "v4:4x4x8"),
   "v5e": ("v5e:2x4", "v5e:4x4", "v5e:4x8", "v5e:8x8", "v5e:8x16"),
   "v5p": ("v5p:2x2x1", "v5p:2x2x2", "v5p:2x2x4", "v5p:2x4x4", "v5p:4x4x4"),
   "v6e": ("v6e:2x4", "v6e:4x4", "v6e:4x8", "v6e:8x8", "v6e:8x16"),
@@ -107,7 +107,11 @@ def measure(args) -> None:
   from sr3_jax.aot import compiler_options  # the parse `sr3 aot` records, so reruns match it
 
   options = compiler_options(args.compiler_option)
-  done = {(tuple(r["cell"]), options_key(r.get("compiler_options"))) for r in read(out)}
+  done = {  # a cell whose largest slice compiled but did not fit is tried again (with --start)
+    (tuple(r["cell"]), options_key(r.get("compiler_options")))
+    for r in read(out)
+    if r.get("fits") is not False
+  }
   todo = cells(
     args.configs, args.chips, args.cells, args.multiple, out, args.compiler_option, args.start
   )
