@@ -179,12 +179,13 @@ def markdown(rows: list[dict]) -> str:
       slope = (r["peak_hbm_bytes"] - r["argument_bytes"]) / r["per_device_batch"]
       est = (r["hbm_per_device_bytes"] - r["argument_bytes"]) / slope
       per_chip += f" (largest ≈ {est:.0f}, est.)"
+    over = ", over the usable HBM: no slice tried holds it" if r.get("fits") is False else ""
     rate = "—"
     if r.get("optimal_seconds"):
       rate = f"{r['per_device_batch'] / r['optimal_seconds']:.3g}"
     lines.append(
       f"| {name} | {chip} | {head[kind]} | {r['topology']} ({r['devices']}) | {per_chip} | "
-      f"{r['peak_hbm_bytes'] / GIB:.1f} of {r['hbm_per_device_bytes'] / GIB:.0f} GiB | {mfu} | "
+      f"{r['peak_hbm_bytes'] / GIB:.1f} of {r['hbm_per_device_bytes'] / GIB:.0f} GiB{over} | {mfu} | "
       f"{rate} | {r['compile_s']:.0f} s |"
     )
   return "\n".join(lines)
