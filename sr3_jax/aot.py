@@ -13,7 +13,9 @@ batches (nothing is allocated), and the compiler reports per chip:
   the sampler they are for the whole call: the compiler counts its loop's body (one step) once,
   so `sr3 aot` multiplies by the steps. The cost model counts −1 s for each op it cannot price;
   those that do no work (FREE_UNPRICED_OPS: v4, v5e and v6e join sliced prefetches with them)
-  are taken back, and a program with any other has no time estimate.
+  are taken back, and a program with any other has no time estimate. Over several slices the
+  cost model prices the chips' work but not the DCN wire: `dcn_bytes_per_step` is what each chip
+  sends over DCN, to set against the slices' DCN bandwidth.
 """
 
 from __future__ import annotations
@@ -57,9 +59,13 @@ USABLE_HBM_BYTES = {
 # Ops the TPU cost model cannot price: it counts −1 s for each into the program's
 # `optimal_seconds`. ConcatBitcast joins the slices of a sliced prefetch (memory-space assignment
 # copies a buffer into on-chip memory in slices, then views them as one buffer) and does no work
-# of its own, so its −1 s is taken back. Other unpriced ops (RngBitGenerator, for the rbg dropout
-# generators) do work: their program keeps no estimate.
-FREE_UNPRICED_OPS = ("ConcatBitcast",)
+# of its own, so its −1 s is taken back. A multi-slice program adds two more that do next to none:
+# ZeroCrop zeroes, in place, the padding of a gradient before its share goes over DCN (its output
+# aliases its operand), and SliceId reads the chip's slice number (one scalar). Other unpriced
+# ops (RngBitGenerator, for the rbg dropout generators) do work: their program keeps no estimate.
+FREE_UNPRICED_OPS = ("ConcatBitcast", "ZeroCrop", "SliceId")
+# Bytes per element of the HLO types a DCN transfer carries.
+_HLO_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s8": 1, "u8": 1, "pred": 1}
 WHAT = ("train", "sample")
 EXAMPLE_TOPOLOGIES = ("v4:2x2x1", "v5e:2x2", "v5p:2x2x1", "v6e:2x2")
 
@@ -107,6 +113,10 @@ class AotResult:
   # XLA options the program was compiled with (`sr3 aot --compiler-option`), such as
   # xla_tpu_sliced_prefetch_max_slices=0 for a time the cost model can price; {} for the default.
   compiler_options: dict[str, str] = dataclasses.field(default_factory=dict)
+  # Bytes each chip sends over DCN per step (the multi-slice collectives' `send`s; 0 on one
+  # slice). The cost model does not price the DCN wire: `optimal_seconds` is the chips' own work,
+  # and a step whose DCN transfers do not overlap it takes this / the chip's DCN bandwidth more.
+  dcn_bytes_per_step: int = 0
 
 
 class DoesNotFit(ValueError):
@@ -155,6 +165,17 @@ def _free_unpriced(hlo: str) -> tuple[int, int]:
     ):
       branches.update(c.strip().lstrip("%") for c in (group or one).split(",") if c.strip())
   return sum(per.values()), sum(n for c, n in per.items() if c in branches)
+
+
+def dcn_bytes(hlo: str) -> int:
+  """Bytes one chip sends over DCN in `hlo`: the payloads of its multi-slice `send`s (each a
+  tuple of the data, a u32 and a token), summed once per op as written."""
+  total = 0
+  for dtype, dims in re.findall(
+    r"= \((\w+)\[([\d,]*)\](?:\{[^}]*\})?, u32\[\][^,]*, token\[\]\) send\(", hlo
+  ):
+    total += math.prod(int(d) for d in dims.split(",") if d) * _HLO_BYTES.get(dtype, 4)
+  return total
 
 
 def optimal_seconds(compiled) -> tuple[float | None, float | None, int]:
@@ -303,6 +324,7 @@ def compile_for(
   # program with others (XLA's RngBitGenerator, for the rbg dropout generators) has no estimate.
   seconds, raw_seconds, free_unpriced = optimal_seconds(compiled)
   accessed = float(cost["bytes accessed"]) if "bytes accessed" in cost else None
+  dcn = dcn_bytes(compiled.as_text()) if num_slices > 1 else 0
   peak_tflops = bench.peak_tflops(kind, "bfloat16")
   mfu = flops / seconds / (peak_tflops * 1e12) if (flops and seconds and peak_tflops) else None
   n = (steps or config.sampling.steps) if what == "sample" else None
@@ -343,6 +365,7 @@ def compile_for(
     cost_model_seconds=raw_seconds,
     free_unpriced_ops=free_unpriced,
     compiler_options=options,
+    dcn_bytes_per_step=dcn,
   )
 
 
@@ -519,4 +542,5 @@ def summary(r: AotResult) -> str:
     f"{r.global_batch} ({r.per_device_batch:g}/chip): peak {gib(r.peak_hbm_bytes)} of "
     f"{gib(r.hbm_per_device_bytes)} per chip, {r.flops_per_step or float('nan'):.3g} FLOP/chip, "
     f"optimal {r.optimal_seconds or math.nan:.4g} s, MFU bound {mfu}, compiled in {r.compile_s:.1f} s"
+    + (f", {r.dcn_bytes_per_step / 1e6:.1f} MB/chip over DCN" if r.num_slices > 1 else "")
   )

@@ -131,6 +131,59 @@ def test_two_slices_put_the_data_axis_over_dcn():
   r = aot.compile_for(c, "v5p:2x2x1", num_slices=2, what="train", config_spec=CFG)
   assert r.num_slices == 2 and r.devices == 8 and r.mesh == {"data": 8, "fsdp": 1}
   assert r.per_device_batch == 2 and r.fits and r.flops_per_step > 0
+  # The gradient all-reduce crosses DCN: each chip sends at least its quarter of the float32
+  # gradients (small tensors go padded to whole tiles), and the program keeps a time: its ZeroCrop
+  # and SliceId ops, which the cost model cannot price, are taken back.
+  assert r.params <= r.dcn_bytes_per_step < 4 * r.params
+  assert r.free_unpriced_ops >= 1 and r.optimal_seconds > 0
+  assert r.optimal_seconds == pytest.approx(r.cost_model_seconds + r.free_unpriced_ops)
+
+
+def test_dcn_bytes_and_the_time_of_a_two_slice_program():
+  """A 4-layer MLP's gradient step, data parallel over 2 × v5p:2x2x1: each chip sends over DCN a
+  quarter of every float32 gradient (4 × w·w' × 4 bytes / 4 chips). Odd widths make the
+  compiler zero the gradients' padding in place (ZeroCrop) before the transfer; those ops' −1 s
+  are taken back. One slice of 8 chips sends nothing over DCN."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from jax.experimental import mesh_utils
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+  _tpu_compiler_or_skip()
+
+  def compile_step(devices, shapes):
+    mesh = Mesh(devices, ("data",))
+    rep, dat = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
+    def step(ws, x):
+      def loss(ws):
+        h = x
+        for w in ws:
+          h = jnp.tanh(h @ w)
+        return jnp.mean(h**2)
+
+      return [w - 0.01 * g for w, g in zip(ws, jax.grad(loss)(ws))]
+
+    ws = [jax.ShapeDtypeStruct(shape, jnp.float32, sharding=rep) for shape in shapes]
+    x = jax.ShapeDtypeStruct((512, shapes[0][0]), jnp.float32, sharding=dat)
+    return jax.jit(step, out_shardings=[rep] * len(shapes)).lower(ws, x).compile()
+
+  two = aot.tpu_devices("v5p:2x2x1", num_slices=2)
+  hybrid = mesh_utils.create_hybrid_device_mesh((4,), (2,), two)
+  square = [(1024, 1024)] * 4
+  text = compile_step(hybrid, square).as_text()
+  assert aot.dcn_bytes(text) == 4 * 1024 * 1024 * 4 // 4
+  one = np.array(aot.tpu_devices("v5p:2x2x2"))
+  assert aot.dcn_bytes(compile_step(one, square).as_text()) == 0
+
+  odd = [(1024, 1027), (1027, 1024)] * 2
+  compiled = compile_step(hybrid, odd)
+  seconds, raw, free = aot.optimal_seconds(compiled)
+  assert 'custom_call_target="ZeroCrop"' in compiled.as_text()
+  assert raw < 0 and free >= 1 and seconds == pytest.approx(raw + free) and seconds > 0
+  padded = 4 * 1024 * 1027 * 4 // 4
+  assert padded <= aot.dcn_bytes(compiled.as_text()) < 1.02 * padded
 
 
 def test_a_batch_beyond_the_chips_hbm_is_one_error():
