@@ -159,11 +159,8 @@ def test_upscale_exported_matches_checkpoint(tiny_workdir, program, tmp_path, ca
     )
     == 2
   )
-  assert (
-    "--steps 5: " in capsys.readouterr().err
-    and "was exported with --steps 2" in capsys.readouterr().err
-    or True
-  )
+  err = capsys.readouterr().err
+  assert "--steps 5: " in err and "was exported with --steps 2" in err, err
   assert cli.main(["upscale", "--output", str(tmp_path / "d")] + common) == 2
   assert "give --checkpoint RUN or --exported FILE" in capsys.readouterr().err
 
