@@ -117,6 +117,13 @@ class AotResult:
   # slice). The cost model does not price the DCN wire: `optimal_seconds` is the chips' own work,
   # and a step whose DCN transfers do not overlap it takes this / the chip's DCN bandwidth more.
   dcn_bytes_per_step: int = 0
+  # Where those sends sit in the compiled schedule (`dcn_schedule`): the bytes sent while the chip
+  # still has matmul or convolution work ahead of it, which the transfers can overlap, and how
+  # many of the program's matmul/convolution fusions come after its first DCN send. No time: the
+  # compiler's per-op `estimated_cycles` do not add up to its `optimal_seconds` (BENCHMARKS.md).
+  dcn_bytes_before_last_matmul: int = 0
+  matmul_fusions: int = 0
+  matmul_fusions_after_dcn_send: int = 0
 
 
 class DoesNotFit(ValueError):
@@ -167,15 +174,36 @@ def _free_unpriced(hlo: str) -> tuple[int, int]:
   return sum(per.values()), sum(n for c, n in per.items() if c in branches)
 
 
+# A multi-slice `send`: a tuple of the data, a u32 and a token.
+_SEND = re.compile(r"= \((\w+)\[([\d,]*)\](?:\{[^}]*\})?, u32\[\][^,]*, token\[\]\) send\(")
+
+
+def _payload(dtype: str, dims: str) -> int:
+  return math.prod(int(d) for d in dims.split(",") if d) * _HLO_BYTES.get(dtype, 4)
+
+
 def dcn_bytes(hlo: str) -> int:
-  """Bytes one chip sends over DCN in `hlo`: the payloads of its multi-slice `send`s (each a
-  tuple of the data, a u32 and a token), summed once per op as written."""
-  total = 0
-  for dtype, dims in re.findall(
-    r"= \((\w+)\[([\d,]*)\](?:\{[^}]*\})?, u32\[\][^,]*, token\[\]\) send\(", hlo
-  ):
-    total += math.prod(int(d) for d in dims.split(",") if d) * _HLO_BYTES.get(dtype, 4)
-  return total
+  """Bytes one chip sends over DCN in `hlo`: the payloads of its multi-slice `send`s, summed once
+  per op as written."""
+  return sum(_payload(dtype, dims) for dtype, dims in _SEND.findall(hlo))
+
+
+def dcn_schedule(hlo: str) -> tuple[int, int, int]:
+  """From the scheduled ENTRY computation of `hlo` (ops in the order the chip runs them): the DCN
+  bytes sent before the last matmul/convolution fusion (kind=kOutput), the number of such
+  fusions, and how many of them come after the first DCN send."""
+  entry = re.search(r"^ENTRY .*?^}", hlo, re.S | re.M)
+  matmuls, sends = [], []
+  for i, line in enumerate(entry.group(0).splitlines() if entry else []):
+    if " fusion(" in line and "kind=kOutput" in line:
+      matmuls.append(i)
+    elif m := _SEND.search(line):
+      sends.append((i, _payload(*m.groups())))
+  if not sends:
+    return 0, len(matmuls), 0
+  last = matmuls[-1] if matmuls else -1
+  before = sum(size for i, size in sends if i < last)
+  return before, len(matmuls), sum(i > sends[0][0] for i in matmuls)
 
 
 def optimal_seconds(compiled) -> tuple[float | None, float | None, int]:
@@ -279,9 +307,12 @@ def compile_for(
   steps: int | None = None,
   config_spec: str = "",
   compiler_options: dict[str, str] | None = None,
+  hlo_path: str | None = None,
 ) -> AotResult:
   """Compiles `config`'s train step (or sampler) for the TPU topology; the compiler's figures.
-  `compiler_options`: XLA options for this compile (none by default)."""
+  `compiler_options`: XLA options for this compile (none by default). `hlo_path`: where to write
+  the compiled program's HLO text (optimised and scheduled: its ENTRY lists the ops in the order
+  the chip runs them, each fusion with the compiler's `estimated_cycles`)."""
   if what not in WHAT:
     raise ValueError(f"--what {what!r}; choose one of {WHAT}")
   options = dict(compiler_options or {})
@@ -311,6 +342,9 @@ def compile_for(
       time.perf_counter() - t,
     ) from None
   compile_s = time.perf_counter() - t
+  if hlo_path:
+    with open(hlo_path, "w") as f:
+      f.write(compiled.as_text())  # before the figures: a program they fail on is still kept
   mem = compiled.memory_analysis()
   cost = cost_of(compiled)
   kind = devices[0].device_kind
@@ -324,7 +358,9 @@ def compile_for(
   # program with others (XLA's RngBitGenerator, for the rbg dropout generators) has no estimate.
   seconds, raw_seconds, free_unpriced = optimal_seconds(compiled)
   accessed = float(cost["bytes accessed"]) if "bytes accessed" in cost else None
-  dcn = dcn_bytes(compiled.as_text()) if num_slices > 1 else 0
+  text = compiled.as_text()
+  dcn = dcn_bytes(text) if num_slices > 1 else 0
+  before, matmuls, after = dcn_schedule(text) if num_slices > 1 else (0, 0, 0)
   peak_tflops = bench.peak_tflops(kind, "bfloat16")
   mfu = flops / seconds / (peak_tflops * 1e12) if (flops and seconds and peak_tflops) else None
   n = (steps or config.sampling.steps) if what == "sample" else None
@@ -366,6 +402,9 @@ def compile_for(
     free_unpriced_ops=free_unpriced,
     compiler_options=options,
     dcn_bytes_per_step=dcn,
+    dcn_bytes_before_last_matmul=before,
+    matmul_fusions=matmuls,
+    matmul_fusions_after_dcn_send=after,
   )
 
 
@@ -542,5 +581,12 @@ def summary(r: AotResult) -> str:
     f"{r.global_batch} ({r.per_device_batch:g}/chip): peak {gib(r.peak_hbm_bytes)} of "
     f"{gib(r.hbm_per_device_bytes)} per chip, {r.flops_per_step or float('nan'):.3g} FLOP/chip, "
     f"optimal {r.optimal_seconds or math.nan:.4g} s, MFU bound {mfu}, compiled in {r.compile_s:.1f} s"
-    + (f", {r.dcn_bytes_per_step / 1e6:.1f} MB/chip over DCN" if r.num_slices > 1 else "")
+    + (
+      f", {r.dcn_bytes_per_step / 1e6:.1f} MB/chip over DCN "
+      f"({r.dcn_bytes_before_last_matmul / max(r.dcn_bytes_per_step, 1):.0%} of it sent before the "
+      f"last matmul; {r.matmul_fusions_after_dcn_send} of {r.matmul_fusions} matmul fusions after "
+      f"the first send)"
+      if r.num_slices > 1
+      else ""
+    )
   )

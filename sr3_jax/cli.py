@@ -112,6 +112,10 @@ def _aot(args) -> int:
     trials = None
     if args.known and not args.max_batch:
       raise ValueError("--known serves --max-batch; add --max-batch, or drop --known")
+    if args.hlo and args.max_batch:
+      raise ValueError("--hlo writes one program: drop --max-batch, or give the batch with --batch")
+    if args.hlo and not os.path.isdir(os.path.dirname(os.path.abspath(args.hlo))):
+      raise ValueError(f"--hlo {args.hlo}: its folder does not exist; create it or name another")
     if args.max_batch:
       known = []
       if args.known:
@@ -140,7 +144,14 @@ def _aot(args) -> int:
       )
     else:
       result = aot.compile_for(
-        config, args.topology, args.num_slices, args.what, args.steps, args.config, options
+        config,
+        args.topology,
+        args.num_slices,
+        args.what,
+        args.steps,
+        args.config,
+        options,
+        hlo_path=args.hlo,
       )
   except (FileNotFoundError, ValueError, KeyError) as e:
     print(f"sr3 aot: {e}", file=sys.stderr)
@@ -654,6 +665,13 @@ def main(argv=None) -> int:
     metavar="KEY=VALUE",
     help="an XLA option for the TPU compile, e.g. xla_tpu_sliced_prefetch_max_slices=0 (no "
     "sliced prefetches, so v4, v5e and v6e train steps get a time); recorded in the JSON",
+  )
+  p.add_argument(
+    "--hlo",
+    default=None,
+    metavar="FILE",
+    help="write the compiled program's HLO text (scheduled, with the compiler's per-op "
+    "estimated_cycles) to FILE",
   )
   p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
   p.set_defaults(fn=_aot)

@@ -44,7 +44,7 @@ def test_train_step_compiles_for_four_v5p_chips(v5p_train):
   assert 0 < r.mfu_bound <= 1
 
 
-def test_sampler_and_the_cli_json(v5p_train):
+def test_sampler_and_the_cli_json(v5p_train, tmp_path):
   """The 3-step sampler's JSON; its FLOPs are for all 3 steps (the compiler counts the loop body
   once, sr3 aot multiplies): per image and step, a forward pass, about a third of a train step's
   forward + backward per image."""
@@ -54,12 +54,17 @@ def test_sampler_and_the_cli_json(v5p_train):
     cmd
     + ["--what", "sample", "--steps", "3", "--batch", "4", "--json"]
     # an XLA option travels to the compile and into the JSON (it names the program for --known)
-    + ["--compiler-option", "xla_tpu_sliced_prefetch_max_slices=0"],
+    + ["--compiler-option", "xla_tpu_sliced_prefetch_max_slices=0"]
+    + ["--hlo", str(tmp_path / "sampler.hlo")],
     capture_output=True,
     text=True,
     timeout=600,
   )
   assert proc.returncode == 0, proc.stderr[-2000:]
+  # --hlo keeps the compiled program: scheduled, with the compiler's cycles per fusion
+  hlo = (tmp_path / "sampler.hlo").read_text()
+  assert hlo.startswith("HloModule") and "is_scheduled=true" in hlo and "\nENTRY " in hlo
+  assert '"estimated_cycles"' in hlo
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert out["what"] == "sample" and out["sampling_steps"] == 3 and out["devices"] == 4
   assert out["device_kind"].startswith("TPU v5") and out["global_batch"] == 4
@@ -72,10 +77,13 @@ def test_sampler_and_the_cli_json(v5p_train):
   assert 0.2 < forward / train < 0.6, (forward, train)
   bad = subprocess.run(cmd[:-1] + ["v9z:1x1"], capture_output=True, text=True, timeout=300)
   assert bad.returncode == 2 and "--topology v9z:1x1" in bad.stderr
-  for option, named in (("xla_no_such_option=1", "xla_no_such_option"), ("no_value", "KEY=VALUE")):
-    bad = subprocess.run(
-      cmd + ["--compiler-option", option], capture_output=True, text=True, timeout=300
-    )
+  for extra, named in (
+    (["--compiler-option", "xla_no_such_option=1"], "xla_no_such_option"),
+    (["--compiler-option", "no_value"], "KEY=VALUE"),
+    (["--hlo", str(tmp_path / "no" / "such.hlo")], "its folder does not exist"),
+    (["--hlo", str(tmp_path / "x.hlo"), "--max-batch"], "drop --max-batch"),
+  ):
+    bad = subprocess.run(cmd + extra, capture_output=True, text=True, timeout=300)
     errors = [x for x in bad.stderr.splitlines() if x.startswith("sr3 aot:")]
     assert bad.returncode == 2 and len(errors) == 1 and named in errors[0], bad.stderr[-2000:]
 
@@ -137,6 +145,10 @@ def test_two_slices_put_the_data_axis_over_dcn():
   assert r.params <= r.dcn_bytes_per_step < 4 * r.params
   assert r.free_unpriced_ops >= 1 and r.optimal_seconds > 0
   assert r.optimal_seconds == pytest.approx(r.cost_model_seconds + r.free_unpriced_ops)
+  # The sends start inside the backward pass: matmuls follow the first, and most bytes leave
+  # before the last matmul (the first layers' gradients, made last, cannot).
+  assert 0 < r.matmul_fusions_after_dcn_send < r.matmul_fusions
+  assert r.dcn_bytes_per_step / 2 < r.dcn_bytes_before_last_matmul < r.dcn_bytes_per_step
 
 
 def test_dcn_bytes_and_the_time_of_a_two_slice_program():
@@ -174,6 +186,11 @@ def test_dcn_bytes_and_the_time_of_a_two_slice_program():
   square = [(1024, 1024)] * 4
   text = compile_step(hybrid, square).as_text()
   assert aot.dcn_bytes(text) == 4 * 1024 * 1024 * 4 // 4
+  # Each layer's gradient is sent on its own, a quarter of the bytes each. Layer 1's is made by
+  # the backward pass's last matmul, so it cannot leave before it; at least the top layer's does.
+  before, matmuls, after = aot.dcn_schedule(text)
+  share = 1024 * 1024 * 4 // 4
+  assert before in (share, 2 * share, 3 * share) and 1 <= after < matmuls
   one = np.array(aot.tpu_devices("v5p:2x2x2"))
   assert aot.dcn_bytes(compile_step(one, square).as_text()) == 0
 
