@@ -342,9 +342,10 @@ def compile_for(
       time.perf_counter() - t,
     ) from None
   compile_s = time.perf_counter() - t
+  text = compiled.as_text()
   if hlo_path:
     with open(hlo_path, "w") as f:
-      f.write(compiled.as_text())  # before the figures: a program they fail on is still kept
+      f.write(text)  # before the figures: a program they fail on is still kept
   mem = compiled.memory_analysis()
   cost = cost_of(compiled)
   kind = devices[0].device_kind
@@ -358,7 +359,6 @@ def compile_for(
   # program with others (XLA's RngBitGenerator, for the rbg dropout generators) has no estimate.
   seconds, raw_seconds, free_unpriced = optimal_seconds(compiled)
   accessed = float(cost["bytes accessed"]) if "bytes accessed" in cost else None
-  text = compiled.as_text()
   dcn = dcn_bytes(text) if num_slices > 1 else 0
   before, matmuls, after = dcn_schedule(text) if num_slices > 1 else (0, 0, 0)
   peak_tflops = bench.peak_tflops(kind, "bfloat16")
