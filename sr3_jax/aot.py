@@ -15,7 +15,8 @@ batches (nothing is allocated), and the compiler reports per chip:
   those that do no work (FREE_UNPRICED_OPS: v4, v5e and v6e join sliced prefetches with them)
   are taken back, and a program with any other has no time estimate. Over several slices the
   cost model prices the chips' work but not the DCN wire: `dcn_bytes_per_step` is what each chip
-  sends over DCN, to set against the slices' DCN bandwidth.
+  sends over DCN, to set against the slices' DCN bandwidth, and `dcn_step_seconds_model` the step
+  with that wire in it, modelled from the program's schedule (`hlo_schedule`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from jax.experimental import topologies
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sr3_jax import bench, configs, inference, sharding, train
+from sr3_jax.hlo_schedule import dcn_bytes, dcn_schedule, dcn_step_model
 from sr3_jax.models import joint as joint_model
 
 GIB = 1024**3
@@ -64,14 +66,27 @@ USABLE_HBM_BYTES = {
 # aliases its operand), and SliceId reads the chip's slice number (one scalar). Other unpriced
 # ops (RngBitGenerator, for the rbg dropout generators) do work: their program keeps no estimate.
 FREE_UNPRICED_OPS = ("ConcatBitcast", "ZeroCrop", "SliceId")
-# Bytes per element of the HLO types a DCN transfer carries.
-_HLO_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s8": 1, "u8": 1, "pred": 1}
+# HBM bandwidth per chip, bytes/s (Cloud TPU system architecture pages): the roofline's memory
+# side in the DCN step model (`hlo_schedule`).
+HBM_BYTES_PER_S = {
+  "TPU v4": 1.2e12,
+  "TPU v5 lite": 0.819e12,
+  "TPU v5e": 0.819e12,
+  "TPU v5p": 2.765e12,
+  "TPU v5": 2.765e12,
+  "TPU v6 lite": 1.64e12,
+  "TPU v6e": 1.64e12,
+}
+# DCN bandwidth per chip that the step model assumes unless told (`sr3 aot --dcn-gbps`): a v5p
+# host's 200 Gbit/s shared by its 4 chips.
+DCN_GBPS_PER_CHIP = 50.0
 WHAT = ("train", "sample")
 EXAMPLE_TOPOLOGIES = ("v4:2x2x1", "v5e:2x2", "v5p:2x2x1", "v6e:2x2")
 
 
 def hbm_bytes(device_kind: str, table: dict = HBM_BYTES) -> int | None:
-  """The chip's HBM (or, with table=USABLE_HBM_BYTES, what the compiler lets a program use)."""
+  """The chip's HBM (or, with table=USABLE_HBM_BYTES, what the compiler lets a program use; with
+  HBM_BYTES_PER_S, its bandwidth)."""
   for key in sorted(table, key=len, reverse=True):  # most specific name first
     if key.lower() in device_kind.lower():
       return table[key]
@@ -119,11 +134,15 @@ class AotResult:
   dcn_bytes_per_step: int = 0
   # Where those sends sit in the compiled schedule (`dcn_schedule`): the bytes sent while the chip
   # still has matmul or convolution work ahead of it, which the transfers can overlap, and how
-  # many of the program's matmul/convolution fusions come after its first DCN send. No time: the
-  # compiler's per-op `estimated_cycles` do not add up to its `optimal_seconds` (BENCHMARKS.md).
+  # many of the program's matmul/convolution fusions come after its first DCN send.
   dcn_bytes_before_last_matmul: int = 0
   matmul_fusions: int = 0
   matmul_fusions_after_dcn_send: int = 0
+  # The step with its DCN wire, modelled (`hlo_schedule.dcn_step_model`): each op's roofline time,
+  # scaled to `optimal_seconds`, and the sends on one wire of `dcn_gbps_per_chip`. None on one
+  # slice or where the compiler has no time. A model, not a measurement.
+  dcn_gbps_per_chip: float | None = None
+  dcn_step_seconds_model: float | None = None
 
 
 class DoesNotFit(ValueError):
@@ -172,38 +191,6 @@ def _free_unpriced(hlo: str) -> tuple[int, int]:
     ):
       branches.update(c.strip().lstrip("%") for c in (group or one).split(",") if c.strip())
   return sum(per.values()), sum(n for c, n in per.items() if c in branches)
-
-
-# A multi-slice `send`: a tuple of the data, a u32 and a token.
-_SEND = re.compile(r"= \((\w+)\[([\d,]*)\](?:\{[^}]*\})?, u32\[\][^,]*, token\[\]\) send\(")
-
-
-def _payload(dtype: str, dims: str) -> int:
-  return math.prod(int(d) for d in dims.split(",") if d) * _HLO_BYTES.get(dtype, 4)
-
-
-def dcn_bytes(hlo: str) -> int:
-  """Bytes one chip sends over DCN in `hlo`: the payloads of its multi-slice `send`s, summed once
-  per op as written."""
-  return sum(_payload(dtype, dims) for dtype, dims in _SEND.findall(hlo))
-
-
-def dcn_schedule(hlo: str) -> tuple[int, int, int]:
-  """From the scheduled ENTRY computation of `hlo` (ops in the order the chip runs them): the DCN
-  bytes sent before the last matmul/convolution fusion (kind=kOutput), the number of such
-  fusions, and how many of them come after the first DCN send."""
-  entry = re.search(r"^ENTRY .*?^}", hlo, re.S | re.M)
-  matmuls, sends = [], []
-  for i, line in enumerate(entry.group(0).splitlines() if entry else []):
-    if " fusion(" in line and "kind=kOutput" in line:
-      matmuls.append(i)
-    elif m := _SEND.search(line):
-      sends.append((i, _payload(*m.groups())))
-  if not sends:
-    return 0, len(matmuls), 0
-  last = matmuls[-1] if matmuls else -1
-  before = sum(size for i, size in sends if i < last)
-  return before, len(matmuls), sum(i > sends[0][0] for i in matmuls)
 
 
 def optimal_seconds(compiled) -> tuple[float | None, float | None, int]:
@@ -308,11 +295,15 @@ def compile_for(
   config_spec: str = "",
   compiler_options: dict[str, str] | None = None,
   hlo_path: str | None = None,
+  dcn_gbps: float = DCN_GBPS_PER_CHIP,
 ) -> AotResult:
   """Compiles `config`'s train step (or sampler) for the TPU topology; the compiler's figures.
   `compiler_options`: XLA options for this compile (none by default). `hlo_path`: where to write
   the compiled program's HLO text (optimised and scheduled: its ENTRY lists the ops in the order
-  the chip runs them, each fusion with the compiler's `estimated_cycles`)."""
+  the chip runs them, each fusion with the compiler's `estimated_cycles`). `dcn_gbps`: the DCN
+  bandwidth per chip that a multi-slice program's modelled step assumes."""
+  if not dcn_gbps > 0:
+    raise ValueError(f"--dcn-gbps {dcn_gbps}: give the DCN bandwidth per chip in Gbit/s, above 0")
   if what not in WHAT:
     raise ValueError(f"--what {what!r}; choose one of {WHAT}")
   options = dict(compiler_options or {})
@@ -363,6 +354,12 @@ def compile_for(
   before, matmuls, after = dcn_schedule(text) if num_slices > 1 else (0, 0, 0)
   peak_tflops = bench.peak_tflops(kind, "bfloat16")
   mfu = flops / seconds / (peak_tflops * 1e12) if (flops and seconds and peak_tflops) else None
+  bandwidth = hbm_bytes(kind, HBM_BYTES_PER_S)
+  model = (
+    dcn_step_model(text, seconds, dcn_gbps, peak_tflops * 1e12, bandwidth)
+    if dcn and seconds and peak_tflops and bandwidth and what == "train"
+    else None
+  )
   n = (steps or config.sampling.steps) if what == "sample" else None
   if n:
     # The cost analysis counts a loop's body once, whatever its trip count (a 2-step and an
@@ -405,6 +402,8 @@ def compile_for(
     dcn_bytes_before_last_matmul=before,
     matmul_fusions=matmuls,
     matmul_fusions_after_dcn_send=after,
+    dcn_gbps_per_chip=dcn_gbps if model else None,
+    dcn_step_seconds_model=model.step_seconds if model else None,
   )
 
 
@@ -481,6 +480,7 @@ def max_batch(
   log=None,
   known: list[AotResult] = (),
   compiler_options: dict[str, str] | None = None,
+  dcn_gbps: float = DCN_GBPS_PER_CHIP,
 ) -> tuple[int, AotResult, list[Trial]]:
   """The largest per-chip batch (a multiple of `multiple`) whose program fits in HBM.
 
@@ -512,7 +512,9 @@ def max_batch(
     c = config.copy_and_resolve_references()
     c.train.batch_size = per_device * devices
     try:
-      r = compile_for(c, topology, num_slices, what, steps, compiler_options=compiler_options)
+      r = compile_for(
+        c, topology, num_slices, what, steps, compiler_options=compiler_options, dcn_gbps=dcn_gbps
+      )
     except DoesNotFit as e:
       trials.append(Trial(per_device, False, e.required_bytes, e.compile_s))
     else:
@@ -586,6 +588,12 @@ def summary(r: AotResult) -> str:
       f"({r.dcn_bytes_before_last_matmul / max(r.dcn_bytes_per_step, 1):.0%} of it sent before the "
       f"last matmul; {r.matmul_fusions_after_dcn_send} of {r.matmul_fusions} matmul fusions after "
       f"the first send)"
+      + (
+        f"; modelled step with the wire at {r.dcn_gbps_per_chip:g} Gbit/s per chip "
+        f"{r.dcn_step_seconds_model:.4g} s"
+        if r.dcn_step_seconds_model
+        else ""
+      )
       if r.num_slices > 1
       else ""
     )

@@ -110,6 +110,7 @@ def _aot(args) -> int:
     if args.dtype:
       config.model.dtype = args.dtype
     trials = None
+    gbps = aot.DCN_GBPS_PER_CHIP if args.dcn_gbps is None else args.dcn_gbps
     if args.known and not args.max_batch:
       raise ValueError("--known serves --max-batch; add --max-batch, or drop --known")
     if args.hlo and args.max_batch:
@@ -141,6 +142,7 @@ def _aot(args) -> int:
         log=sys.stderr,
         known=known,
         compiler_options=options,
+        dcn_gbps=gbps,
       )
     else:
       result = aot.compile_for(
@@ -152,6 +154,7 @@ def _aot(args) -> int:
         args.config,
         options,
         hlo_path=args.hlo,
+        dcn_gbps=gbps,
       )
   except (FileNotFoundError, ValueError, KeyError) as e:
     print(f"sr3 aot: {e}", file=sys.stderr)
@@ -672,6 +675,14 @@ def main(argv=None) -> int:
     metavar="FILE",
     help="write the compiled program's HLO text (scheduled, with the compiler's per-op "
     "estimated_cycles) to FILE",
+  )
+  p.add_argument(
+    "--dcn-gbps",
+    type=float,
+    default=None,
+    metavar="GBIT_S",
+    help="DCN bandwidth per chip for the modelled multi-slice step, dcn_step_seconds_model "
+    "(default 50)",
   )
   p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
   p.set_defaults(fn=_aot)

@@ -109,6 +109,8 @@ def test_a_batch_the_chips_cannot_split_is_named():
   c.train.batch_size = 6
   with pytest.raises(ValueError, match=r"v5p:2x2x1 .*4 chips.*batch_size=6"):
     aot.compile_for(c, "v5p:2x2x1")
+  with pytest.raises(ValueError, match=r"--dcn-gbps 0.*Gbit/s, above 0"):
+    aot.compile_for(configs.load(CFG), "v5p:2x2x1", num_slices=2, dcn_gbps=0)
 
 
 def test_two_slices_put_the_data_axis_over_dcn():
@@ -148,6 +150,11 @@ def test_two_slices_put_the_data_axis_over_dcn():
   # The sends start inside the backward pass: matmuls follow the first, and most bytes leave
   # before the last matmul (the first layers' gradients, made last, cannot).
   assert 0 < r.matmul_fusions_after_dcn_send < r.matmul_fusions
+  # The modelled step with the wire at the default 50 Gbit/s per chip: no shorter than the chips'
+  # work, no longer than that work followed by every byte on the wire.
+  wire = r.dcn_bytes_per_step / (50e9 / 8)
+  assert r.dcn_gbps_per_chip == 50
+  assert r.optimal_seconds <= r.dcn_step_seconds_model <= r.optimal_seconds + wire
   assert r.dcn_bytes_per_step / 2 < r.dcn_bytes_before_last_matmul < r.dcn_bytes_per_step
 
 
