@@ -292,7 +292,9 @@ class _Memory:
   def __init__(self, base=2.0, per_image=0.3):
     self.base, self.per_image, self.asked = base, per_image, []
 
-  def __call__(self, config, topology, num_slices, what, steps, compiler_options=None):
+  def __call__(
+    self, config, topology, num_slices, what, steps, compiler_options=None, dcn_gbps=50.0
+  ):
     per_chip = config.train.batch_size // 4
     self.asked.append(per_chip)
     peak = int((self.base + self.per_image * per_chip) * aot.GIB)
