@@ -41,7 +41,10 @@ def main(argv=None) -> int:
   peak = bench.peak_tflops(kind, "bfloat16") * 1e12
   bandwidth = aot.hbm_bytes(kind, aot.HBM_BYTES_PER_S)
   text = pathlib.Path(args.hlo).read_text()
-  events = hlo_schedule.dcn_events(text, peak, bandwidth, args.weights)
+  try:
+    events = hlo_schedule.dcn_events(text, peak, bandwidth, args.weights)
+  except ValueError as e:
+    sys.exit(f"dcn_overlap: {args.hlo}: {e}; the model times straight-line programs only")
   sent = sum(e[2] for e in events if e[0] == "send")
   step, flops = r["optimal_seconds"], r["flops_per_step"]
   print(

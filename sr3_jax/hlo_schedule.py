@@ -219,7 +219,8 @@ class _Pricer:
 
 def program_flops(hlo: str) -> int:
   """FLOPs of the ENTRY computation's convolutions and dots, fusions included, each called
-  computation counted once per call."""
+  computation counted once per call; a while loop's body is not counted (TPU HLO does not give
+  its trip count)."""
   pricer = _Pricer(hlo, 1.0, 1.0)
   return pricer.flops(pricer.entry) if pricer.entry else 0
 
@@ -268,6 +269,8 @@ def dcn_events(
   times the ops by the compiler's own per-op `estimated_cycles` instead (a cross-check: they do
   not add up to its step time at any one clock, but `simulate` uses only their proportions)."""
   timed = entry_op_seconds(hlo, peak_flops, hbm_bytes_per_s)
+  if any(op.kind == "while" for op, _ in timed):
+    raise ValueError("the program runs a while loop, whose trip count its HLO does not give")
   if weights == "cycles":
     timed = [(op, int(m.group(1)) if (m := _CYCLES.search(op.line)) else 0) for op, _ in timed]
   elif weights != "roofline":
@@ -290,8 +293,12 @@ def dcn_events(
 
 def dcn_step_model(
   hlo: str, step_seconds: float, dcn_gbps: float, peak_flops: float, hbm_bytes_per_s: float
-) -> DcnModel:
+) -> DcnModel | None:
   """The modelled step of a multi-slice program whose chips' work takes `step_seconds` (the
-  compiler's estimate), with `dcn_gbps` Gbit/s of DCN per chip (module docstring)."""
-  events = dcn_events(hlo, peak_flops, hbm_bytes_per_s)
+  compiler's estimate), with `dcn_gbps` Gbit/s of DCN per chip (module docstring); None for a
+  program with a while loop in its ENTRY (a loop's time cannot be told from one pass of it)."""
+  try:
+    events = dcn_events(hlo, peak_flops, hbm_bytes_per_s)
+  except ValueError:
+    return None
   return simulate(events, step_seconds, dcn_gbps * 1e9 / 8)

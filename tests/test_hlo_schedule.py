@@ -131,3 +131,19 @@ def test_an_mlp_gradient_on_two_slices():
   assert work <= m.step_seconds <= work + m.wire_seconds
   with pytest.raises(ValueError, match="weights='flops'; choose 'roofline' or 'cycles'"):
     hlo_schedule.dcn_events(text, 459e12, 2.765e12, weights="flops")
+
+
+def test_a_loop_gets_no_model():
+  """A scan over 5 matmuls compiles to a while loop whose trip count the HLO does not state:
+  the model says it has no answer rather than time one pass of the body."""
+  import jax
+  import jax.numpy as jnp
+
+  def run(x, ws):
+    return jax.lax.scan(lambda h, w: (jnp.tanh(h @ w), None), x, ws)[0]
+
+  text = _compile(run, (256, 512), (5, 512, 512))
+  assert " while(" in text
+  assert hlo_schedule.dcn_step_model(text, 1e-3, 50, 459e12, 2.765e12) is None
+  with pytest.raises(ValueError, match="while loop"):
+    hlo_schedule.dcn_events(text, 459e12, 2.765e12)
