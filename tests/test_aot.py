@@ -163,35 +163,17 @@ def test_dcn_bytes_and_the_time_of_a_two_slice_program():
   quarter of every float32 gradient (4 × w·w' × 4 bytes / 4 chips). Odd widths make the
   compiler zero the gradients' padding in place (ZeroCrop) before the transfer; those ops' −1 s
   are taken back. One slice of 8 chips sends nothing over DCN."""
-  import jax
-  import jax.numpy as jnp
   import numpy as np
   from jax.experimental import mesh_utils
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+  from tests.tpu_programs import mlp_gradient_step
 
   _tpu_compiler_or_skip()
-
-  def compile_step(devices, shapes):
-    mesh = Mesh(devices, ("data",))
-    rep, dat = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-
-    def step(ws, x):
-      def loss(ws):
-        h = x
-        for w in ws:
-          h = jnp.tanh(h @ w)
-        return jnp.mean(h**2)
-
-      return [w - 0.01 * g for w, g in zip(ws, jax.grad(loss)(ws))]
-
-    ws = [jax.ShapeDtypeStruct(shape, jnp.float32, sharding=rep) for shape in shapes]
-    x = jax.ShapeDtypeStruct((512, shapes[0][0]), jnp.float32, sharding=dat)
-    return jax.jit(step, out_shardings=[rep] * len(shapes)).lower(ws, x).compile()
 
   two = aot.tpu_devices("v5p:2x2x1", num_slices=2)
   hybrid = mesh_utils.create_hybrid_device_mesh((4,), (2,), two)
   square = [(1024, 1024)] * 4
-  text = compile_step(hybrid, square).as_text()
+  text = mlp_gradient_step(hybrid, square).as_text()
   assert aot.dcn_bytes(text) == 4 * 1024 * 1024 * 4 // 4
   # Each layer's gradient is sent on its own, a quarter of the bytes each. Layer 1's is made by
   # the backward pass's last matmul, so it cannot leave before it; at least the top layer's does.
@@ -199,10 +181,10 @@ def test_dcn_bytes_and_the_time_of_a_two_slice_program():
   share = 1024 * 1024 * 4 // 4
   assert before in (share, 2 * share, 3 * share) and 1 <= after < matmuls
   one = np.array(aot.tpu_devices("v5p:2x2x2"))
-  assert aot.dcn_bytes(compile_step(one, square).as_text()) == 0
+  assert aot.dcn_bytes(mlp_gradient_step(one, square).as_text()) == 0
 
   odd = [(1024, 1027), (1027, 1024)] * 2
-  compiled = compile_step(hybrid, odd)
+  compiled = mlp_gradient_step(hybrid, odd)
   seconds, raw, free = aot.optimal_seconds(compiled)
   assert 'custom_call_target="ZeroCrop"' in compiled.as_text()
   assert raw < 0 and free >= 1 and seconds == pytest.approx(raw + free) and seconds > 0

@@ -34,22 +34,18 @@ def test_the_timeline_of_sends_and_waits():
   assert m.step_seconds == pytest.approx(42e-3) and m.exposed_seconds == pytest.approx(0)
 
 
-def _compile(fn, *shapes, devices=None, data_axis=False):
+def _compile(fn, *shapes):
   import jax
   import jax.numpy as jnp
   import numpy as np
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
   try:
-    devices = devices if devices is not None else np.array(aot.tpu_devices("v5p:2x2x1"))
+    devices = np.array(aot.tpu_devices("v5p:2x2x1"))
   except ValueError as e:
     pytest.skip(f"the TPU compiler cannot start here: {e}")
   mesh = Mesh(devices, ("data",))
-  rep, dat = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  args = [
-    jax.ShapeDtypeStruct(s, jnp.float32, sharding=dat if data_axis and i == 0 else rep)
-    for i, s in enumerate(shapes)
-  ]
+  args = [jax.ShapeDtypeStruct(s, jnp.float32, sharding=NamedSharding(mesh, P())) for s in shapes]
   compiled = jax.jit(fn).lower(*args).compile()
   assert compiled.as_text() and "TPU" in devices.flat[0].device_kind  # the TPU compiler's
   return compiled.as_text()
@@ -87,9 +83,9 @@ def test_an_mlp_gradient_on_two_slices():
   recv-done waiting for it; with the wire at the default 50 Gbit/s per chip the modelled step
   lies between the chips' work alone and that work plus every byte on the wire, and a slower wire
   never makes it shorter."""
-  import jax
-  import jax.numpy as jnp
   from jax.experimental import mesh_utils
+
+  from tests.tpu_programs import mlp_gradient_step
 
   try:
     two = aot.tpu_devices("v5p:2x2x1", num_slices=2)
@@ -97,18 +93,8 @@ def test_an_mlp_gradient_on_two_slices():
     pytest.skip(f"the TPU compiler cannot start here: {e}")
   hybrid = mesh_utils.create_hybrid_device_mesh((4,), (2,), two)
   width, layers = 1024, 4
-
-  def step(x, *ws):
-    def loss(ws):
-      h = x
-      for w in ws:
-        h = jnp.tanh(h @ w)
-      return jnp.mean(h**2)
-
-    return [w - 0.01 * g for w, g in zip(ws, jax.grad(loss)(ws))]
-
-  shapes = [(512, width)] + [(width, width)] * layers
-  text = _compile(step, *shapes, devices=hybrid, data_axis=True)
+  text = mlp_gradient_step(hybrid, [(width, width)] * layers, batch=512).as_text()
+  assert "TPU" in hybrid.flat[0].device_kind
   assert hlo_schedule.program_flops(text) == 11 * 2 * 64 * width**2
 
   events = hlo_schedule.dcn_events(text, 459e12, 2.765e12)
