@@ -77,8 +77,9 @@ HBM_BYTES_PER_S = {
   "TPU v6 lite": 1.64e12,
   "TPU v6e": 1.64e12,
 }
-# DCN bandwidth per chip that the step model assumes unless told (`sr3 aot --dcn-gbps`): a v5p
-# host's 200 Gbit/s shared by its 4 chips.
+# DCN bandwidth per chip that the step model assumes unless told (`sr3 aot --dcn-gbps`): an
+# assumption (the figure BENCHMARKS.md prices v5p's DCN at), not a measurement; a pod's own
+# network sets the real one.
 DCN_GBPS_PER_CHIP = 50.0
 WHAT = ("train", "sample")
 EXAMPLE_TOPOLOGIES = ("v4:2x2x1", "v5e:2x2", "v5p:2x2x1", "v6e:2x2")
