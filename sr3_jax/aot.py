@@ -33,7 +33,7 @@ from jax.experimental import topologies
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sr3_jax import bench, configs, inference, sharding, train
-from sr3_jax.hlo_schedule import dcn_bytes, dcn_schedule, dcn_step_model
+from sr3_jax.hlo_schedule import branches, dcn_bytes, dcn_schedule, dcn_step_model
 from sr3_jax.models import joint as joint_model
 
 GIB = 1024**3
@@ -179,7 +179,7 @@ def _free_unpriced(hlo: str) -> tuple[int, int]:
   """FREE_UNPRICED_OPS in the compiled program's text: all of them, and those inside the branches
   of a conditional (the train step's non-finite skip is one)."""
   per: dict[str, int] = {}
-  branches: set[str] = set()
+  in_branches: set[str] = set()
   name = ""
   for line in hlo.splitlines():
     head = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line.rstrip())
@@ -187,11 +187,8 @@ def _free_unpriced(hlo: str) -> tuple[int, int]:
       name = head.group(1)
     if any(f'custom_call_target="{op}"' in line for op in FREE_UNPRICED_OPS):
       per[name] = per.get(name, 0) + 1
-    for group, one in re.findall(
-      r"branch_computations=\{([^}]*)\}|(?:true|false)_computation=%?([\w.\-]+)", line
-    ):
-      branches.update(c.strip().lstrip("%") for c in (group or one).split(",") if c.strip())
-  return sum(per.values()), sum(n for c, n in per.items() if c in branches)
+    in_branches.update(branches(line))
+  return sum(per.values()), sum(n for c, n in per.items() if c in in_branches)
 
 
 def optimal_seconds(compiled) -> tuple[float | None, float | None, int]:

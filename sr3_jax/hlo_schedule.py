@@ -56,6 +56,15 @@ _NO_TIME = frozenset(
 )
 
 
+def branches(line: str) -> list[str]:
+  """The computations a conditional on `line` may run: its branch_computations, or its
+  true/false computations."""
+  found = re.findall(
+    r"branch_computations=\{([^}]*)\}|(?:true|false)_computation=%?([\w.\-]+)", line
+  )
+  return [c.strip().lstrip("%") for g, one in found for c in (g or one).split(",") if c.strip()]
+
+
 def _dims(text: str) -> list[int]:
   return [int(d) for d in text.split(",") if d]
 
@@ -184,35 +193,28 @@ class _Pricer:
     self.peak, self.bandwidth = peak_flops, hbm_bytes_per_s
     self._flops: dict[str, int] = {}
 
+  def op_flops(self, op: Op) -> int:
+    """FLOPs of one op: its own convolution or dot, and those of the computations it calls."""
+    total = sum(self.flops(c) for c in re.findall(r"calls=%([\w.\-]+)", op.line))
+    if op.kind == "convolution":
+      total += convolution_flops(op, self.shapes)
+    elif op.kind == "dot":
+      total += dot_flops(op, self.shapes)
+    return total
+
   def flops(self, computation: str) -> int:
     """FLOPs of a computation's convolutions and dots, and of the fusions it calls."""
     if computation not in self._flops:
-      total = 0
-      for op in self.computations.get(computation, []):
-        if op.kind == "convolution":
-          total += convolution_flops(op, self.shapes)
-        elif op.kind == "dot":
-          total += dot_flops(op, self.shapes)
-        total += sum(self.flops(c) for c in re.findall(r"calls=%([\w.\-]+)", op.line))
-      self._flops[computation] = total
+      self._flops[computation] = sum(map(self.op_flops, self.computations.get(computation, [])))
     return self._flops[computation]
 
   def seconds(self, op: Op) -> float:
     if op.kind in _NO_TIME:
       return 0.0
     if op.kind == "conditional":
-      group = re.search(r"branch_computations=\{([^}]*)\}", op.line)
-      names = (
-        [c.strip().lstrip("%") for c in group.group(1).split(",")]
-        if group
-        else re.findall(r"(?:true|false)_computation=%?([\w.\-]+)", op.line)
-      )
-      return max((sum(map(self.seconds, self.computations.get(c, []))) for c in names), default=0)
-    flops = sum(self.flops(c) for c in re.findall(r"calls=%([\w.\-]+)", op.line))
-    if op.kind == "convolution":
-      flops += convolution_flops(op, self.shapes)
-    elif op.kind == "dot":
-      flops += dot_flops(op, self.shapes)
+      costs = (sum(map(self.seconds, self.computations.get(c, []))) for c in branches(op.line))
+      return max(costs, default=0.0)
+    flops = self.op_flops(op)
     moved = self.bytes[op.name] + sum(self.bytes.get(a, 0) for a in op.operands)
     return max(flops / self.peak, moved / self.bandwidth)
 
